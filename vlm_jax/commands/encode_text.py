@@ -1,0 +1,83 @@
+"""vlm-jax encode-text: run a Hugging Face BERT checkpoint over text lines.
+
+  vlm-jax encode-text --checkpoint DIR|minilm --input texts.txt --output out.npz
+
+Writes `input_ids` [N, L], `attention_mask` [N, L] and `last_hidden_state`
+[N, L, H] (float32), L = the longest line in WordPieces (with [CLS]/[SEP]),
+capped at --max_length.
+"""
+
+import os
+
+import jax
+import numpy as np
+import tqdm
+from absl import flags
+
+from vlm_jax.convert import hf_bert
+from vlm_jax.data import tokenizer
+from vlm_jax.models import bert
+
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', 'minilm', 'Hugging Face BERT folder, or "minilm" for the packaged one.')
+_INPUT = flags.DEFINE_string('input', None, 'UTF-8 text file, one text per line.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output .npz path.')
+_MAX_LENGTH = flags.DEFINE_integer('max_length', 512, 'Truncate texts to this many tokens.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Texts per forward pass.')
+flags.mark_flags_as_required(['input', 'output'])
+
+
+def read_lines(path: str) -> list[str]:
+  """Non-empty lines of a UTF-8 file; a decoding error names the file and line."""
+  with open(path, 'rb') as f:
+    raw = f.read().splitlines()
+  lines = []
+  for number, line in enumerate(raw, start=1):
+    try:
+      text = line.decode('utf-8').strip()
+    except UnicodeDecodeError as e:
+      raise ValueError(f'{path}:{number}: not UTF-8 ({e.reason})') from e
+    if text:
+      lines.append(text)
+  if not lines:
+    raise ValueError(f'{path}: no text lines')
+  return lines
+
+
+def encode(checkpoint: str, texts: list[str], max_length: int = 512,
+           batch_size: int = 32) -> dict[str, np.ndarray]:
+  """Tokenizes and encodes `texts`; see the module docstring for the outputs."""
+  config, params, _ = hf_bert.load(checkpoint)
+  tok = tokenizer.load(os.path.join(hf_bert.resolve(checkpoint), 'vocab.txt'))
+  max_length = min(max_length, config.max_position_embeddings)
+  tok.enable_truncation(max_length)
+  encodings = tok.encode_batch(texts)
+  length = max(len(e.ids) for e in encodings)
+  ids = np.zeros((len(texts), length), np.int32)
+  mask = np.zeros((len(texts), length), np.int32)
+  for i, e in enumerate(encodings):
+    ids[i, :len(e.ids)] = e.ids
+    mask[i, :len(e.ids)] = 1
+  model = bert.BertModel(config)
+  apply = jax.jit(lambda p, i, m: model.apply({'params': p}, i, m)[0])
+  hidden = np.zeros((len(texts), length, config.hidden_size), np.float32)
+  for start in tqdm.tqdm(range(0, len(texts), batch_size), desc='encode-text', unit='batch'):
+    chunk = slice(start, start + batch_size)
+    # Pad the last batch to the same shape so that jit compiles once.
+    n = ids[chunk].shape[0]
+    pad = ((0, batch_size - n), (0, 0))
+    out = apply(params, np.pad(ids[chunk], pad), np.pad(mask[chunk], pad))
+    hidden[chunk] = np.asarray(out)[:n]
+  return {'input_ids': ids, 'attention_mask': mask, 'last_hidden_state': hidden}
+
+
+def main(argv):
+  del argv
+  try:
+    texts = read_lines(_INPUT.value)
+    outputs = encode(_CHECKPOINT.value, texts, _MAX_LENGTH.value, _BATCH_SIZE.value)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise SystemExit(f'vlm-jax encode-text: {e}') from e
+  np.savez(_OUTPUT.value, **outputs)
+  print(f'wrote {_OUTPUT.value}: {len(texts)} texts, '
+        f'last_hidden_state {outputs["last_hidden_state"].shape}')

@@ -1,0 +1,29 @@
+"""vlm-jax train: pretrain a model from a config.
+
+  vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb \
+      [--config.train.num_steps=100 ...]
+
+Writes checkpoints, metrics.jsonl, TensorBoard events, curves.png and
+manifest.json to the workdir; re-running with the same workdir resumes.
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from vlm_jax import config_checks
+from vlm_jax.data import pipeline
+from vlm_jax.train import trainer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file and preset, e.g. configs/videobert.py:tiny.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics go.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  try:
+    trainer.train(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
+          FileNotFoundError) as e:
+    raise SystemExit(f'vlm-jax train: {e}') from e

