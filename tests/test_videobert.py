@@ -112,6 +112,10 @@ def test_text_weights_from_huggingface_checkpoint():
   word = params['bert']['embeddings']['word_embeddings']['embedding']
   assert word.shape == (VOCAB.text_vocab_size + 1, 384)
   np.testing.assert_array_equal(word[VOCAB.video_sep_id], word[VOCAB.sep_id])
+  # New visual rows are drawn at the scale of the pretrained word rows.
+  norms = np.linalg.norm(word, axis=1).mean()
+  visual_norms = np.linalg.norm(params['visual_embeddings']['embedding'], axis=1).mean()
+  assert abs(visual_norms / norms - 1) < 0.2
   ids = np.array([[VOCAB.cls_id, 2085, 2292, 2033, 2265, 2017, VOCAB.sep_id]], np.int32)
   zeros = np.zeros_like(ids)
   out = model.apply({'params': params}, ids, zeros, np.ones_like(ids), zeros[:, :2])

@@ -127,7 +127,11 @@ def with_pretrained_text(params: dict, bert_params: dict, mlm_head: dict | None,
 
   The word table keeps its extra `[>]` row (initialised as `[SEP]`'s embedding,
   the nearest existing role); the MLM head's text part of the bias is copied
-  when the checkpoint has one.
+  when the checkpoint has one. A visual table of the hidden size is redrawn
+  with the word table's per-dimension mean and spread: at the default 0.02
+  scale the new tokens are drowned by the pretrained position embeddings and
+  their tied logits stay near zero, so they learn far slower than words
+  (`with_visual_init` replaces it with centroids when there are some).
   """
   params = jax.tree.map(np.asarray, params)
   params = dict(params)
@@ -142,6 +146,13 @@ def with_pretrained_text(params: dict, bert_params: dict, mlm_head: dict | None,
     new_bert['pooler'] = params['bert']['pooler']
   _check_same_shapes(params['bert'], new_bert)
   params['bert'] = new_bert
+  visual = params['visual_embeddings']['embedding']
+  if visual.shape[1] == word.shape[1]:
+    rng = np.random.default_rng(0)
+    params['visual_embeddings'] = dict(
+        params['visual_embeddings'],
+        embedding=(word.mean(0) + word.std(0) * rng.standard_normal(visual.shape)).astype(
+            visual.dtype))
   if mlm_head is not None:
     head = dict(params['mlm_head'])
     head['transform'] = mlm_head['transform']

@@ -1,5 +1,10 @@
 """VideoBERT pretraining losses, computed at the gathered masked positions only.
 
+The head scores the joint vocabulary; each masked token's softmax is taken over
+its own modality (WordPieces for text, the visual vocabulary for visual tokens),
+as the paper's text and video cloze objectives are: otherwise the 144-20,736
+visual classes start out competing with 30k pretrained words and learn slowly.
+
 Each term is a sum over the micro-batch divided by a count over the whole
 global batch (`normalizers`), so accumulating micro-batch gradients gives the
 gradient of the global-batch loss exactly.
@@ -28,7 +33,16 @@ def normalizers(batch) -> dict[str, jax.Array]:
   return {k: jnp.maximum(m.sum(), 1.0) for k, m in _masks(batch).items()}
 
 
-def videobert_loss(outputs, batch, loss_weights, norms) -> tuple[jax.Array, dict]:
+def modality_logits(logits: jax.Array, targets: jax.Array, visual_offset: int) -> jax.Array:
+  """[batch, P, vocab] logits with the other modality's classes at -inf (finite min)."""
+  visual_class = jnp.arange(logits.shape[-1]) >= visual_offset
+  visual_target = targets >= visual_offset
+  same = visual_class[None, None, :] == visual_target[..., None]
+  return jnp.where(same, logits, jnp.finfo(logits.dtype).min)
+
+
+def videobert_loss(outputs, batch, loss_weights, norms,
+                   visual_offset: int) -> tuple[jax.Array, dict]:
   """Weighted sum of the MLM terms per regime and the alignment loss.
 
   Args:
@@ -37,13 +51,15 @@ def videobert_loss(outputs, batch, loss_weights, norms) -> tuple[jax.Array, dict
       `alignment_label` [batch].
     loss_weights: mapping term name -> weight.
     norms: `normalizers()` of the global batch.
+    visual_offset: first visual id of the joint vocabulary.
 
   Returns:
     (scalar loss, metrics): per-term losses and accuracies, each already
     normalised by the global counts (so they add up across micro-batches).
   """
   masks = _masks(batch)
-  logits = outputs['mlm_logits'].astype(jnp.float32)
+  logits = modality_logits(outputs['mlm_logits'].astype(jnp.float32), batch['masked_ids'],
+                           visual_offset)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['masked_ids'])
   correct = (jnp.argmax(logits, -1) == batch['masked_ids']).astype(jnp.float32)
   align_logits = outputs['alignment_logits'].astype(jnp.float32)

@@ -131,7 +131,8 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
     def loss_fn(params, micro, micro_rng):
       outputs = model.apply({'params': params}, *_model_inputs(micro), deterministic=False,
                             rngs={'dropout': micro_rng})
-      return objectives.videobert_loss(outputs, micro, loss_weights, norms)
+      return objectives.videobert_loss(outputs, micro, loss_weights, norms,
+                                       vocab.visual_offset)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if accum == 1:

@@ -1,0 +1,66 @@
+"""VideoBERT losses against a hand computation."""
+
+import numpy as np
+
+from vlm_jax.data import pipeline
+from vlm_jax.train import objectives
+
+VISUAL_OFFSET = 6  # 5 WordPieces + [>], then 3 visual tokens
+
+
+def log_softmax(x):
+  x = x - x.max()
+  return x - np.log(np.exp(x).sum())
+
+
+def test_loss_matches_hand_computation():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 2, 9)).astype(np.float32)
+  batch = {
+      'masked_ids': np.array([[2, 4], [7, 0], [8, 3]], np.int32),
+      'masked_weights': np.array([[1, 1], [1, 0], [1, 1]], np.float32),
+      'regime': np.array([pipeline.TEXT, pipeline.VIDEO, pipeline.VIDEO_TEXT], np.int32),
+      'alignment_label': np.array([1, 1, 0], np.int32),
+  }
+  alignment_logits = rng.normal(size=(3, 2)).astype(np.float32)
+  outputs = {'mlm_logits': logits, 'alignment_logits': alignment_logits}
+  weights = dict(text_mlm=1.0, video_mlm=2.0, video_text_mlm=0.5, alignment=3.0)
+  loss, metrics = objectives.videobert_loss(
+      outputs, batch, weights, objectives.normalizers(batch), VISUAL_OFFSET)
+
+  def ce(row, target):  # softmax over the target's modality only
+    classes = slice(VISUAL_OFFSET, None) if target >= VISUAL_OFFSET else slice(0, VISUAL_OFFSET)
+    offset = VISUAL_OFFSET if target >= VISUAL_OFFSET else 0
+    return -log_softmax(row[classes])[target - offset]
+
+  text = (ce(logits[0, 0], 2) + ce(logits[0, 1], 4)) / 2
+  video = ce(logits[1, 0], 7) / 1  # the second slot is padding
+  video_text = (ce(logits[2, 0], 8) + ce(logits[2, 1], 3)) / 2
+  alignment = -log_softmax(alignment_logits[2])[0] / 1  # only the video-text example
+  np.testing.assert_allclose(metrics['loss_text_mlm'], text, rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss_video_mlm'], video, rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss_video_text_mlm'], video_text, rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss_alignment'], alignment, rtol=1e-5)
+  np.testing.assert_allclose(loss, text + 2 * video + 0.5 * video_text + 3 * alignment,
+                             rtol=1e-5)
+
+
+def test_micro_batch_terms_add_up_to_the_global_batch():
+  rng = np.random.default_rng(1)
+  batch = {
+      'masked_ids': rng.integers(0, 9, (4, 3)).astype(np.int32),
+      'masked_weights': (rng.random((4, 3)) < 0.7).astype(np.float32),
+      'regime': np.array([0, 1, 2, 2], np.int32),
+      'alignment_label': np.array([1, 1, 0, 1], np.int32),
+  }
+  outputs = {'mlm_logits': rng.normal(size=(4, 3, 9)).astype(np.float32),
+             'alignment_logits': rng.normal(size=(4, 2)).astype(np.float32)}
+  weights = dict(text_mlm=1.0, video_mlm=1.0, video_text_mlm=1.0, alignment=1.0)
+  norms = objectives.normalizers(batch)
+  whole, _ = objectives.videobert_loss(outputs, batch, weights, norms, VISUAL_OFFSET)
+  halves = sum(
+      objectives.videobert_loss({k: v[s] for k, v in outputs.items()},
+                                {k: v[s] for k, v in batch.items()}, weights, norms,
+                                VISUAL_OFFSET)[0]
+      for s in (slice(0, 2), slice(2, 4)))
+  np.testing.assert_allclose(halves, whole, rtol=1e-5)
