@@ -64,6 +64,25 @@ def test_2x2_mesh_matches_single_device():
   assert_trees_close(sharded, single, atol=2e-5)
 
 
+def test_parameters_and_state_are_sharded_by_the_logical_rules():
+  config = small_config()
+  config.mesh.data, config.mesh.model = 2, 2
+  _, vocab = trainer.load_vocab(config)
+  setup = trainer.build(config, vocab, devices=jax.devices()[:4])
+  P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+  layer = setup.param_shardings['bert']['encoder']['layer_0']
+  assert layer['attention']['query']['kernel'].spec == P(None, 'model')  # embed, heads
+  assert layer['attention']['out']['kernel'].spec == P('model', None)
+  assert layer['mlp']['intermediate']['kernel'].spec == P(None, 'model')  # embed, mlp
+  assert setup.param_shardings['bert']['embeddings']['word_embeddings']['embedding'].spec == P(
+      None, None)  # replicated
+  # Adam's moments follow their parameters.
+  moments = [s for s in jax.tree.leaves(setup.state_shardings.opt_state)
+             if s.spec == P(None, 'model')]
+  assert len(moments) >= 2 * config.model.num_layers * 4
+  assert partitioning.batch_sharding(setup.mesh).spec == P('data')
+
+
 def test_gradient_accumulation_matches_one_big_batch():
   config = small_config()
   config.model.dropout_rate = config.model.attention_dropout_rate = 0.0

@@ -128,3 +128,15 @@ def test_wrong_checkpoint_shape_is_reported():
   _, bert_params, _ = hf_bert.load('minilm')  # 384 hidden, the model has 64
   with pytest.raises(ValueError, match='does not fit the model config'):
     videobert.with_pretrained_text(unbox(init(model)), bert_params, None, VOCAB)
+
+
+def test_bfloat16_compute_with_float32_parameters():
+  config = videobert_config.get_config('tiny,runlocal')
+  config.model.num_visual_tokens = VOCAB.num_visual_tokens
+  config.model.dtype = 'bfloat16'
+  model = videobert.build(config.model, VOCAB)
+  params = unbox(init(model))
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(params))
+  out = model.apply({'params': params}, *inputs())
+  assert out['hidden'].dtype == jnp.bfloat16
+  assert out['mlm_logits'].dtype == jnp.bfloat16

@@ -21,6 +21,8 @@ TEMPLATES = ('now let me show you how to {verb} the {noun}.',
              'next we {verb} the {noun}.',
              'then you {verb} the {noun} like this.')
 CLIP_SECONDS = 1.5
+# Bumped whenever the generator changes, so cached corpora are not reused.
+VERSION = 2
 
 
 def visual_block(verb: int, noun: int, num_visual_tokens: int) -> tuple[int, int]:
@@ -32,7 +34,7 @@ def visual_block(verb: int, noun: int, num_visual_tokens: int) -> tuple[int, int
 
 
 def make_video(rng: np.random.Generator, video_id: str, tokenize, num_visual_tokens: int,
-               asr_prob: float = 0.85, signal: float = 0.8) -> records.VideoRecord:
+               asr_prob: float = 0.85, signal: float = 0.85) -> records.VideoRecord:
   """One synthetic recipe video. `tokenize` maps a list of texts to WordPiece ids."""
   num_steps = int(rng.integers(3, 8))
   steps = [(int(rng.integers(len(VERBS))), int(rng.integers(len(NOUNS))))
@@ -40,7 +42,7 @@ def make_video(rng: np.random.Generator, video_id: str, tokenize, num_visual_tok
   texts, times, tokens, clip_times = [], [], [], []
   clip = 0
   for verb, noun in steps:
-    num_clips = int(rng.integers(3, 9))
+    num_clips = int(rng.integers(6, 17))
     start = clip * CLIP_SECONDS
     low, high = visual_block(verb, noun, num_visual_tokens)
     for _ in range(num_clips):

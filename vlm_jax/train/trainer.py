@@ -195,7 +195,7 @@ def training_files(config, tok) -> list[str]:
   if config.data.train_files:
     return pipeline.list_files(config.data.train_files)
   root = os.environ.get('VLM_JAX_DATA', 'data')
-  name = (f'synthetic_tokens_v{config.model.num_visual_tokens}_'
+  name = (f'synthetic_tokens_v{synthetic.VERSION}_k{config.model.num_visual_tokens}_'
           f'n{config.data.synthetic_videos}_s{config.seed}')
   directory = os.path.join(root, name)
   done = os.path.join(directory, 'DONE')
