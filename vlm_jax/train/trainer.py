@@ -113,9 +113,15 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
       TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract_params, abstract_opt),
       state_shardings)
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
-    init_params = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)),
-                          out_shardings=param_shardings)
+  def in_mesh(jitted):
+    """Calls (and so traces) `jitted` with the mesh and the logical axis rules set."""
+    def call(*args):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
+        return jitted(*args)
+    return call
+
+  init_params = in_mesh(jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)),
+                                out_shardings=param_shardings))
   create_state = jax.jit(
       lambda params: TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
       in_shardings=(param_shardings,), out_shardings=state_shardings)
@@ -159,14 +165,9 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
         l2_updates=optax.tree.norm(updates), learning_rate=schedule(state.step))
     return TrainState(state.step + 1, params, opt_state), metrics
 
-  batch_sharding = partitioning.batch_sharding(mesh)
-
-  def train_step(state, batch):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
-      return jitted_step(state, batch)
-
-  jitted_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
-                        out_shardings=(state_shardings, None), donate_argnums=0)
+  train_step = in_mesh(jax.jit(
+      step_fn, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
+      out_shardings=(state_shardings, None), donate_argnums=0))
   return Setup(config, vocab, mesh, model, tx, schedule, param_shardings, state_shardings,
                abstract_state, init_params, create_state, train_step)
 
