@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -149,3 +151,32 @@ def test_train_command_end_to_end(tmp_path):
   again = subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, text=True)
   assert 'resumed from the checkpoint at step 60' in again.stdout + again.stderr
   assert json.loads((workdir / 'manifest.json').read_text())['resumed_from_step'] == 60
+
+
+def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(tmp_path):
+  workdir = tmp_path / 'run'
+  command = [sys.executable, '-m', 'vlm_jax.cli', 'train', '--config',
+             'configs/videobert.py:tiny,runlocal', '--workdir', str(workdir),
+             '--config.train.num_steps=150', '--config.train.log_every=5',
+             '--config.train.checkpoint_every=1000']
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 240
+  while not (metrics.exists() and metrics.read_text().strip()):
+    assert process.poll() is None and time.time() < deadline, 'training did not start'
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  out, err = process.communicate(timeout=240)
+  assert process.returncode == 0, err
+  manifest = json.loads((workdir / 'manifest.json').read_text())
+  stopped = manifest['final_step']
+  assert manifest['preempted'] and 5 <= stopped < 150
+  assert manifest['checkpoint_steps'] == [stopped]  # saved on SIGTERM, not on schedule
+  assert f'saved the checkpoint at step {stopped}' in out + err
+  subprocess.run(command, check=True, cwd=REPO, capture_output=True)
+  manifest = json.loads((workdir / 'manifest.json').read_text())
+  assert manifest['resumed_from_step'] == stopped
+  assert manifest['final_step'] == 150 and not manifest['preempted']
+  steps = [json.loads(l)['step'] for l in open(metrics)]
+  assert steps == sorted(set(steps)) and steps[-1] == 150

@@ -9,6 +9,8 @@ step and the same position of the data stream.
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -20,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlm_jax import config_checks
@@ -40,6 +43,32 @@ def _say(message: str) -> None:
 
 class TrainingDiverged(RuntimeError):
   """The loss or gradients became NaN or infinite."""
+
+
+class PreemptionWatcher:
+  """Notices SIGTERM, which a preemptible or spot TPU VM gets before it is taken.
+
+  With several processes, all of them must stop at the same step to save one
+  checkpoint together: JAX's preemption sync point decides that step.
+  """
+
+  def __init__(self):
+    self._signalled = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self._signalled = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._signalled
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 @flax.struct.dataclass
@@ -298,6 +327,8 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
       window.append(host)
       pending = None
 
+  watcher = PreemptionWatcher()
+  preempted, step = False, start
   try:
     for step in range(start + 1, end + 1):
       batch = partitioning.device_batch(next(batches), setup.mesh)
@@ -305,7 +336,8 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
       flush()
       pending = (step, metrics)
       progress.update(1)
-      is_last = step == end
+      preempted = watcher.reached(step)
+      is_last = step == end or preempted
       if step % config.train.log_every == 0 or is_last:
         flush()
         elapsed = time.time() - window_start
@@ -320,11 +352,16 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
         manager.save(step, args=ocp.args.StandardSave(state))
         batches.save_state(_data_state_path(workdir, step))
         last_good = step
+      if preempted:
+        break
     flush()
   finally:
     # Also on errors: the last good checkpoint must finish writing.
+    watcher.close()
     progress.close()
     manager.wait_until_finished()
+  if preempted:
+    _say(f'SIGTERM: saved the checkpoint at step {step}; run the same command to resume')
   _drop_stale_data_states(workdir, set(manager.all_steps()))
   writer.close()
 
@@ -337,7 +374,8 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
         'devices': [str(d) for d in jax.devices()],
         'mesh': dict(zip(setup.mesh.axis_names, setup.mesh.devices.shape)),
         'resumed_from_step': start if latest is not None else None,
-        'final_step': end,
+        'final_step': step,
+        'preempted': preempted,
         'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),
         'wall_seconds': time.time() - started,
         'last_metrics': logged,
