@@ -17,11 +17,17 @@ from vlm_jax.train import trainer
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and preset, e.g. configs/videobert.py:tiny.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics go.')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() first (TPU pod slices: '
+    'launch_tpu.sh sets it); each host then reads its own share of the files.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
+  if _MULTIHOST.value:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.distributed.initialize()
   try:
     trainer.train(_CONFIG.value, _WORKDIR.value)
   except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
