@@ -180,3 +180,16 @@ def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(tmp_path):
   assert manifest['final_step'] == 150 and not manifest['preempted']
   steps = [json.loads(l)['step'] for l in open(metrics)]
   assert steps == sorted(set(steps)) and steps[-1] == 150
+
+
+def test_step_compiles_from_abstract_inputs_with_a_memory_report():
+  """What benchmarks/memory_large.py does for the large preset, on the tiny one."""
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+  import memory_large  # pylint: disable=import-outside-toplevel
+  config = small_config()
+  config.model.dtype, config.model.remat = 'bfloat16', True
+  config.mesh.data, config.mesh.model = 2, 2
+  _, vocab = trainer.load_vocab(config)
+  setup = trainer.build(config, vocab, devices=jax.devices()[:4])
+  memory = setup.compile_step(memory_large.abstract_batch(config, setup.mesh)).memory_analysis()
+  assert memory.argument_size_in_bytes > 0 and memory.temp_size_in_bytes > 0

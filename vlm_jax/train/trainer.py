@@ -93,6 +93,7 @@ class Setup:
   init_params: Callable[[jax.Array], Any]
   create_state: Callable[[Any], TrainState]
   train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  compile_step: Callable[[dict], Any]  # abstract batch -> compiled executable
 
 
 def load_vocab(config):
@@ -194,11 +195,14 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
         l2_updates=optax.tree.norm(updates), learning_rate=schedule(state.step))
     return TrainState(state.step + 1, params, opt_state), metrics
 
-  train_step = in_mesh(jax.jit(
+  jitted_step = jax.jit(
       step_fn, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
-      out_shardings=(state_shardings, None), donate_argnums=0))
+      out_shardings=(state_shardings, None), donate_argnums=0)
+  train_step = in_mesh(jitted_step)
+  # Compiles without any array in memory (for memory reports of large configs).
+  compile_step = in_mesh(lambda batch: jitted_step.lower(abstract_state, batch).compile())
   return Setup(config, vocab, mesh, model, tx, schedule, param_shardings, state_shardings,
-               abstract_state, init_params, create_state, train_step)
+               abstract_state, init_params, create_state, train_step, compile_step)
 
 
 def initial_params(setup: Setup) -> Any:
