@@ -15,6 +15,14 @@ SUBCOMMANDS = {
               'Pretrain VideoBERT from a config (--config configs/videobert.py:tiny).'),
     'encode-text': ('vlm_jax.commands.encode_text',
                     'Encode one text per line with a Hugging Face BERT checkpoint.'),
+    'preview-video': ('vlm_jax.commands.preview_video',
+                      'Decode videos into clips at --fps; save a PNG grid per video.'),
+    'parse-transcripts': ('vlm_jax.commands.parse_transcripts',
+                          'Timed sentences (JSONL) from VTT/SRT/HowTo100M/YouCook2 transcripts.'),
+    'build-codebook': ('vlm_jax.commands.build_codebook',
+                       'Hierarchical k-means visual-token codebook over <video_id>.npy features.'),
+    'assign-tokens': ('vlm_jax.commands.assign_tokens',
+                      'Map <video_id>.npy clip features to visual-token ids with a codebook.'),
 }
 
 USAGE = """usage: vlm-jax <subcommand> [--flags]

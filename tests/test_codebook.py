@@ -1,0 +1,206 @@
+"""Hierarchical k-means codebook (VideoBERT visual tokens) and its commands."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vlm_jax.commands import assign_tokens, build_codebook
+from vlm_jax.data import codebook as codebook_lib
+
+LEVELS, K, DIM = 3, 4, 16
+
+
+@pytest.fixture(scope='module')
+def features():
+  return np.random.default_rng(0).standard_normal((3000, DIM)).astype(np.float32)
+
+
+@pytest.fixture(scope='module')
+def book(features):
+  return codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10)
+
+
+def brute_force_descent(book, x):
+  """The tree descent, one point and one level at a time, in float64."""
+  leaves = []
+  for point in x.astype(np.float64):
+    node = 0
+    for level, centroids in enumerate(book.centroids_per_level):
+      first = node * book.k if level else 0
+      children = centroids[first:first + book.k].astype(np.float64)
+      node = first + int(np.argmin(((children - point)**2).sum(axis=1)))
+    leaves.append(node)
+  return np.array(leaves)
+
+
+def test_tree_shapes(book):
+  assert book.levels == LEVELS and book.k == K
+  assert [c.shape for c in book.centroids_per_level] == [(K**(l + 1), DIM) for l in range(LEVELS)]
+  assert all(c.dtype == np.float32 for c in book.centroids_per_level)
+  assert book.leaf_centroids is book.centroids_per_level[-1]
+  assert book.nearest_clip.shape == (K**LEVELS,) and book.nearest_clip.dtype == np.int64
+
+
+def test_children_cluster_their_parents_points(book, features):
+  # Breadth-first layout: a level-1 node's centroid is near the mean of its
+  # children's points, i.e. children i*k .. i*k+k-1 really belong to node i.
+  leaf = codebook_lib.assign(book, features)
+  parent = leaf // K
+  for node in np.unique(parent):
+    mean = features[parent == node].mean(axis=0)
+    nearest = np.argmin(((book.centroids_per_level[-2] - mean)**2).sum(axis=1))
+    assert nearest == node
+
+
+def test_assign_matches_brute_force_descent(book, features):
+  x = np.concatenate([features[:500], np.random.default_rng(1).standard_normal((300, DIM))])
+  expected = brute_force_descent(book, x)
+  np.testing.assert_array_equal(codebook_lib.assign(book, x, batch_size=128), expected)
+  assert codebook_lib.assign(book, x).dtype == np.int64
+
+
+def test_level_one_recovers_blobs():
+  rng = np.random.default_rng(2)
+  centers = rng.standard_normal((K, DIM)) * 20
+  labels = np.repeat(np.arange(K), 250)
+  x = (centers[labels] + rng.standard_normal((len(labels), DIM))).astype(np.float32)
+  book = codebook_lib.build(x, levels=2, k=K, seed=0)
+  top = codebook_lib.assign(book, x) // K
+  # Same partition up to renaming: each blob maps to one cluster, one-to-one.
+  pairs = set(zip(labels.tolist(), top.tolist()))
+  assert len(pairs) == K and len({b for _, b in pairs}) == K
+  for blob, cluster in pairs:
+    assert np.linalg.norm(book.centroids_per_level[0][cluster] - centers[blob]) < 1.0
+
+
+@pytest.mark.parametrize('n', [1, 3, 9, 40])
+def test_small_nodes_still_give_complete_tree(n):
+  x = np.random.default_rng(3).standard_normal((n, DIM)).astype(np.float32)
+  book = codebook_lib.build(x, levels=LEVELS, k=K)
+  assert book.leaf_centroids.shape == (K**LEVELS, DIM)
+  assert all(np.isfinite(c).all() for c in book.centroids_per_level)
+  leaf = codebook_lib.assign(book, x)
+  np.testing.assert_array_equal(leaf, brute_force_descent(book, x))
+  assert (book.nearest_clip >= 0).sum() == len(np.unique(leaf))
+  if n < K:
+    # Filler children are exact copies of the node's points: each point sits
+    # on a leaf of its own, from the root down.
+    np.testing.assert_array_equal(book.leaf_centroids[leaf], x)
+    assert len(np.unique(leaf)) == n
+
+
+def test_deterministic_for_a_seed(features, book):
+  again = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10)
+  for a, b in zip(book.centroids_per_level, again.centroids_per_level):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(book.nearest_clip, again.nearest_clip)
+  other = codebook_lib.build(features, levels=LEVELS, k=K, seed=1, niter=10)
+  assert not np.array_equal(book.leaf_centroids, other.leaf_centroids)
+
+
+def test_sample_size_is_seeded_and_uses_the_sample(features):
+  a = codebook_lib.build(features, levels=2, k=K, sample_size=500, seed=5)
+  b = codebook_lib.build(features, levels=2, k=K, sample_size=500, seed=5)
+  np.testing.assert_array_equal(a.leaf_centroids, b.leaf_centroids)
+  # All rows in nearest_clip are rows of `features`, of the 500 sampled.
+  assert a.nearest_clip.max() < len(features)
+
+
+def test_nearest_clip_is_the_closest_clip_of_its_leaf(book, features):
+  leaf = codebook_lib.assign(book, features)
+  for node in range(K**LEVELS):
+    members = np.flatnonzero(leaf == node)
+    if not len(members):
+      assert book.nearest_clip[node] == -1
+      continue
+    clip = book.nearest_clip[node]
+    assert leaf[clip] == node
+    dist = ((features[members] - book.leaf_centroids[node])**2).sum(axis=1)
+    assert np.isclose(((features[clip] - book.leaf_centroids[node])**2).sum(), dist.min())
+
+
+def test_clip_ids_replace_row_indices(features):
+  ids = np.arange(len(features)) + 10_000
+  a = codebook_lib.build(features, levels=2, k=K, seed=0, clip_ids=ids)
+  b = codebook_lib.build(features, levels=2, k=K, seed=0)
+  np.testing.assert_array_equal(a.nearest_clip, np.where(b.nearest_clip >= 0,
+                                                         b.nearest_clip + 10_000, -1))
+
+
+def test_save_load_round_trip(book, tmp_path):
+  book.extras['note'] = np.array(['x'])
+  path = str(tmp_path / 'book')  # no suffix: save must not append '.npz'
+  try:
+    book.save(path)
+  finally:
+    del book.extras['note']
+  assert os.listdir(tmp_path) == ['book']
+  np.testing.assert_array_equal(np.load(path)['leaf_centroids'], book.leaf_centroids)
+  loaded = codebook_lib.Codebook.load(path)
+  assert (loaded.levels, loaded.k) == (LEVELS, K)
+  for a, b in zip(book.centroids_per_level, loaded.centroids_per_level):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(loaded.nearest_clip, book.nearest_clip)
+  assert loaded.extras['note'].tolist() == ['x']
+
+
+def write_videos(folder, rng):
+  os.makedirs(folder)
+  videos = {}
+  for i, clips in enumerate([30, 50, 1, 70, 45]):
+    x = rng.standard_normal((clips, DIM)).astype(np.float16 if i % 2 else np.float32)
+    videos[f'video{i}'] = x
+    np.save(os.path.join(folder, f'video{i}.npy'), x)
+  with open(os.path.join(folder, 'corrupt.npy'), 'wb') as f:
+    f.write(b'\x93NUMPY not really')
+  np.save(os.path.join(folder, 'wrong_rank.npy'), np.zeros((4, 2, DIM), np.float32))
+  np.save(os.path.join(folder, 'wrong_dim.npy'), np.zeros((4, DIM + 1), np.float32))
+  return videos
+
+
+def test_commands(tmp_path):
+  videos = write_videos(str(tmp_path / 'features'), np.random.default_rng(4))
+  output = str(tmp_path / 'codebook.npz')
+  manifest = build_codebook.run(str(tmp_path / 'features'), output, levels=2, k=K,
+                                sample_size=150, seed=0)
+  assert not manifest['skipped']
+  on_disk = json.load(open(output + '.manifest.json', encoding='utf-8'))
+  assert on_disk['counts']['videos'] == 5 and on_disk['counts']['failed'] == 3
+  assert on_disk['counts']['clips'] == 196 and on_disk['counts']['sampled'] == 150
+  assert {f['file'] for f in on_disk['failures']} == {'corrupt.npy', 'wrong_rank.npy',
+                                                      'wrong_dim.npy'}
+  assert on_disk['parameters']['levels'] == 2
+
+  book = codebook_lib.Codebook.load(output)
+  assert book.leaf_centroids.shape == (K**2, DIM)
+  vids, clips = book.extras['nearest_video_id'], book.extras['nearest_clip_index']
+  for leaf in range(K**2):
+    if book.nearest_clip[leaf] < 0:
+      assert vids[leaf] == '' and clips[leaf] == -1
+      continue
+    clip = videos[str(vids[leaf])][clips[leaf]].astype(np.float32)
+    assert codebook_lib.assign(book, clip[None])[0] == leaf
+
+  # Same inputs and parameters: skipped, file untouched.
+  mtime = os.stat(output).st_mtime_ns
+  assert build_codebook.run(str(tmp_path / 'features'), output, levels=2, k=K,
+                            sample_size=150, seed=0)['skipped']
+  assert os.stat(output).st_mtime_ns == mtime
+  # Other parameters: rebuilt.
+  assert not build_codebook.run(str(tmp_path / 'features'), output, levels=2, k=K,
+                                sample_size=150, seed=1)['skipped']
+
+  tokens_dir = str(tmp_path / 'tokens')
+  manifest = assign_tokens.run(str(tmp_path / 'features'), output, tokens_dir)
+  assert manifest['counts']['written'] == 5 and manifest['counts']['failed'] == 3
+  book = codebook_lib.Codebook.load(output)
+  for video_id, x in videos.items():
+    tokens = np.load(os.path.join(tokens_dir, f'{video_id}.npy'))
+    assert tokens.dtype == np.int32 and tokens.shape == (len(x),)
+    np.testing.assert_array_equal(tokens, codebook_lib.assign(book, x))
+  again = assign_tokens.run(str(tmp_path / 'features'), output, tokens_dir)
+  assert again['counts']['written'] == 0 and again['counts']['skipped_existing'] == 5
+  assert json.load(open(os.path.join(tokens_dir, 'manifest.json'),
+                        encoding='utf-8'))['counts']['skipped_existing'] == 5

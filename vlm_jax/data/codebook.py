@@ -1,0 +1,274 @@
+"""VideoBERT's visual tokens: hierarchical k-means over clip features.
+
+VideoBERT (Sun et al., 2019) tokenises video by clustering S3D clip features
+with hierarchical k-means: 4 levels of k = 12, giving 12^4 = 20,736 leaves, each
+leaf a visual token. `build` fits the tree, `assign` maps features to leaf ids
+by descending it, and `Codebook.save` / `Codebook.load` keep it in one .npz.
+
+Tree layout: level l (0-based) has k**(l+1) centroids in breadth-first order,
+so the children of node i at level l are rows i*k .. i*k+k-1 of level l+1, and
+a leaf id is the row of the last level (vocab.JointVocab.visual_id adds the
+joint-vocabulary offset).
+
+`list_features` / `load_features` read the per-video `<video_id>.npy`
+[num_clips, D] feature files shared by build-codebook and assign-tokens.
+"""
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import faiss
+import numpy as np
+
+@dataclasses.dataclass
+class Codebook:
+  """A complete hierarchical k-means tree.
+
+  Attributes:
+    centroids_per_level: `levels` float32 arrays; level l is [k**(l+1), D],
+      breadth-first (children of node i at level l are rows i*k .. i*k+k-1 of
+      level l+1).
+    levels: depth of the tree.
+    k: branching factor.
+    nearest_clip: [k**levels] int64; for each leaf, the training clip (its row
+      in the features given to `build`, or its entry of `clip_ids`) nearest the
+      leaf centroid among the clips `assign` maps to that leaf; -1 for a leaf
+      no training clip reaches.
+    extras: more arrays saved with the codebook (e.g. the command line's
+      `nearest_video_id` / `nearest_clip_index`); names must not clash with
+      the fixed keys.
+  """
+  centroids_per_level: list[np.ndarray]
+  levels: int
+  k: int
+  nearest_clip: np.ndarray
+  extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  @property
+  def leaf_centroids(self) -> np.ndarray:
+    """[k**levels, D] float32: the last level; row = visual token id."""
+    return self.centroids_per_level[-1]
+
+  @property
+  def num_leaves(self) -> int:
+    return self.k**self.levels
+
+  @property
+  def dim(self) -> int:
+    return self.leaf_centroids.shape[1]
+
+  def save(self, path: str) -> None:
+    """Writes one .npz (atomically: a partial file never has the final name).
+
+    Keys: `leaf_centroids` [k**levels, D], `centroids_level_<l>` for the upper
+    levels l < levels - 1, `nearest_clip`, `levels`, `k`, and the extras.
+    """
+    arrays = {f'centroids_level_{l}': c for l, c in enumerate(self.centroids_per_level[:-1])}
+    arrays.update(leaf_centroids=self.leaf_centroids, nearest_clip=self.nearest_clip,
+                  levels=np.int64(self.levels), k=np.int64(self.k))
+    clash = set(arrays) & set(self.extras)
+    if clash:
+      raise ValueError(f'extras clash with codebook keys: {sorted(clash)}')
+    arrays.update(self.extras)
+    tmp = f'{path}.tmp'
+    # A file object, because np.savez appends '.npz' to a name that lacks it.
+    with open(tmp, 'wb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> 'Codebook':
+    with np.load(path, allow_pickle=False) as data:
+      levels, k = int(data['levels']), int(data['k'])
+      centroids = [data[f'centroids_level_{l}'] for l in range(levels - 1)]
+      centroids.append(data['leaf_centroids'])
+      fixed = {f'centroids_level_{l}' for l in range(levels - 1)}
+      fixed |= {'leaf_centroids', 'nearest_clip', 'levels', 'k'}
+      extras = {name: data[name] for name in data.files if name not in fixed}
+      codebook = cls(centroids, levels, k, data['nearest_clip'], extras)
+    for l, c in enumerate(codebook.centroids_per_level):
+      if c.shape[0] != k**(l + 1):
+        raise ValueError(f'{path}: level {l} has {c.shape[0]} centroids, expected {k**(l + 1)}')
+    return codebook
+
+
+def _nearest_child(x: np.ndarray, children: np.ndarray, children_sq: np.ndarray) -> np.ndarray:
+  """Index of the nearest row of `children` [k, D] for each row of `x` [m, D].
+
+  ||x||^2 is the same for every child of a point, so it is left out; build and
+  assign share this function so that they never disagree on a near tie.
+  """
+  return np.argmin(children_sq[None, :] - 2.0 * (x @ children.T), axis=1)
+
+
+def _node_seed(seed: int, level: int, node: int) -> int:
+  # A distinct, reproducible faiss/NumPy seed per node; faiss takes an int32.
+  return (seed * 1_000_003 + level * 100_003 + node) % (2**31 - 1)
+
+
+def _fit_children(points: np.ndarray, parent: np.ndarray, k: int, niter: int,
+                  seed: int) -> np.ndarray:
+  """k child centroids [k, D] float32 for a node holding `points` [m, D].
+
+  With m >= k: faiss k-means over all m points. With m < k (faiss refuses
+  fewer points than centroids): child j is an exact copy of point j mod m, or
+  of the parent centroid when m == 0, so the tree stays complete. Each point
+  then sits on a child of its own (distance 0), and exact copies tie, so
+  argmin gives every point and every later query the first of them: copies
+  past the first are unreachable tokens. No jitter, on purpose: jittered
+  copies would be near ties that float32 and float64 descents could break
+  differently.
+  """
+  m, dim = points.shape
+  if m >= k:
+    kmeans = faiss.Kmeans(
+        dim, k, niter=niter, seed=seed, verbose=False,
+        # faiss silently subsamples to max_points_per_centroid * k points, and
+        # warns below min_points_per_centroid * k: use every point, no warning.
+        max_points_per_centroid=-(-m // k), min_points_per_centroid=1)
+    kmeans.train(np.ascontiguousarray(points, np.float32))
+    return kmeans.centroids.astype(np.float32)
+  if m == 0:
+    return np.repeat(parent[None].astype(np.float32), k, axis=0)
+  return points[np.arange(k) % m].astype(np.float32)
+
+
+def _groups(node: np.ndarray):
+  """Yields (node id, row indices) for each distinct value of `node` [n]."""
+  order = np.argsort(node, kind='stable')
+  values, starts = np.unique(node[order], return_index=True)
+  ends = np.append(starts[1:], len(order))
+  for value, start, end in zip(values, starts, ends):
+    yield int(value), order[start:end]
+
+
+def build(features: np.ndarray, levels: int = 4, k: int = 12,
+          sample_size: Optional[int] = None, seed: int = 0, niter: int = 20,
+          clip_ids: Optional[Sequence[int]] = None) -> Codebook:
+  """Fits a hierarchical k-means tree of `levels` levels and branching `k`.
+
+  Level 1 clusters all (sampled) points into k; each node's points are then
+  clustered into its k children, down to `levels`. Points move down the tree
+  by nearest child, exactly as `assign` descends it. A node with fewer than k
+  points (possibly none) gets deterministic filler children (copies of its
+  points, or of its centroid; see `_fit_children`), so the tree always has
+  k**levels leaves. Deterministic for a given seed (faiss k-means
+  with a per-node seed).
+
+  Args:
+    features: [N, D] clip features (cast to float32).
+    levels: depth of the tree (VideoBERT: 4).
+    k: branching factor (VideoBERT: 12).
+    sample_size: cluster a uniform random sample of this many rows (without
+      replacement, seeded) instead of all N; None or >= N uses all.
+    seed: seeds the sample and every node's k-means.
+    niter: k-means iterations per node.
+    clip_ids: [N] int ids of the rows, reported in `nearest_clip` instead of
+      row indices.
+
+  Returns:
+    The Codebook; `nearest_clip` refers to the clustered (sampled) rows.
+  """
+  features = np.asarray(features)
+  if features.ndim != 2 or features.shape[0] == 0:
+    raise ValueError(f'features must be [N, D] with N > 0, got {features.shape}')
+  if levels < 1 or k < 2:
+    raise ValueError(f'need levels >= 1 and k >= 2, got levels={levels}, k={k}')
+  if clip_ids is not None:
+    clip_ids = np.asarray(clip_ids, np.int64)
+    if clip_ids.shape != (features.shape[0],):
+      raise ValueError(f'clip_ids {clip_ids.shape} does not match features {features.shape}')
+  rows = np.arange(features.shape[0])
+  if sample_size is not None and sample_size < len(rows):
+    rows = np.sort(np.random.default_rng(seed).choice(len(rows), sample_size, replace=False))
+  points = np.ascontiguousarray(features[rows], np.float32)
+
+  centroids_per_level = []
+  parents = points.mean(axis=0, keepdims=True)  # the root, for filler children
+  node = np.zeros(len(points), np.int64)  # each point's node at the level above
+  for level in range(levels):
+    num_parents = k**level
+    children = np.empty((num_parents * k, points.shape[1]), np.float32)
+    filled = np.zeros(num_parents, bool)
+    next_node = np.empty_like(node)
+    for parent, members in _groups(node):
+      c = _fit_children(points[members], parents[parent], k, niter,
+                        _node_seed(seed, level, parent))
+      children[parent * k:(parent + 1) * k] = c
+      filled[parent] = True
+      next_node[members] = parent * k + _nearest_child(
+          points[members], c, np.einsum('kd,kd->k', c, c))
+    for parent in np.flatnonzero(~filled):  # nodes no point reached
+      children[parent * k:(parent + 1) * k] = _fit_children(
+          points[:0], parents[parent], k, niter, _node_seed(seed, level, parent))
+    centroids_per_level.append(children)
+    parents, node = children, next_node
+
+  codebook = Codebook(centroids_per_level, levels, k, np.full(k**levels, -1, np.int64))
+  # From `assign` itself, so that each nearest clip provably maps to its leaf.
+  leaf = assign(codebook, points)
+  dist = np.einsum('nd,nd->n', points - codebook.leaf_centroids[leaf],
+                   points - codebook.leaf_centroids[leaf])
+  order = np.lexsort((dist, leaf))  # by leaf, then by distance
+  first = np.unique(leaf[order], return_index=True)[1]
+  best = rows[order[first]]
+  codebook.nearest_clip[leaf[order[first]]] = clip_ids[best] if clip_ids is not None else best
+  return codebook
+
+
+def assign(codebook: Codebook, features: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+  """Leaf ids [N] int64 of `features` [N, D] by descending the tree.
+
+  At each level a point moves to the nearest of the k children of its current
+  node: this is the tree descent that defines VideoBERT's tokens, not the flat
+  nearest of all k**levels leaves (which can differ near cluster borders).
+  Per batch, points are grouped by node so each level is one small matrix
+  product per node: memory O(batch_size * (D + k)).
+  """
+  features = np.asarray(features)
+  if features.ndim != 2 or features.shape[1] != codebook.dim:
+    raise ValueError(f'features must be [N, {codebook.dim}], got {features.shape}')
+  k = codebook.k
+  sq = [np.einsum('kd,kd->k', c, c) for c in codebook.centroids_per_level]
+  out = np.empty(features.shape[0], np.int64)
+  for start in range(0, features.shape[0], batch_size):
+    x = np.ascontiguousarray(features[start:start + batch_size], np.float32)
+    node = np.zeros(len(x), np.int64)
+    for centroids, centroid_sq in zip(codebook.centroids_per_level, sq):
+      for parent, members in _groups(node):
+        span = slice(parent * k, (parent + 1) * k)
+        node[members] = parent * k + _nearest_child(x[members], centroids[span],
+                                                    centroid_sq[span])
+    out[start:start + len(x)] = node
+  return out
+
+
+# Feature files: one <video_id>.npy [num_clips, D] per video.
+
+
+def list_features(folder: str) -> list[str]:
+  """Sorted `.npy` file names in `folder`."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f'{folder}: not a folder')
+  return sorted(n for n in os.listdir(folder) if n.endswith('.npy'))
+
+
+def load_features(path: str, dim: Optional[int]) -> np.ndarray:
+  """A [num_clips, D] feature file, memory-mapped; ValueError if unusable."""
+  try:
+    array = np.load(path, mmap_mode='r', allow_pickle=False)
+  except Exception as e:  # pylint: disable=broad-except
+    # np.load raises ValueError, OSError, EOFError, ... on a corrupt file.
+    raise ValueError(f'unreadable: {type(e).__name__}: {e}') from e
+  if not isinstance(array, np.ndarray) or array.ndim != 2:
+    raise ValueError(f'expected [num_clips, D], got shape {getattr(array, "shape", None)}')
+  if array.dtype not in (np.float16, np.float32):
+    raise ValueError(f'expected float16 or float32, got {array.dtype}')
+  if dim is not None and array.shape[1] != dim:
+    raise ValueError(f'expected D = {dim}, got {array.shape[1]}')
+  if array.shape[0] == 0:
+    raise ValueError('no clips')
+  if not np.isfinite(array).all():
+    raise ValueError('non-finite values')
+  return array
