@@ -20,8 +20,10 @@ from vlm_jax.models import bert
 
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'minilm', 'Hugging Face BERT folder, or "minilm" for the packaged one.')
-_INPUT = flags.DEFINE_string('input', None, 'UTF-8 text file, one text per line.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output .npz path.')
+_INPUT = flags.DEFINE_string('input', None, 'UTF-8 text file, one text per line.',
+    allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Output .npz path.',
+    allow_override=True)
 _MAX_LENGTH = flags.DEFINE_integer('max_length', 512, 'Truncate texts to this many tokens.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Texts per forward pass.')
 flags.mark_flags_as_required(['input', 'output'])

@@ -21,8 +21,10 @@ from absl import flags
 
 from vlm_jax.data import transcripts
 
-_INPUT = flags.DEFINE_string('input', None, 'Transcript file, or a directory of them.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output .jsonl path.')
+_INPUT = flags.DEFINE_string('input', None, 'Transcript file, or a directory of them.',
+    allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Output .jsonl path.',
+    allow_override=True)
 _LENIENT = flags.DEFINE_bool('lenient', False, 'Skip malformed cues/videos instead of failing.')
 _MAX_GAP = flags.DEFINE_float('max_gap', 1.0, 'Pause (s) that ends an unpunctuated sentence.')
 _MAX_WORDS = flags.DEFINE_integer('max_words', 32, 'Most words in one sentence.')

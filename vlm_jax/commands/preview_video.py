@@ -28,7 +28,8 @@ VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.m
                     '.flv', '.ogv', '.wmv', '.3gp')
 
 _VIDEOS = flags.DEFINE_string('videos', None, 'Video file, or a directory searched recursively.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output directory (PNGs and manifest.json).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output directory (PNGs and manifest.json).',
+    allow_override=True)
 _FPS = flags.DEFINE_float('fps', 20.0, 'Output frame rate: 20 for VideoBERT, 30 for S3D-G.')
 _CLIP_FRAMES = flags.DEFINE_integer('clip_frames', 30, 'Frames per clip.')
 _SIZE = flags.DEFINE_integer('size', 224, 'Frame side after short-side resize and centre crop.')
