@@ -22,7 +22,8 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import videobert as videobert_config  # pylint: disable=wrong-import-position
-from vlm_jax.train import partitioning, trainer  # pylint: disable=wrong-import-position
+from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
+from vlm_jax.train import step as step_lib  # pylint: disable=wrong-import-position
 
 VARIANTS = {
     'f32': dict(dtype='float32', remat=False),
@@ -51,8 +52,8 @@ def measure(variant: str, seq_len: int):
   config.data.seq_len = seq_len
   config.data.max_predictions = round(seq_len * 0.15) + 1
   config.mesh.data, config.mesh.model = 2, 2
-  _, vocab = trainer.load_vocab(config)
-  setup = trainer.build(config, vocab)
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab)
   start = time.perf_counter()
   compiled = setup.compile_step(abstract_batch(config, setup.mesh))
   seconds = time.perf_counter() - start

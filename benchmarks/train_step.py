@@ -27,7 +27,8 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import videobert as videobert_config  # pylint: disable=wrong-import-position
 from vlm_jax.data import pipeline, synthetic, tokenizer  # pylint: disable=wrong-import-position
-from vlm_jax.train import partitioning, trainer  # pylint: disable=wrong-import-position
+from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
+from vlm_jax.train import step as step_lib  # pylint: disable=wrong-import-position
 
 LAYERS, HIDDEN, HEADS, MLP = 4, 256, 4, 1024
 VISUAL, BATCH, SEQ, MASK_PROB = 20736, 32, 128, 0.15
@@ -73,8 +74,8 @@ def time_steps(step, steps):
 
 def vlm_jax_steps_per_second(steps):
   config = benchmark_config()
-  _, vocab = trainer.load_vocab(config)
-  setup = trainer.build(config, vocab, devices=jax.devices()[:1])
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab, devices=jax.devices()[:1])
   state = setup.create_state(setup.init_params(jax.random.key(0)))
   batch = partitioning.device_batch(random_batch(np.random.default_rng(0), vocab.size), setup.mesh)
   holder = {'state': state}
@@ -118,7 +119,7 @@ def pipeline_vs_tiny_step(steps):
   """(pipeline examples/s, tiny train-step examples/s) on the synthetic corpus."""
   config = videobert_config.get_config('tiny')
   config.mesh.data = 1
-  tok, vocab = trainer.load_vocab(config)
+  tok, vocab = step_lib.load_vocab(config)
   with tempfile.TemporaryDirectory() as tmp:
     files = synthetic.write_corpus(tmp, 500, lambda t: tokenizer.wordpieces(tok, t),
                                    config.model.num_visual_tokens)
@@ -132,7 +133,7 @@ def pipeline_vs_tiny_step(steps):
     for _ in range(n):
       batch = next(it)
     pipeline_rate = n * config.train.global_batch_size / (time.perf_counter() - start)
-  setup = trainer.build(config, vocab, devices=jax.devices()[:1])
+  setup = step_lib.build(config, vocab, devices=jax.devices()[:1])
   holder = {'state': setup.create_state(setup.init_params(jax.random.key(0)))}
   device_batch = partitioning.device_batch(batch, setup.mesh)
 

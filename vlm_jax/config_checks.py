@@ -38,6 +38,13 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
       jnp.dtype(m[field])
     except TypeError as e:
       raise ConfigError(f'config.model.{field}: unknown dtype {m[field]!r}') from e
+  _require(m.attention_impl in ('xla', 'fused'), 'model.attention_impl',
+           f"must be 'xla' or 'fused', got {m.attention_impl!r}")
+  _require(m.attention_impl == 'xla' or m.attention_dropout_rate == 0, 'model.attention_impl',
+           f"'fused' has no attention dropout; set model.attention_dropout_rate=0 "
+           f'(got {m.attention_dropout_rate})')
+  _require(config.train.dropout_rng in ('threefry2x32', 'rbg', 'unsafe_rbg'), 'train.dropout_rng',
+           f"must be threefry2x32, rbg or unsafe_rbg, got {config.train.dropout_rng!r}")
   _require(d.seq_len <= m.max_position_embeddings, 'data.seq_len',
            f'{d.seq_len} is longer than the position table '
            f'(model.max_position_embeddings={m.max_position_embeddings})')

@@ -33,9 +33,7 @@ import tensorflow as tf
 
 from vlm_jax import vocab as vocab_lib
 from vlm_jax.data import records
-
-TEXT, VIDEO, VIDEO_TEXT = 0, 1, 2
-REGIME_NAMES = ('text', 'video', 'video_text')
+from vlm_jax.data.regimes import REGIME_NAMES, TEXT, VIDEO, VIDEO_TEXT  # pylint: disable=unused-import
 
 
 class DataError(RuntimeError):

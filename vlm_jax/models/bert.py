@@ -34,6 +34,7 @@ class BertConfig:
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   remat: bool = False
+  attention_impl: str = 'xla'  # or 'fused' (jax.nn.dot_product_attention, no dropout)
 
   @classmethod
   def from_model_config(cls, model_config, vocab_size: int) -> 'BertConfig':
@@ -52,6 +53,7 @@ class BertConfig:
         dtype=jnp.dtype(model_config.dtype),
         param_dtype=jnp.dtype(model_config.param_dtype),
         remat=model_config.remat,
+        attention_impl=model_config.attention_impl,
     )
 
 
@@ -136,13 +138,16 @@ class SelfAttention(nn.Module):
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
     query, key, value = heads('query'), heads('key'), heads('value')
-    dropout_rng = None
-    if not deterministic and cfg.attention_dropout_rate > 0:
-      dropout_rng = self.make_rng('dropout')
-    out = nn.dot_product_attention(
-        query, key, value, bias=bias, dropout_rng=dropout_rng,
-        dropout_rate=cfg.attention_dropout_rate, deterministic=deterministic,
-        dtype=cfg.dtype)
+    if cfg.attention_impl == 'fused':
+      out = jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype))
+    else:
+      dropout_rng = None
+      if not deterministic and cfg.attention_dropout_rate > 0:
+        dropout_rng = self.make_rng('dropout')
+      out = nn.dot_product_attention(
+          query, key, value, bias=bias, dropout_rng=dropout_rng,
+          dropout_rate=cfg.attention_dropout_rate, deterministic=deterministic,
+          dtype=cfg.dtype)
     out = out.reshape(batch, length, cfg.hidden_size)
     return dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
 

@@ -14,16 +14,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vlm_jax.data import pipeline
+from vlm_jax.data import regimes
 
-MLM_TERMS = (('text_mlm', pipeline.TEXT), ('video_mlm', pipeline.VIDEO),
-             ('video_text_mlm', pipeline.VIDEO_TEXT))
+MLM_TERMS = (('text_mlm', regimes.TEXT), ('video_mlm', regimes.VIDEO),
+             ('video_text_mlm', regimes.VIDEO_TEXT))
 
 
 def _masks(batch) -> dict[str, jax.Array]:
   regime = batch['regime']
   masks = {name: batch['masked_weights'] * (regime[:, None] == r) for name, r in MLM_TERMS}
-  masks['alignment'] = (regime == pipeline.VIDEO_TEXT).astype(jnp.float32)
+  masks['alignment'] = (regime == regimes.VIDEO_TEXT).astype(jnp.float32)
   masks['masked_tokens'] = batch['masked_weights']
   return masks
 

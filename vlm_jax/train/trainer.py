@@ -6,34 +6,22 @@ A re-run with the same workdir resumes from the latest checkpoint, at the same
 step and the same position of the data stream.
 """
 
-import dataclasses
 import json
 import os
 import signal
 import threading
 import time
-from typing import Any, Callable
 
-import flax
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import tqdm
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlm_jax import config_checks
-from vlm_jax import vocab as vocab_lib
-from vlm_jax.convert import hf_bert
 from vlm_jax.data import pipeline, synthetic, tokenizer
-from vlm_jax.models import videobert
-from vlm_jax.train import objectives, optim, partitioning, report
-
-# Random numbers that shard: sharded and unsharded init give the same values.
-jax.config.update('jax_threefry_partitionable', True)
+from vlm_jax.train import partitioning, report
+from vlm_jax.train import step as step_lib
 
 
 def _say(message: str) -> None:
@@ -69,159 +57,6 @@ class PreemptionWatcher:
   def close(self) -> None:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
-@dataclasses.dataclass
-class Setup:
-  """Everything a training step needs, built from a config."""
-  config: Any
-  vocab: vocab_lib.JointVocab
-  mesh: Mesh
-  model: videobert.VideoBert
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
-  param_shardings: Any
-  state_shardings: TrainState
-  abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings
-  init_params: Callable[[jax.Array], Any]
-  create_state: Callable[[Any], TrainState]
-  train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
-  compile_step: Callable[[dict], Any]  # abstract batch -> compiled executable
-
-
-def load_vocab(config):
-  """The WordPiece tokenizer and the joint vocabulary; checks their sizes agree."""
-  vocab_file = config.data.vocab_file
-  if not vocab_file and config.model.init_checkpoint:
-    vocab_file = os.path.join(hf_bert.resolve(config.model.init_checkpoint), 'vocab.txt')
-  tok = tokenizer.load(vocab_file)
-  vocab = tokenizer.joint_vocab(tok, config.model.num_visual_tokens)
-  if vocab.text_vocab_size != config.model.text_vocab_size:
-    raise config_checks.ConfigError(
-        f'config.model.text_vocab_size: {config.model.text_vocab_size}, but the vocab file '
-        f'{vocab_file or tokenizer.default_vocab_file()} has {vocab.text_vocab_size} entries')
-  return tok, vocab
-
-
-def _dummy_inputs(config, batch_size: int = 1):
-  seq = jnp.ones((batch_size, config.data.seq_len), jnp.int32)
-  positions = jnp.zeros((batch_size, config.data.max_predictions), jnp.int32)
-  return seq, seq, seq, positions
-
-
-def _model_inputs(batch):
-  return (batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
-          batch['masked_positions'])
-
-
-def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
-  """Mesh, model, optimizer, shardings and the jitted init and train step."""
-  mesh = partitioning.make_mesh(config.mesh, devices)
-  axis_rules = partitioning.rules(config)
-  model = videobert.build(config.model, vocab)
-  tx, schedule = optim.make(config.optim, config.train.num_steps)
-
-  def boxed_init(rng):
-    return model.init({'params': rng}, *_dummy_inputs(config))['params']
-
-  abstract_boxed = jax.eval_shape(boxed_init, jax.random.key(0))
-  param_shardings = partitioning.param_shardings(abstract_boxed, mesh, axis_rules)
-  abstract_params = nn.meta.unbox(abstract_boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  state_shardings = TrainState(
-      step=NamedSharding(mesh, PartitionSpec()), params=param_shardings,
-      opt_state=partitioning.opt_state_shardings(tx, abstract_opt, param_shardings, mesh))
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract_params, abstract_opt),
-      state_shardings)
-
-  def in_mesh(jitted):
-    """Calls (and so traces) `jitted` with the mesh and the logical axis rules set."""
-    def call(*args):
-      with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
-        return jitted(*args)
-    return call
-
-  init_params = in_mesh(jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)),
-                                out_shardings=param_shardings))
-  create_state = jax.jit(
-      lambda params: TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
-      in_shardings=(param_shardings,), out_shardings=state_shardings)
-
-  loss_weights = dict(config.loss_weights)
-  accum = config.optim.grad_accum_steps
-  dropout_seed = config.seed
-
-  def step_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    norms = objectives.normalizers(batch)
-    rng = jax.random.fold_in(jax.random.key(dropout_seed), state.step)
-
-    def loss_fn(params, micro, micro_rng):
-      outputs = model.apply({'params': params}, *_model_inputs(micro), deterministic=False,
-                            rngs={'dropout': micro_rng})
-      return objectives.videobert_loss(outputs, micro, loss_weights, norms,
-                                       vocab.visual_offset)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    if accum == 1:
-      (_, metrics), grads = grad_fn(state.params, batch, rng)
-    else:
-      micro_batches = jax.tree.map(
-          lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
-
-      def accumulate(carry, inputs):
-        index, micro = inputs
-        (_, m), g = grad_fn(state.params, micro, jax.random.fold_in(rng, index))
-        return jax.tree.map(jnp.add, carry, (g, m)), None
-
-      metric_shapes = jax.eval_shape(
-          lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro_batches), rng)[0][1])
-      zeros = (jax.tree.map(jnp.zeros_like, state.params),
-               jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes))
-      (grads, metrics), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(accum), micro_batches))
-
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics.update(
-        l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params),
-        l2_updates=optax.tree.norm(updates), learning_rate=schedule(state.step))
-    return TrainState(state.step + 1, params, opt_state), metrics
-
-  jitted_step = jax.jit(
-      step_fn, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
-      out_shardings=(state_shardings, None), donate_argnums=0)
-  train_step = in_mesh(jitted_step)
-  # Compiles without any array in memory (for memory reports of large configs).
-  compile_step = in_mesh(lambda batch: jitted_step.lower(abstract_state, batch).compile())
-  return Setup(config, vocab, mesh, model, tx, schedule, param_shardings, state_shardings,
-               abstract_state, init_params, create_state, train_step, compile_step)
-
-
-def initial_params(setup: Setup) -> Any:
-  """Random init, then the pretrained text weights and centroids the config names."""
-  config = setup.config
-  params = setup.init_params(jax.random.key(config.seed))
-  if not (config.model.init_checkpoint or config.model.visual_init):
-    return params
-  host = jax.device_get(params)
-  if config.model.init_checkpoint:
-    overrides = dict(dropout_rate=config.model.dropout_rate,
-                     attention_dropout_rate=config.model.attention_dropout_rate)
-    _, bert_params, sd = hf_bert.load(config.model.init_checkpoint, **overrides)
-    host = videobert.with_pretrained_text(host, bert_params, hf_bert.mlm_head_to_flax(sd),
-                                          setup.vocab)
-    _say(f'text weights from {config.model.init_checkpoint}')
-  if config.model.visual_init:
-    host = videobert.with_visual_init(host, np.load(config.model.visual_init))
-  return jax.device_put(host, setup.param_shardings)
 
 
 def training_files(config, tok) -> list[str]:
@@ -275,12 +110,12 @@ def _check_finite(step: int, metrics: dict, last_good: int | None, workdir: str)
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains until config.train.num_steps (or `stop_at`); returns the last logged metrics."""
   config_checks.validate(config, jax.device_count(), jax.process_count())
-  tok, vocab = load_vocab(config)
+  tok, vocab = step_lib.load_vocab(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
   files = training_files(config, tok)
-  setup = build(config, vocab)
+  setup = step_lib.build(config, vocab)
   num_steps = config.train.num_steps
   end = min(num_steps, stop_at) if stop_at else num_steps
 
@@ -291,7 +126,9 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
                                            create=True))
   latest = manager.latest_step()
   if latest is None:
-    state = setup.create_state(initial_params(setup))
+    state = setup.create_state(step_lib.initial_params(setup))
+    if config.model.init_checkpoint:
+      _say(f'text weights from {config.model.init_checkpoint}')
     start = 0
   else:
     state = manager.restore(latest, args=ocp.args.StandardRestore(setup.abstract_state))
