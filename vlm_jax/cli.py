@@ -24,6 +24,8 @@ SUBCOMMANDS = {
     'assign-tokens': ('vlm_jax.commands.assign_tokens',
                       'Map <video_id>.npy clip features to visual-token ids with a codebook.'),
 }
+# `vlm-jax eval <task>` runs vlm_jax.evaluate.<task> (hyphens become underscores).
+EVAL = ('eval', 'Evaluation binaries: vlm-jax eval <task> --help (tasks listed by vlm-jax eval).')
 
 USAGE = """usage: vlm-jax <subcommand> [--flags]
 
@@ -40,6 +42,7 @@ Configs take overrides: --config configs/videobert.py:tiny --config.train.num_st
 def usage() -> str:
   width = max(map(len, SUBCOMMANDS))
   lines = [f'  {name:<{width}}  {text}' for name, (_, text) in SUBCOMMANDS.items()]
+  lines.append(f'  {EVAL[0]:<{width}}  {EVAL[1]}')
   return USAGE.format(commands='\n'.join(lines))
 
 
@@ -50,19 +53,46 @@ def main(argv=None) -> None:
     print(usage())
     return
   name = argv[1]
+  if name == 'eval':
+    _run_eval(argv)
+    return
   if name not in SUBCOMMANDS:
     print(f'vlm-jax: unknown subcommand {name!r}\n', file=sys.stderr)
     print(usage(), file=sys.stderr)
     sys.exit(2)
-  module = importlib.import_module(SUBCOMMANDS[name][0])
-  if any(a in ('-h', '--help') for a in argv[2:]):
+  _run(SUBCOMMANDS[name][0], f'vlm-jax {name}', argv[2:])
+
+
+def eval_tasks() -> list[str]:
+  import pkgutil  # pylint: disable=import-outside-toplevel
+  from vlm_jax import evaluate  # pylint: disable=import-outside-toplevel
+  return sorted(m.name.replace('_', '-') for m in pkgutil.iter_modules(evaluate.__path__)
+                if not m.name.startswith('_'))
+
+
+def _run_eval(argv: list[str]) -> None:
+  tasks = eval_tasks()
+  if len(argv) < 3 or argv[2] not in tasks:
+    given = f'unknown task {argv[2]!r}; ' if len(argv) >= 3 and not argv[2].startswith('-') else ''
+    print(f'usage: vlm-jax eval <task> [--flags]\n{given}tasks: {", ".join(tasks)}',
+          file=sys.stderr if given else sys.stdout)
+    if given:
+      sys.exit(2)
+    return
+  module = 'vlm_jax.evaluate.' + argv[2].replace('-', '_')
+  _run(module, f'vlm-jax eval {argv[2]}', argv[3:])
+
+
+def _run(module_name: str, program: str, args: list[str]) -> None:
+  module = importlib.import_module(module_name)
+  if any(a in ('-h', '--help') for a in args):
     # This subcommand's docstring and own flags, not absl's and JAX's hundreds.
     print(module.__doc__)
     print(flags.FLAGS.module_help(module.__name__))
     return
   # Orbax and TF log every save at INFO; --verbosity=0 brings them back.
   logging.set_verbosity(logging.WARNING)
-  app.run(module.main, argv=[f'vlm-jax {name}'] + argv[2:])
+  app.run(module.main, argv=[program] + args)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,1 @@
+"""Metric math as pure functions (NumPy), shared by the evaluation binaries."""
