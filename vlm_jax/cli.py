@@ -23,6 +23,8 @@ SUBCOMMANDS = {
                        'Hierarchical k-means visual-token codebook over <video_id>.npy features.'),
     'assign-tokens': ('vlm_jax.commands.assign_tokens',
                       'Map <video_id>.npy clip features to visual-token ids with a codebook.'),
+    'generate': ('vlm_jax.commands.generate',
+                 'VideoBERT text-to-video and forecasting from a trained run, as PNG strips.'),
 }
 # `vlm-jax eval <task>` runs vlm_jax.evaluate.<task> (hyphens become underscores).
 EVAL = ('eval', 'Evaluation binaries: vlm-jax eval <task> --help (tasks listed by vlm-jax eval).')

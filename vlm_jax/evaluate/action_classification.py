@@ -1,0 +1,151 @@
+"""vlm-jax eval action-classification: VideoBERT zero-shot verb and noun classification.
+
+  vlm-jax eval action-classification --workdir RUN --segments segments.jsonl \\
+      --features FEATURES_DIR --codebook codebook.npz --verbs verbs.txt \\
+      --nouns nouns.txt --output metrics.json
+
+RUN is a `vlm-jax train` workdir. Each line of segments.jsonl names a
+`video_id`, `start`, `end` (seconds), `verb` and `noun`; FEATURES_DIR holds
+`<video_id>.npy` clip features and `<video_id>.times.npy` clip times (from
+`vlm-jax extract-features`), turned into visual tokens with the codebook. The
+model fills "now let me show you how to [MASK] the [MASK]." followed by the
+segment's visual tokens; top-1 and top-5 accuracy for verbs and nouns are
+reported beside the language prior (the same template without video) and
+chance, as in the paper's table. Segments whose features are missing, or whose
+label is not in the vocabulary files, are listed in the output and skipped.
+"""
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.data import segments as segments_lib
+from vlm_jax.inference import action_classification
+from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.metrics import classification
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'vlm-jax train workdir.', allow_override=True)
+_SEGMENTS = flags.DEFINE_string('segments', None, 'Segments JSONL (video_id, start, end, '
+                                'verb, noun).', allow_override=True)
+_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy and '
+                                '<video_id>.times.npy.', allow_override=True)
+_CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.',
+                                allow_override=True)
+_VERBS = flags.DEFINE_string('verbs', None, 'Verb vocabulary, one per line.')
+_NOUNS = flags.DEFINE_string('nouns', None, 'Noun vocabulary, one per line.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
+flags.mark_flags_as_required(['workdir', 'segments', 'features', 'codebook', 'verbs', 'nouns',
+                              'output'])
+
+TOP_K = (1, 5)
+
+
+def read_labels(path: str) -> list[str]:
+  with open(path, encoding='utf-8') as f:
+    labels = [line.strip() for line in f if line.strip()]
+  if not labels:
+    raise ValueError(f'{path}: no labels')
+  return labels
+
+
+def video_tokens(features_dir: str, codebook: codebook_lib.Codebook, video_ids) -> tuple[
+    dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+  """{video_id: (tokens [clips], times [clips, 2])} and {video_id: why it is missing}."""
+  found, missing = {}, {}
+  for video_id in sorted(set(video_ids)):
+    path = os.path.join(features_dir, f'{video_id}.npy')
+    times_path = os.path.join(features_dir, f'{video_id}.times.npy')
+    if not (os.path.exists(path) and os.path.exists(times_path)):
+      missing[video_id] = f'no {video_id}.npy and {video_id}.times.npy in {features_dir}'
+      continue
+    features = codebook_lib.load_features(path, codebook.dim)
+    found[video_id] = (codebook_lib.assign(codebook, features), np.load(times_path))
+  return found, missing
+
+
+def accuracies(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  return {f'top{k}': classification.topk_accuracy(scores, labels, k) for k in TOP_K}
+
+
+def evaluate(loaded, segments: list[dict], tokens: dict, verbs: list[str],
+             nouns: list[str]) -> dict[str, Any]:
+  """Metrics of the model and the language prior on labelled segments with tokens."""
+  skipped, kept = [], []
+  for s in segments:
+    if s['video_id'] not in tokens:
+      skipped.append({**s, 'reason': 'no features'})
+    elif s['verb'] not in verbs or s['noun'] not in nouns:
+      skipped.append({**s, 'reason': 'label not in the vocabulary files'})
+    else:
+      kept.append(s)
+  if not kept:
+    raise ValueError('no segment has both features and labels in the vocabularies')
+  visual = [segments_lib.tokens_in(*tokens[s['video_id']], float(s['start']), float(s['end']))
+            for s in kept]
+  verb_labels = np.array([verbs.index(s['verb']) for s in kept])
+  noun_labels = np.array([nouns.index(s['noun']) for s in kept])
+  result: dict[str, Any] = {'num_segments': len(kept), 'num_verbs': len(verbs),
+                            'num_nouns': len(nouns)}
+  predictions = {}
+  for name, with_video in (('videobert', True), ('language_prior', False)):
+    verb_scores, noun_scores = action_classification.scores(loaded, visual, verbs, nouns,
+                                                            with_video)
+    result[name] = {'verb': accuracies(verb_scores, verb_labels),
+                    'noun': accuracies(noun_scores, noun_labels)}
+    predictions[name] = (verb_scores.argmax(1), noun_scores.argmax(1))
+  result['chance'] = {
+      'verb': {f'top{k}': classification.chance(len(verbs), k) for k in TOP_K},
+      'noun': {f'top{k}': classification.chance(len(nouns), k) for k in TOP_K}}
+  result['predictions'] = [
+      {'video_id': s['video_id'], 'start': s['start'], 'end': s['end'], 'verb': s['verb'],
+       'noun': s['noun'], 'predicted_verb': verbs[int(predictions['videobert'][0][i])],
+       'predicted_noun': nouns[int(predictions['videobert'][1][i])]}
+      for i, s in enumerate(kept)]
+  result['skipped'] = skipped
+  return result
+
+
+def run(workdir: str, segments_path: str, features: str, codebook_path: str, verbs_path: str,
+        nouns_path: str, output: str) -> dict[str, Any]:
+  """Evaluates and writes the metrics JSON; returns it."""
+  segments = segments_lib.load(segments_path, ('video_id', 'start', 'end', 'verb', 'noun'))
+  verbs, nouns = read_labels(verbs_path), read_labels(nouns_path)
+  codebook = codebook_lib.Codebook.load(codebook_path)
+  tokens, missing = video_tokens(features, codebook, [s['video_id'] for s in segments])
+  loaded = videobert_inference.load(workdir)
+  if loaded.vocab.num_visual_tokens != codebook.num_leaves:
+    raise ValueError(f'{codebook_path}: {codebook.num_leaves} leaves, but the model in '
+                     f'{workdir} has {loaded.vocab.num_visual_tokens} visual tokens')
+  result = evaluate(loaded, segments, tokens, verbs, nouns)
+  result.update(workdir=os.path.abspath(workdir), checkpoint_step=loaded.step,
+                segments_file=os.path.abspath(segments_path), missing_videos=missing)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output, 'w') as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def summary(result: dict[str, Any]) -> str:
+  lines = [f'{result["num_segments"]} segments, {len(result["skipped"])} skipped',
+           '| | verb top-1 | verb top-5 | noun top-1 | noun top-5 |', '|---|---|---|---|---|']
+  for name in ('videobert', 'language_prior', 'chance'):
+    r = result[name]
+    lines.append(f'| {name} | {r["verb"]["top1"]:.1%} | {r["verb"]["top5"]:.1%} | '
+                 f'{r["noun"]["top1"]:.1%} | {r["noun"]["top5"]:.1%} |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  result = run(_WORKDIR.value, _SEGMENTS.value, _FEATURES.value, _CODEBOOK.value, _VERBS.value,
+               _NOUNS.value, _OUTPUT.value)
+  print(summary(result))
+  print(f'wrote {_OUTPUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Using trained models: loading a run, masked prediction, zero-shot tasks, generation."""
