@@ -20,14 +20,26 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics g
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Call jax.distributed.initialize() first (TPU pod slices: '
     'launch_tpu.sh sets it); each host then reads its own share of the files.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'With --multihost off a TPU/cluster: host:port of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+  """jax.distributed.initialize; on CPU hosts, collectives go through gloo."""
+  import jax  # pylint: disable=import-outside-toplevel
+  # Without it, CPU devices of different processes cannot run collectives
+  # (it changes nothing on TPU and GPU backends).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def main(argv):
   del argv
   if _MULTIHOST.value:
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     trainer.train(_CONFIG.value, _WORKDIR.value)
   except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
