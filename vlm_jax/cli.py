@@ -23,6 +23,9 @@ SUBCOMMANDS = {
                        'Hierarchical k-means visual-token codebook over <video_id>.npy features.'),
     'assign-tokens': ('vlm_jax.commands.assign_tokens',
                       'Map <video_id>.npy clip features to visual-token ids with a codebook.'),
+    'prepare-youcook2': ('vlm_jax.commands.prepare_youcook2',
+                         'YouCook2 validation sets (classification labels, captions) from the '
+                         'annotation JSON.'),
     'generate': ('vlm_jax.commands.generate',
                  'VideoBERT text-to-video and forecasting from a trained run, as PNG strips.'),
 }
