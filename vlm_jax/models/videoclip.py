@@ -1,0 +1,97 @@
+"""VideoCLIP's dual encoder (SPEC section 3): a video and a text BERT, mean-pooled.
+
+Video: per-second features [batch, T, D] -> MLP (Linear, GELU, LayerNorm,
+Linear) -> `[CLS] v1..vT [SEP]` (CLS/SEP from the video tower's own word
+embeddings, positions 0..T+1, token type 0) -> the first `video_layers` layers
+of a BERT. Text: `[CLS] tokens [SEP]` through a whole BERT. Each tower's output
+is the mean of its last-layer states over valid positions excluding `[CLS]`
+(the tokens and `[SEP]`). Both towers load the same Hugging Face checkpoint.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vlm_jax.models import bert
+
+Array = jax.Array
+
+
+def masked_mean_without_cls(hidden: Array, mask: Array) -> Array:
+  """[batch, seq, hidden], [batch, seq] 1/0 -> [batch, hidden]: mean over mask[:, 1:]."""
+  weights = jnp.asarray(mask).at[:, 0].set(0).astype(hidden.dtype)[..., None]
+  return (hidden * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1)
+
+
+class VideoMlp(nn.Module):
+  """Linear(D -> hidden), GELU, LayerNorm, Linear(hidden -> hidden)."""
+  config: bert.BertConfig
+
+  @nn.compact
+  def __call__(self, features: Array) -> Array:
+    cfg = self.config
+    x = bert.dense(cfg, cfg.hidden_size, ('visual_dim', 'embed'), 'fc1')(
+        features.astype(cfg.dtype))
+    x = nn.gelu(x, approximate=False)
+    x = bert.layer_norm(cfg, 'norm')(x)
+    return bert.dense(cfg, cfg.hidden_size, ('embed', 'mlp'), 'fc2')(x)
+
+
+class VideoClip(nn.Module):
+  """The two towers; `__call__` returns (z_video [batch, hidden], z_text [batch, hidden])."""
+  text_config: bert.BertConfig
+  video_layers: int
+  cls_id: int = 101
+  sep_id: int = 102
+
+  def setup(self):
+    video_config = dataclasses.replace(self.text_config, num_layers=self.video_layers)
+    self.video_mlp = VideoMlp(video_config)
+    self.video_bert = bert.BertModel(video_config)
+    self.text_bert = bert.BertModel(self.text_config)
+
+  def encode_video(self, features: Array, feature_mask: Array, *,
+                   deterministic: bool = True) -> Array:
+    """[batch, T, D] per-second features and [batch, T] mask -> [batch, hidden].
+
+    Padding seconds come after the real ones; `[SEP]` follows the last real second.
+    """
+    batch, length = feature_mask.shape
+    projected = self.video_mlp(features)
+    table = self.video_bert.word_table()
+    lengths = feature_mask.sum(axis=1)
+    # [CLS] v_1..v_T [SEP] in a T + 2 sequence; [SEP] sits right after the last real second.
+    tokens = jnp.concatenate([jnp.broadcast_to(table[self.cls_id], (batch, 1, table.shape[1])),
+                              projected * feature_mask[..., None].astype(projected.dtype),
+                              jnp.zeros((batch, 1, table.shape[1]), projected.dtype)], axis=1)
+    positions = jnp.arange(length + 2)[None, :]
+    sep_here = positions == (lengths + 1)[:, None]
+    tokens = jnp.where(sep_here[..., None], table[self.sep_id].astype(tokens.dtype), tokens)
+    mask = (positions <= (lengths + 1)[:, None]).astype(jnp.int32)
+    ids = jnp.zeros((batch, length + 2), jnp.int32)
+    hidden, _ = self.video_bert(ids, mask, deterministic=deterministic, token_embeddings=tokens)
+    return masked_mean_without_cls(hidden, mask)
+
+  def encode_text(self, input_ids: Array, attention_mask: Array, *,
+                  deterministic: bool = True) -> Array:
+    """[batch, seq] `[CLS] tokens [SEP]` ids and mask -> [batch, hidden]."""
+    hidden, _ = self.text_bert(input_ids, attention_mask, deterministic=deterministic)
+    return masked_mean_without_cls(hidden, attention_mask)
+
+  def __call__(self, features: Array, feature_mask: Array, input_ids: Array,
+               attention_mask: Array, *, deterministic: bool = True) -> tuple[Array, Array]:
+    return (self.encode_video(features, feature_mask, deterministic=deterministic),
+            self.encode_text(input_ids, attention_mask, deterministic=deterministic))
+
+
+def with_pretrained(params: dict, bert_params: dict, video_layers: int) -> dict:
+  """`params` with both towers from one BERT checkpoint (the video tower: its first layers)."""
+  params = dict(params)
+  params['text_bert'] = jax.tree.map(lambda x: x, bert_params)
+  video = dict(bert_params)
+  video['encoder'] = {f'layer_{i}': bert_params['encoder'][f'layer_{i}']
+                      for i in range(video_layers)}
+  params['video_bert'] = video
+  return params
