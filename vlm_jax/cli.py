@@ -26,6 +26,10 @@ SUBCOMMANDS = {
     'prepare-youcook2': ('vlm_jax.commands.prepare_youcook2',
                          'YouCook2 validation sets (classification labels, captions) from the '
                          'annotation JSON.'),
+    'extract-features': ('vlm_jax.commands.extract_features',
+                         'S3D / S3D-G clip features of videos, batched and sharded over devices.'),
+    'make-records': ('vlm_jax.commands.make_records',
+                     'VideoBERT TFRecords from clip features, a codebook and transcripts.'),
     'generate': ('vlm_jax.commands.generate',
                  'VideoBERT text-to-video and forecasting from a trained run, as PNG strips.'),
 }

@@ -248,10 +248,11 @@ def assign(codebook: Codebook, features: np.ndarray, batch_size: int = 65536) ->
 
 
 def list_features(folder: str) -> list[str]:
-  """Sorted `.npy` file names in `folder`."""
+  """Sorted `.npy` file names in `folder`, without extract-features' `*.times.npy`."""
   if not os.path.isdir(folder):
     raise FileNotFoundError(f'{folder}: not a folder')
-  return sorted(n for n in os.listdir(folder) if n.endswith('.npy'))
+  return sorted(n for n in os.listdir(folder)
+                if n.endswith('.npy') and not n.endswith('.times.npy'))
 
 
 def load_features(path: str, dim: Optional[int]) -> np.ndarray:

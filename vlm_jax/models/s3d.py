@@ -242,6 +242,9 @@ class S3DConfig:
   bn_momentum: float = 0.999
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  # torchvision's fixed (2, 7, 7) average pool needs 224-px crops; 'global'
+  # averages the whole mixed_5c map instead, so smaller (cheaper) clips work.
+  pool: str = 'window'
 
 
 AVG_POOL_WINDOW = (2, 7, 7)
@@ -276,12 +279,15 @@ class S3D(nn.Module):
         x = max_pool(x, (2, 2, 2), (2, 2, 2))
       x = InceptionBlock(*widths, name=name, **common)(x, train)
 
-    if any(s < w for s, w in zip(x.shape[1:4], AVG_POOL_WINDOW)):
+    if cfg.pool == 'global':
+      pooled = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    elif any(s < w for s, w in zip(x.shape[1:4], AVG_POOL_WINDOW)):
       raise ValueError(
           f'S3D: mixed_5c map {x.shape[1:4]} (t, h, w) is smaller than the avgpool '
           f'window {AVG_POOL_WINDOW}; the input {video.shape[1:4]} needs at least '
-          '13 x 209 x 209 frames x pixels')
-    pooled = nn.avg_pool(x, AVG_POOL_WINDOW, strides=(1, 1, 1), padding='VALID')
+          "13 x 209 x 209 frames x pixels (or S3DConfig(pool='global'))")
+    else:
+      pooled = nn.avg_pool(x, AVG_POOL_WINDOW, strides=(1, 1, 1), padding='VALID')
     outputs = {'features': jnp.mean(pooled, axis=(1, 2, 3))}
     if cfg.num_classes:
       # torchvision applies dropout + the 1x1x1 conv per avg-pooled position

@@ -1,0 +1,252 @@
+"""extract-features: batched sharded S3D features vs single clips, counts, failures, resume.
+
+The model is S3D-G at a 32 px crop with 16-frame clips (its pools accept any
+even size; torchvision's S3D needs >= 13 x 209 x 209, too slow for unit
+tests), random weights, on the 4 emulated devices of conftest.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import av
+import jax
+import numpy as np
+import pytest
+import torch
+
+from configs import extract_features as extract_config
+from vlm_jax.commands import extract_features
+from vlm_jax.convert import s3d_torch
+from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.data import video as video_lib
+from vlm_jax.inference import video_features
+from vlm_jax.models import s3d
+
+CROP, CLIP_FRAMES, FPS = 32, 16, 20.0
+# Batched + sharded vs one clip through plain model.apply: the same float32
+# math in another batch layout; differences are summation-order rounding.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def small_config(**overrides):
+  config = extract_config.get_config('s3dg')
+  config.crop_size, config.clip_frames, config.fps = CROP, CLIP_FRAMES, FPS
+  config.batch_size = 4  # one clip per device
+  config.update(overrides)
+  return config
+
+
+def write_video(path, num_frames, fps=20, size=(64, 48), seed=0):
+  """An MPEG-4 video of moving coloured bars, `num_frames` frames at `fps`."""
+  rng = np.random.default_rng(seed)
+  width, height = size
+  base = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+  with av.open(str(path), 'w') as container:
+    stream = container.add_stream('mpeg4', rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+    for i in range(num_frames):
+      image = np.roll(base, 3 * i, axis=1)
+      for packet in stream.encode(av.VideoFrame.from_ndarray(image, format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def encoder():
+  return video_features.ClipEncoder(small_config())
+
+
+@pytest.fixture(scope='module')
+def videos(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('videos')
+  # 3 s -> 60 frames -> 4 clips (last one 12 real frames); 2 s -> 40 -> 3 clips.
+  return [('long', write_video(folder / 'long.mp4', 60, seed=1)),
+          ('short', write_video(folder / 'short.mp4', 40, seed=2))]
+
+
+def test_list_videos(tmp_path):
+  (tmp_path / 'sub').mkdir()
+  for name in ('a.mp4', 'sub/b.MKV', 'notes.txt'):
+    (tmp_path / name).write_bytes(b'')
+  ids = [vid for vid, _ in video_features.list_videos(str(tmp_path))]
+  assert ids == ['a', 'b']
+  listing = tmp_path / 'list.txt'
+  listing.write_text('# comment\nsub/b.MKV\n\n' + str(tmp_path / 'a.mp4') + '\n')
+  assert video_features.list_videos(str(listing)) == [
+      ('b', str(tmp_path / 'sub' / 'b.MKV')), ('a', str(tmp_path / 'a.mp4'))]
+  assert video_features.list_videos(str(tmp_path / 'a.mp4')) == [('a', str(tmp_path / 'a.mp4'))]
+  (tmp_path / 'sub' / 'a.avi').write_bytes(b'')
+  with pytest.raises(ValueError, match="'a'"):
+    video_features.list_videos(str(tmp_path))
+
+
+def test_config_checks():
+  for preset in ('s3d', 's3dg', 'demo'):
+    video_features.check_config(extract_config.get_config(preset))
+  demo = extract_config.get_config('demo')
+  assert (demo.model, demo.fps, demo.clip_frames) == ('s3d', 20.0, 30)
+  assert (demo.crop_size, demo.pool) == (112, 'global')
+  small = extract_config.get_config('demo')
+  small.pool = 'window'  # S3D's (2, 7, 7) avgpool: a 112 crop gives a 3 x 3 map
+  with pytest.raises(video_features.ConfigError, match='config.crop_size'):
+    video_features.check_config(small)
+  with pytest.raises(video_features.ConfigError, match='config.num_devices'):
+    video_features.check_config(small_config(num_devices=5))  # 4 devices
+  with pytest.raises(video_features.ConfigError, match='config.batch_size'):
+    video_features.check_config(small_config(batch_size=6))
+  with pytest.raises(video_features.ConfigError, match='config.output'):
+    video_features.check_config(small_config(model='s3d', crop_size=224))
+
+
+def test_batched_sharded_equals_single_clips(encoder, videos):
+  assert encoder.mesh.shape['data'] == 4 and encoder.feature_dim == 512
+  timings = video_features.Timings()
+  results = {r.video_id: r for r in video_features.iter_video_features(encoder, videos, timings)}
+  # 4 + 3 clips in batches of 4: the second batch carries one padding row.
+  assert timings.clips == 7 and timings.batches == 2
+  for video_id, path in videos:
+    r = results[video_id]
+    assert r.error is None
+    clips = list(video_lib.iter_clips(path, FPS, CLIP_FRAMES, CROP))
+    assert r.features.shape == (len(clips), 512)
+    np.testing.assert_allclose(r.times, [(c.start, c.end) for c in clips])
+    for i, clip in enumerate(clips):
+      expected = encoder.single_clip(clip.frames)
+      np.testing.assert_allclose(r.features[i], expected, rtol=RTOL,
+                                 atol=ATOL * np.abs(expected).max())
+
+
+def test_padding_rows_do_not_change_results(encoder, videos):
+  clips = [video_features.to_uint8(c.frames)
+           for c in video_lib.iter_clips(videos[0][1], FPS, CLIP_FRAMES, CROP)]
+  full = np.asarray(encoder(np.stack(clips)))
+  padded = np.asarray(encoder(np.stack([clips[0]] + [np.zeros_like(clips[0])] * 3)))
+  # One compiled program for both; row 0 does not see the other rows.
+  np.testing.assert_array_equal(padded[0], full[0])
+  assert encoder(np.stack(clips)).sharding.spec[0] == 'data'
+
+
+def test_clip_counts_times_corrupt_and_resume(realdata, videos, tmp_path, capsys):
+  listing = tmp_path / 'videos.txt'
+  real = realdata / 'mmaction2' / 'test.mp4'  # 10.0 s, 30 fps, 300 frames
+  corrupt = realdata / 'edge_cases' / 'truncated_header_only.mkv'
+  listing.write_text('\n'.join([str(real), str(corrupt), videos[1][1]]) + '\n')
+  output = str(tmp_path / 'features')
+  manifest = extract_features.run(str(listing), output, small_config(), progress=False)
+  err = capsys.readouterr().err
+  assert 'RANDOM S3D weights' in err and 'skipped truncated_header_only' in err
+
+  # 10 s at 20 fps = 200 frames = 12 clips of 16 and a last one of 8 (padded).
+  features = np.load(os.path.join(output, 'test.npy'))
+  times = np.load(os.path.join(output, 'test.times.npy'))
+  assert features.shape == (13, 512) and features.dtype == np.float16
+  starts = np.arange(13) * CLIP_FRAMES / FPS
+  np.testing.assert_allclose(times[:, 0], starts)
+  np.testing.assert_allclose(times[:, 1], np.minimum(starts + CLIP_FRAMES / FPS, 10.0))
+  assert manifest['videos']['test']['clips'] == 13
+  assert manifest['videos']['short']['clips'] == 3
+  assert manifest['counts']['failed'] == 1
+  failure, = manifest['failures']
+  assert failure['video_id'] == 'truncated_header_only'
+  assert 'truncated_header_only.mkv' in failure['error'] and 'cannot open' in failure['error']
+  assert manifest['weights'] == 'random' and manifest['random_weights']
+  assert manifest['frame_rate'] == FPS and manifest['crop_size'] == CROP
+  assert manifest['clip_frames'] == CLIP_FRAMES and manifest['dtype'] == 'float16'
+  assert manifest['timings']['clips_per_second'] > 0
+  # build-codebook / assign-tokens read the features only, not the clip times.
+  assert codebook_lib.list_features(output) == ['short.npy', 'test.npy']
+
+  # Re-run: done videos kept (files untouched), the failed one retried.
+  mtime = os.stat(os.path.join(output, 'test.npy')).st_mtime_ns
+  again = extract_features.run(str(listing), output, small_config(), progress=False)
+  assert again['counts']['written_this_run'] == 0 and again['counts']['skipped_existing'] == 2
+  assert again['counts']['failed'] == 1 and again['counts']['clips'] == 16
+  assert os.stat(os.path.join(output, 'test.npy')).st_mtime_ns == mtime
+  # A lost output is made again, the same.
+  os.remove(os.path.join(output, 'short.times.npy'))
+  before = np.load(os.path.join(output, 'short.npy'))
+  third = extract_features.run(str(listing), output, small_config(), progress=False)
+  assert third['counts']['written_this_run'] == 1
+  np.testing.assert_array_equal(np.load(os.path.join(output, 'short.npy')), before)
+  assert not [n for n in os.listdir(output) if n.endswith('.tmp')]
+  # Other parameters into the same folder: refused, naming the field.
+  with pytest.raises(ValueError, match='fps'):
+    extract_features.run(str(listing), output, small_config(fps=10.0), progress=False)
+
+
+def _random_variables(abstract, seed):
+  """He-scaled kernels and non-trivial BatchNorm terms (activations stay O(1))."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name, shape = path[-1].key, leaf.shape
+    if name == 'kernel':
+      return (rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[:-1]))).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return rng.normal(0, 0.1, shape).astype(np.float32)  # bias, mean
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+def _save_state_dict(state_dict, path):
+  torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()},
+             str(path))
+
+
+def test_torchvision_weights_load(tmp_path):
+  config = extract_config.get_config('s3d')
+  model = video_features.build_model(config)
+  abstract = s3d.abstract_variables(model, (1, *video_features.clip_shape(config)))
+  variables = _random_variables(abstract, seed=3)
+  # torchvision's file has the Kinetics classifier, which extraction ignores.
+  with_classifier = s3d.abstract_variables(s3d.S3D(), (1, *video_features.clip_shape(config)))
+  variables_tv = dict(variables, params=dict(
+      variables['params'], classifier=_random_variables(
+          with_classifier['params']['classifier'], seed=4)))
+  path = tmp_path / 's3d_kinetics.pth'
+  _save_state_dict(s3d_torch.torchvision_from_flax(variables_tv), path)
+  config.weights = str(path)
+  loaded, info = video_features.load_variables(config, model)
+  assert info == {'weights': str(path), 'sha256': video_features.sha256_file(str(path))}
+  jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+  # A state_dict of the other architecture is refused, naming tensors.
+  config.model, config.output = 's3dg', 'video_embedding'
+  with pytest.raises(ValueError, match='s3d_kinetics.pth'):
+    video_features.load_variables(config, video_features.build_model(config))
+
+
+def test_cli_end_to_end_with_weights(videos, tmp_path):
+  config = small_config()
+  model = video_features.build_model(config)
+  abstract = s3d.abstract_variables(model, (1, *video_features.clip_shape(config)))
+  variables = _random_variables(abstract, seed=5)
+  weights = tmp_path / 's3d_howto100m.pth'
+  _save_state_dict(s3d_torch.s3dg_from_flax(variables), weights)
+  output = tmp_path / 'features'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vlm_jax.cli', 'extract-features', '--videos',
+       os.path.dirname(videos[0][1]), '--output', str(output),
+       '--config', 'configs/extract_features.py:s3dg', f'--config.crop_size={CROP}',
+       f'--config.clip_frames={CLIP_FRAMES}', f'--config.fps={FPS}',
+       '--config.batch_size=8',
+       '--config.dtype=float32', f'--config.weights={weights}'],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 0, proc.stderr
+  assert 'RANDOM' not in proc.stderr
+  manifest = json.loads((output / 'manifest.json').read_text())
+  assert manifest['weights_sha256'] == video_features.sha256_file(str(weights))
+  assert manifest['devices'] == [str(d) for d in jax.local_devices()]
+  assert {k: v['clips'] for k, v in manifest['videos'].items()} == {'long': 4, 'short': 3}
+  reference = video_features.ClipEncoder(config, variables=variables)
+  for video_id, path in videos:
+    got = np.load(output / f'{video_id}.npy')
+    assert got.dtype == np.float32
+    for i, clip in enumerate(video_lib.iter_clips(path, FPS, CLIP_FRAMES, CROP)):
+      expected = reference.single_clip(clip.frames)
+      np.testing.assert_allclose(got[i], expected, rtol=RTOL,
+                                 atol=ATOL * np.abs(expected).max())
