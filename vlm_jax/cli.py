@@ -11,10 +11,14 @@ import sys
 from absl import app, flags, logging
 
 SUBCOMMANDS = {
+    'demo': ('vlm_jax.commands.demo',
+             'The main job: rendered videos -> S3D -> visual tokens -> VideoBERT -> report.'),
     'train': ('vlm_jax.commands.train',
               'Pretrain VideoBERT from a config (--config configs/videobert.py:tiny).'),
     'encode-text': ('vlm_jax.commands.encode_text',
                     'Encode one text per line with a Hugging Face BERT checkpoint.'),
+    'synth-videos': ('vlm_jax.commands.synth_videos',
+                     'Render a synthetic cooking corpus: MP4 videos + WebVTT narration, by seed.'),
     'preview-video': ('vlm_jax.commands.preview_video',
                       'Decode videos into clips at --fps; save a PNG grid per video.'),
     'parse-transcripts': ('vlm_jax.commands.parse_transcripts',
@@ -99,6 +103,7 @@ def _run(module_name: str, program: str, args: list[str]) -> None:
     print(module.__doc__)
     print(flags.FLAGS.module_help(module.__name__))
     return
+  flags.mark_flags_as_required(getattr(module, 'REQUIRED_FLAGS', []))
   # Orbax and TF log every save at INFO; --verbosity=0 brings them back.
   logging.set_verbosity(logging.WARNING)
   app.run(module.main, argv=[program] + args)

@@ -27,7 +27,9 @@ _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy clip
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy token ids.',
                               allow_override=True)
-flags.mark_flags_as_required(['features', 'codebook', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['features', 'codebook', 'output']
 
 
 def run(features: str, codebook: str, output: str) -> dict[str, Any]:

@@ -36,7 +36,9 @@ _SAMPLE_SIZE = flags.DEFINE_integer(
     'sample_size', 200_000, 'Cluster at most this many clips (seeded uniform sample); 0: all.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the sample and the k-means.')
 _NITER = flags.DEFINE_integer('niter', 20, 'k-means iterations per tree node.')
-flags.mark_flags_as_required(['features', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['features', 'output']
 
 
 def manifest_path(output: str) -> str:

@@ -26,7 +26,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Output .npz path.',
     allow_override=True)
 _MAX_LENGTH = flags.DEFINE_integer('max_length', 512, 'Truncate texts to this many tokens.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Texts per forward pass.')
-flags.mark_flags_as_required(['input', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['input', 'output']
 
 
 def read_lines(path: str) -> list[str]:

@@ -45,7 +45,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and preset, e.g. configs/extract_features.py:s3d.',
     lock_config=True, allow_override=True)
-flags.mark_flags_as_required(['videos', 'output', 'config'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['videos', 'output', 'config']
 
 TIMES_SUFFIX = '.times.npy'
 # Fields that change the features: an output folder holds one setting of them.

@@ -36,7 +36,9 @@ _RATES = flags.DEFINE_list('rates', ['1', '2', '3', '4', '5'], 'Forecast this ma
 _FPS = flags.DEFINE_float('fps', 20.0, 'Decoding rate of the clips (as for the features).',
                           allow_override=True)
 _CLIP_FRAMES = flags.DEFINE_integer('clip_frames', 30, 'Frames per clip.', allow_override=True)
-flags.mark_flags_as_required(['workdir', 'codebook', 'videos', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['workdir', 'codebook', 'videos', 'output']
 
 
 def run(workdir: str, codebook_path: str, videos: str, output: str, sentences=(), tokens=(),
@@ -87,4 +89,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  flags.mark_flags_as_required(REQUIRED_FLAGS)
   app.run(main)

@@ -56,7 +56,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Output folder for the TFRecord sh
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG, 'Config file (default configs/make_records.py).',
     lock_config=True, allow_override=True)
-flags.mark_flags_as_required(['features', 'codebook', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['features', 'codebook', 'output']
 
 TIMES_SUFFIX = '.times.npy'
 

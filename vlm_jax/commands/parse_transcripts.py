@@ -28,7 +28,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Output .jsonl path.',
 _LENIENT = flags.DEFINE_bool('lenient', False, 'Skip malformed cues/videos instead of failing.')
 _MAX_GAP = flags.DEFINE_float('max_gap', 1.0, 'Pause (s) that ends an unpunctuated sentence.')
 _MAX_WORDS = flags.DEFINE_integer('max_words', 32, 'Most words in one sentence.')
-flags.mark_flags_as_required(['input', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['input', 'output']
 
 
 def run(input_path: str, output: str, lenient: bool = False, max_gap: float = 1.0,

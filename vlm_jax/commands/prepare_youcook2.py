@@ -48,7 +48,9 @@ _SUBSET = flags.DEFINE_enum('subset', 'validation', ['validation', 'training', '
 _LABELS = flags.DEFINE_string('label_lists', None,
                               'Folder with verbs.txt and nouns.txt to use instead of the '
                               'built-in lists.', allow_override=True)
-flags.mark_flags_as_required(['annotations', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['annotations', 'output']
 
 
 def _write_jsonl(path: str, records: list[dict[str, Any]]) -> None:
@@ -150,4 +152,5 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=import-outside-toplevel
+  flags.mark_flags_as_required(REQUIRED_FLAGS)
   app.run(main)

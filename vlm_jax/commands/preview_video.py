@@ -34,7 +34,9 @@ _FPS = flags.DEFINE_float('fps', 20.0, 'Output frame rate: 20 for VideoBERT, 30 
 _CLIP_FRAMES = flags.DEFINE_integer('clip_frames', 30, 'Frames per clip.')
 _SIZE = flags.DEFINE_integer('size', 224, 'Frame side after short-side resize and centre crop.')
 _COLUMNS = flags.DEFINE_integer('columns', 6, 'Frames shown per clip (one row per clip).')
-flags.mark_flags_as_required(['videos', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['videos', 'output']
 
 
 def video_files(path: str) -> list[str]:

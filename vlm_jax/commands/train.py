@@ -24,7 +24,9 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'With --multihost off a TPU/cluster: host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
-flags.mark_flags_as_required(['config', 'workdir'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['config', 'workdir']
 
 
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):

@@ -38,8 +38,10 @@ _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-code
 _VERBS = flags.DEFINE_string('verbs', None, 'Verb vocabulary, one per line.')
 _NOUNS = flags.DEFINE_string('nouns', None, 'Noun vocabulary, one per line.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-flags.mark_flags_as_required(['workdir', 'segments', 'features', 'codebook', 'verbs', 'nouns',
-                              'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['workdir', 'segments', 'features', 'codebook', 'verbs', 'nouns',
+                              'output']
 
 TOP_K = (1, 5)
 
@@ -148,4 +150,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  flags.mark_flags_as_required(REQUIRED_FLAGS)
   app.run(main)

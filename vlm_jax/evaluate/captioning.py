@@ -47,7 +47,9 @@ _TOKENIZER = flags.DEFINE_enum('tokenizer', 'auto', ['auto', 'ptb', 'simple', 'n
                                "is found, else 'simple' (pure Python).", allow_override=True)
 _METEOR = flags.DEFINE_bool('meteor', True, 'Compute METEOR (needs Java; skipped without).',
                             allow_override=True)
-flags.mark_flags_as_required(['references', 'predictions', 'output'])
+# Marked required by the CLI when this command runs (not on import: the demo
+# imports commands as libraries).
+REQUIRED_FLAGS = ['references', 'predictions', 'output']
 
 _ID_KEYS = ('id', 'clip_id', 'image_id', 'video_id')
 _TEXT_KEYS = ('caption', 'prediction', 'sentence', 'text')
@@ -184,4 +186,5 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=import-outside-toplevel
+  flags.mark_flags_as_required(REQUIRED_FLAGS)
   app.run(main)

@@ -1,0 +1,64 @@
+"""The demo main job (vlm-jax demo): synthetic videos -> front end -> VideoBERT -> evaluation.
+
+  vlm-jax demo --workdir runs/demo [--config configs/demo.py] \\
+      [--config.videobert.train.num_steps=600 ...]
+
+Presets: `default` (about 10 minutes on 2 CPU cores) and `runlocal` (a
+seconds-scale version for tests and notebooks). Sub-configs are the stages'
+own: `features` is an extract-features config, `records` a make-records
+config, `videobert` a training config (configs/videobert.py); any field takes
+a `--config.` override.
+"""
+
+import ml_collections
+
+from configs import extract_features as extract_features_config
+from configs import make_records as make_records_config
+from configs import videobert as videobert_config
+
+
+def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
+  """Returns the demo config; `arg` is 'default' or 'runlocal'."""
+  if arg not in ('default', 'runlocal'):
+    raise ValueError(f"Unknown demo preset {arg!r}; choose 'default' or 'runlocal'.")
+  runlocal = arg == 'runlocal'
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # The rendered corpus (vlm-jax synth-videos): training videos and held-out
+  # test videos (new instances of the same verbs and nouns).
+  c.corpus = ml_collections.ConfigDict()
+  c.corpus.num_videos = 8 if runlocal else 72
+  c.corpus.num_test = 4 if runlocal else 16
+
+  # Clip features: S3D at 112 px with the whole mixed_5c map averaged, 10 fps x
+  # 15 frames = VideoBERT's 1.5-s clips at a quarter of the cost of 224 px x 30.
+  c.features = extract_features_config.get_config('demo')
+  c.features.crop_size = 112
+  c.features.pool = 'global'
+  c.features.fps = 10.0
+  c.features.clip_frames = 15
+  c.features.batch_size = 4
+  c.features.dtype = 'float32'
+
+  # Visual tokens: hierarchical k-means, levels x k (k**levels leaves).
+  c.codebook = ml_collections.ConfigDict()
+  c.codebook.levels = 2
+  c.codebook.k = 12
+  c.codebook.niter = 20
+  c.codebook.sample_size = 0  # all training clips
+
+  c.records = make_records_config.get_config()
+  c.records.num_shards = 4
+
+  c.videobert = videobert_config.get_config('tiny,runlocal' if runlocal else 'tiny')
+  if runlocal:
+    c.videobert.train.num_steps = 4
+    c.videobert.optim.warmup_steps = 1
+    c.videobert.train.global_batch_size = 8
+
+  c.generation = ml_collections.ConfigDict()
+  c.generation.num_tokens = 4           # visual tokens per sentence (text-to-video)
+  c.generation.rates = (1, 2, 3)        # forecasting: clips ahead
+  c.generation.num_forecast_tokens = 3  # tokens forecast from
+  return c
