@@ -220,8 +220,7 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
       ('Text to video', report.image('text_to_video.png', 'most likely visual tokens per '
                                      'sentence of a held-out recipe, shown as training frames')),
       ('Forecasting', report.image('forecast.png', 'top-3 next tokens at several rates')),
-      ('Videos', ''.join(report.image(name, name) for name in sorted(
-          os.listdir(os.path.dirname(os.path.join(report_dir, 'x'))))
+      ('Videos', ''.join(report.image(name, name) for name in sorted(os.listdir(report_dir))
                          if name.startswith('preview_'))),
       ('Stages', report.table(['stage', 'seconds', 'peak RSS so far (GiB)'],
                               [[k, v['seconds'], v['peak_rss_gib_so_far']]

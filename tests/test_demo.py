@@ -1,0 +1,79 @@
+"""The demo main job end to end (runlocal preset), its resumption, and the Colab notebook."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vlm_jax.metrics import purity
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def demo_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('demo')
+  subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={workdir}',
+                  '--config', 'configs/demo.py:runlocal'], cwd=REPO, check=True,
+                 capture_output=True, text=True)
+  return workdir
+
+
+def test_demo_writes_the_report(demo_dir):
+  report = demo_dir / 'report'
+  html = (report / 'index.html').read_text()
+  for picture in ('curves.png', 'text_to_video.png', 'forecast.png'):
+    assert (report / picture).stat().st_size > 1000 and picture in html
+  assert any(name.startswith('preview_test_') for name in os.listdir(report))
+  metrics = json.loads((report / 'metrics.json').read_text())
+  ac = metrics['action_classification']
+  steps = [json.loads(line) for line in (demo_dir / 'corpus' / 'steps.jsonl').open()]
+  test_steps = sum(len(v['steps']) for v in steps if v['split'] == 'test')
+  assert ac['num_segments'] == test_steps
+  assert ac['chance']['verb']['top1'] == pytest.approx(1 / ac['num_verbs'])
+  leaves = metrics['codebook_leaves']
+  for item in metrics['text_to_video']:
+    assert len(set(item['tokens'])) == len(item['tokens']) and all(
+        0 <= t < leaves for t in item['tokens'])
+  assert set(metrics['stages']) == {'corpus', 'features', 'codebook', 'records', 'train',
+                                    'evaluate'}
+  # Held-out videos only: every evaluated step belongs to a test video.
+  assert {p['video_id'] for p in metrics['predictions']} <= {
+      v['video_id'] for v in steps if v['split'] == 'test'}
+
+
+def test_random_s3d_features_see_nouns(demo_dir):
+  """Clips of one noun are each other's nearest neighbours far above chance (random S3D)."""
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  labels = [p['noun'] for p in metrics['predictions']]
+  observed = metrics['feature_purity_test']
+  assert observed['noun'] > 2 * purity.chance_purity(labels)
+
+
+def test_demo_rerun_resumes(demo_dir):
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={demo_dir}',
+                        '--config', 'configs/demo.py:runlocal'], cwd=REPO, check=True,
+                       capture_output=True, text=True)
+  assert 'resumed from the checkpoint at step 4' in out.stdout + out.stderr
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  assert metrics['stages']['train']['seconds'] < 60
+
+
+def test_colab_notebook_runs_on_cpu(demo_dir):
+  nbformat = pytest.importorskip('nbformat')
+  nbclient = pytest.importorskip('nbclient')
+  notebook = nbformat.read(os.path.join(REPO, 'notebooks', 'colab_tpu.ipynb'), as_version=4)
+  (parameters,) = [c for c in notebook.cells if 'parameters' in c.metadata.get('tags', [])]
+  parameters.source += (f"\nINSTALL = False\nWORKDIR = {str(demo_dir)!r}\n"
+                        "DEMO_ARGS = '--config configs/demo.py:runlocal'\n")
+  client = nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                                   resources={'metadata': {'path': REPO}})
+  client.execute()
+  outputs = ''.join(o.get('text', '') for c in notebook.cells if c.cell_type == 'code'
+                    for o in c.get('outputs', []))
+  assert 'videobert' in outputs and 'language_prior' in outputs
+  images = [o for c in notebook.cells for o in c.get('outputs', [])
+            if 'image/png' in o.get('data', {})]
+  assert len(images) == 3

@@ -1,0 +1,90 @@
+"""Rendered synthetic corpus: determinism, real decodable files, narration, resume."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vlm_jax.commands import synth_videos
+from vlm_jax.data import synthetic_videos, transcripts, video
+from vlm_jax.metrics import purity
+
+
+def test_specs_and_frames_are_deterministic_by_seed():
+  verbs, nouns = synthetic_videos.vocabularies(6, 6)
+  a = synthetic_videos.make_spec('v', 'train', 7, verbs, nouns)
+  b = synthetic_videos.make_spec('v', 'train', 7, verbs, nouns)
+  c = synthetic_videos.make_spec('v', 'train', 8, verbs, nouns)
+  assert a == b and a != c
+  frames_a = list(synthetic_videos.render_frames(a))
+  frames_b = list(synthetic_videos.render_frames(b))
+  assert len(frames_a) == round(a.duration * synthetic_videos.FPS)
+  np.testing.assert_array_equal(np.stack(frames_a), np.stack(frames_b))
+  for step in a.steps:
+    assert step.verb in verbs and step.noun in nouns
+    assert step.verb in step.sentence and step.noun in step.sentence
+    assert step.end - step.start in (3.0, 4.5)
+
+
+def test_corpus_files_decode_and_parse(tmp_path):
+  manifest = synth_videos.run(str(tmp_path), num_videos=2, num_test=1, seed=3)
+  assert manifest['counts']['rendered'] == 3
+  steps = [json.loads(line) for line in (tmp_path / 'steps.jsonl').read_text().splitlines()]
+  assert [s['split'] for s in steps] == ['train', 'train', 'test']
+  for item in steps:
+    path = tmp_path / 'videos' / f'{item["video_id"]}.mp4'
+    frames = video.decode_frames(str(path), fps=20, size=None)
+    assert frames.shape == (round(item['duration'] * 20), 128, 128, 3)
+    sentences = transcripts.load_transcripts(str(tmp_path / 'transcripts' /
+                                                 f'{item["video_id"]}.vtt'))
+    (timed,) = sentences.values()
+    assert [s.text for s in timed] == [s['sentence'] for s in item['steps']]
+    for s, step in zip(timed, item['steps']):
+      assert step['start'] < s.start < s.end < step['end']
+  assert (tmp_path / 'verbs.txt').read_text().split() == list(synthetic_videos.VERB_LOOKS)[:6]
+
+
+def test_cheap_features_separate_nouns_and_verbs(tmp_path):
+  """Mean colour and frame-difference energy per clip already tell the labels apart."""
+  verbs, nouns = synthetic_videos.vocabularies(6, 6)
+  rows, verb_labels, noun_labels = [], [], []
+  for seed in range(12):
+    spec = synthetic_videos.make_spec(f'v{seed}', 'train', seed, verbs, nouns)
+    frames = np.stack(list(synthetic_videos.render_frames(spec))).astype(np.float32) / 255
+    for step in spec.steps:
+      clip = frames[int(step.start * 20):int(step.end * 20)]
+      background = np.median(clip[0].reshape(-1, 3), axis=0)
+      foreground = np.abs(clip - background).sum(-1) > 0.15
+      colours = [(clip[..., c] * foreground).sum() / max(foreground.sum(), 1) for c in range(3)]
+      motion = np.abs(np.diff(clip, axis=0)).mean(axis=(0, 3))
+      rows.append(np.concatenate([colours, [motion.mean() * 50, motion.std() * 50]]))
+      verb_labels.append(step.verb)
+      noun_labels.append(step.noun)
+  x = np.stack(rows)
+  assert purity.clip_purity(x[:, :3], np.array(noun_labels)) > 3 * purity.chance_purity(
+      np.array(noun_labels))
+  assert purity.clip_purity(x, np.array(verb_labels)) > 1.5 * purity.chance_purity(
+      np.array(verb_labels))
+
+
+def test_purity_by_hand():
+  x = np.array([[0.0], [0.1], [5.0], [5.2], [0.05]])
+  # Nearest neighbours: 0 -> 0.05 (b, wrong), 0.1 -> 0.05 (wrong), 5.0 <-> 5.2 (right, right),
+  # 0.05 -> 0 (a, wrong): 2 of 5.
+  assert purity.clip_purity(x, np.array(['a', 'a', 'b', 'b', 'b'])) == pytest.approx(2 / 5)
+  assert purity.chance_purity(np.array(['a', 'a', 'b', 'b'])) == 0.5
+
+
+def test_cli_resumes_and_refuses_other_parameters(tmp_path):
+  command = [sys.executable, '-m', 'vlm_jax.cli', 'synth-videos', f'--output={tmp_path}',
+             '--num_videos=2', '--num_test=1']
+  subprocess.run(command, check=True, capture_output=True)
+  (tmp_path / 'videos' / 'train_0001.mp4').unlink()
+  before = (tmp_path / 'videos' / 'train_0000.mp4').stat().st_mtime_ns
+  out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+  assert '1 videos rendered, 2 already there' in out
+  assert (tmp_path / 'videos' / 'train_0000.mp4').stat().st_mtime_ns == before
+  bad = subprocess.run(command[:-1] + ['--num_test=5'], capture_output=True, text=True)
+  assert bad.returncode != 0 and 'num_test' in bad.stderr
