@@ -5,6 +5,7 @@ accelerator machines can build a step without the input pipeline's dependencies.
 """
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import flax
