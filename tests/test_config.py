@@ -68,3 +68,8 @@ def test_cli_rejects_unknown_key_and_bad_value_before_compiling(tmp_path):
   assert bad.returncode != 0
   assert 'config.data.seq_len: 1024 is longer than the position table' in bad.stderr
   assert not (tmp_path / 'w' / 'checkpoints').exists()  # failed before building anything
+
+
+def test_tiny_vocab_comes_from_its_checkpoint():
+  tok, vocab = step_lib.load_vocab(videobert_config.get_config('tiny'))
+  assert vocab.text_vocab_size == 30522 and tok.token_to_id('[MASK]') == vocab.mask_id
