@@ -1,0 +1,179 @@
+"""vlm-jax eval step-localization: zero-shot CrossTask step localization (recall).
+
+  vlm-jax eval step-localization --tasks tasks_primary.txt --annotations annotations/ \\
+      --write_texts steps.txt
+  vlm-jax eval step-localization --tasks tasks_primary.txt --annotations annotations/ \\
+      --features FEATURES --text_embeddings steps.npy --output metrics.json \\
+      [--texts steps.txt] [--videos videos_val.csv]
+
+Inputs, in CrossTask's release format:
+  * --tasks: task info (tasks_primary.txt), per task 6 lines: task id, title,
+    URL, number of steps K, the K step texts comma-separated, a blank line;
+  * --annotations: folder of `<task id>_<video id>.csv`, one `step,start,end`
+    row per annotated step (step 1-based, seconds); task ids are numeric, so
+    the file name splits at its first underscore;
+  * --videos (optional): `task,video,url` rows (videos_val.csv) restricting
+    the evaluation; by default every annotation file of a task in --tasks. As
+    in the official code, only videos with an annotation file count.
+Embeddings (vlm_jax/evaluate/_embeddings.py): steps.npy [N, D] embeds steps.txt
+line by line (every step text of the tasks); FEATURES/<video id>.npy holds
+per-second video states [T, D].
+
+Protocol (vlm_jax/metrics/step_localization.py, CrossTask's official eval):
+scores = states @ step embeddings [T, K], log-softmax over the task's steps,
+ordered DP decode placing each step on exactly one second, in order; recall
+per task = matched / annotated steps over its videos; `recall` = mean over the
+tasks evaluated. A video with a missing or bad features file, or with fewer
+seconds than steps, is listed under `skipped_videos` and skipped.
+"""
+
+import csv
+import os
+from typing import Any, Optional
+
+import numpy as np
+from absl import app, flags
+
+from vlm_jax.evaluate import _embeddings
+from vlm_jax.metrics import step_localization
+
+_TASKS = flags.DEFINE_string('tasks', None, 'CrossTask task info (tasks_primary.txt).',
+                             allow_override=True)
+_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'Folder of <task>_<video>.csv step '
+                                   'annotations.', allow_override=True)
+_VIDEOS = flags.DEFINE_string('videos', None, 'Optional task,video,url list to evaluate.',
+                              allow_override=True)
+_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy per-second '
+                                'states.', allow_override=True)
+_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
+                                       allow_override=True)
+_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
+                             '(default: the .npy path with .txt).', allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
+_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
+                                   'exit.', allow_override=True)
+REQUIRED_FLAGS = ['tasks', 'annotations']
+
+
+def read_task_info(path: str) -> dict[str, dict[str, Any]]:
+  """{task id: {'title', 'url', 'steps': [K texts]}} from a CrossTask task info file."""
+  with open(path, encoding='utf-8') as f:
+    lines = [line.strip() for line in f]
+  tasks, i = {}, 0
+  while i < len(lines):
+    if not lines[i]:
+      i += 1
+      continue
+    if i + 4 >= len(lines):
+      raise ValueError(f'{path}:{i + 1}: task {lines[i]!r} has fewer than 5 lines')
+    task, title, url, count, steps = lines[i:i + 5]
+    steps = steps.split(',')
+    if int(count) != len(steps):
+      raise ValueError(f'{path}:{i + 4}: task {task}: {count} steps announced, '
+                       f'{len(steps)} listed')
+    tasks[task] = {'title': title, 'url': url, 'steps': steps}
+    i += 5
+  return tasks
+
+
+def read_segments(path: str) -> list[tuple[int, float, float]]:
+  """(step 1-based, start, end) rows of one annotation CSV."""
+  out = []
+  with open(path, encoding='utf-8', newline='') as f:
+    for number, row in enumerate(csv.reader(f), 1):
+      if not row or not ''.join(row).strip():
+        continue
+      if len(row) != 3:
+        raise ValueError(f'{path}:{number}: expected step,start,end')
+      out.append((int(row[0]), float(row[1]), float(row[2])))
+  return out
+
+
+def list_videos(annotations: str, tasks: dict[str, Any],
+                videos: Optional[str] = None) -> list[tuple[str, str]]:
+  """(task, video) pairs with an annotation file, restricted to --tasks / --videos."""
+  pairs = []
+  for name in sorted(os.listdir(annotations)):
+    stem, ext = os.path.splitext(name)
+    if ext == '.csv' and '_' in stem:
+      task, vid = stem.split('_', 1)
+      if task in tasks:
+        pairs.append((task, vid))
+  if videos:
+    with open(videos, encoding='utf-8', newline='') as f:
+      wanted = {(r[0].strip(), r[1].strip()) for r in csv.reader(f) if len(r) >= 2}
+    pairs = [p for p in pairs if p in wanted]
+  return pairs
+
+
+def run(tasks_path: str, annotations: str, features: str, text_embeddings: str,
+        output: Optional[str], texts: Optional[str] = None,
+        videos: Optional[str] = None) -> dict[str, Any]:
+  """Evaluates and writes `output` (if given); returns the metrics JSON dict."""
+  tasks = read_task_info(tasks_path)
+  table = _embeddings.TextEmbeddings(text_embeddings, texts)
+  absent = [s for t in tasks.values() for s in t['steps'] if s not in table]
+  if absent:
+    raise ValueError(f'{len(absent)} step texts not encoded, e.g. {absent[0]!r}')
+  steps = {task: table.stack(info['steps']) for task, info in tasks.items()}
+  counts: dict[str, list[tuple[int, int]]] = {}
+  skipped, states_cache = [], {}
+  pairs = list_videos(annotations, tasks, videos)
+  for task, vid in pairs:
+    if vid not in states_cache:
+      states_cache[vid] = _embeddings.load_video(features, vid, per_second=True, dim=table.dim)
+    states, why = states_cache[vid]
+    k = len(tasks[task]['steps'])
+    if states is not None and len(states) < k:
+      why = f'{len(states)} seconds for {k} steps'
+    if why:
+      skipped.append({'task': task, 'video_id': vid, 'reason': why})
+      continue
+    cost = -step_localization.log_softmax(states @ steps[task].T, axis=1)
+    seconds = step_localization.ordered_assignment(cost)
+    y_pred = step_localization.assignment_matrix(seconds, len(states))
+    y_true = step_localization.ground_truth_matrix(
+        len(states), k, read_segments(os.path.join(annotations, f'{task}_{vid}.csv')))
+    counts.setdefault(task, []).append(step_localization.video_counts(y_true, y_pred))
+  recalls = step_localization.task_recalls(counts)
+  result = dict(
+      task='step_localization', tasks=os.path.abspath(tasks_path),
+      annotations=os.path.abspath(annotations), features=os.path.abspath(features),
+      text_embeddings=os.path.abspath(text_embeddings),
+      metrics=dict(recall=float(np.mean(list(recalls.values()))) if recalls else None,
+                   per_task=recalls, tasks=len(recalls)),
+      counts=dict(tasks=len(tasks), videos=len(pairs),
+                  evaluated=sum(len(v) for v in counts.values()), skipped=len(skipped),
+                  annotated_steps={t: sum(n for _, n in v) for t, v in counts.items()}),
+      skipped_videos=skipped)
+  if output:
+    _embeddings.write_json(output, result)
+  return result
+
+
+def main(argv):
+  del argv
+  try:
+    if not _TASKS.value or not _ANNOTATIONS.value:
+      raise ValueError('--tasks and --annotations are required')
+    if _WRITE_TEXTS.value:
+      tasks = read_task_info(_TASKS.value)
+      n = _embeddings.write_texts(_WRITE_TEXTS.value,
+                                  [s for t in tasks.values() for s in t['steps']])
+      print(f'wrote {n} texts to {_WRITE_TEXTS.value}')
+      return
+    for name, flag in (('features', _FEATURES), ('text_embeddings', _TEXT_EMBEDDINGS),
+                       ('output', _OUTPUT)):
+      if not flag.value:
+        raise ValueError(f'--{name} is required (unless --write_texts)')
+    result = run(_TASKS.value, _ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value,
+                 _OUTPUT.value, _TEXTS.value, _VIDEOS.value)
+  except (ValueError, OSError, KeyError) as e:
+    raise SystemExit(f'vlm-jax eval step-localization: {e}') from e
+  m, c = result['metrics'], result['counts']
+  print(f'step-localization: recall {m["recall"]} over {m["tasks"]} tasks, {c["evaluated"]} of '
+        f'{c["videos"]} videos ({c["skipped"]} skipped); wrote {_OUTPUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

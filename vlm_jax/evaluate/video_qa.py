@@ -1,0 +1,146 @@
+"""vlm-jax eval video-qa: zero-shot multiple-choice video QA (MSR-VTT MC) accuracy.
+
+  vlm-jax eval video-qa --annotations msrvtt_mc_test.jsonl --write_texts options.txt
+  vlm-jax eval video-qa --annotations msrvtt_mc_test.jsonl --features FEATURES \\
+      --text_embeddings options.npy --output metrics.json [--texts options.txt] \\
+      [--ties pessimistic|optimistic|mean]
+
+Annotations: the MSR-VTT multiple-choice test set as distributed by JSFusion /
+Frozen-in-Time / VideoCLIP, either JSON Lines (msrvtt_mc_test.jsonl, one
+question per line) or one JSON list of the same objects:
+  {"qid": "mc0", "clip_name": "video9770", "options": [5 captions],
+   "answer": 0}
+`video_id` may replace `clip_name`; `answer` is the 0-based index of the right
+option, an int or a numeric string ("0", as in msrvtt_mc_test.jsonl); `qid`
+defaults to the line / list position.
+
+Embeddings (vlm_jax/evaluate/_embeddings.py): FEATURES/<clip_name>.npy is a
+pooled [D] video embedding; options.npy [N, D] embeds options.txt line by line.
+Each option is scored by its dot product with the video and the argmax is the
+prediction (VideoCLIP); a tie for the top counts as wrong by default
+(--ties). Questions whose video is missing or bad (listed under
+`missing_videos`) or with an option that was not encoded are skipped and listed.
+Accuracy is a fraction in [0, 1] over the evaluated questions, reported beside
+chance (the mean of 1 / number of options).
+"""
+
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+from absl import app, flags
+
+from vlm_jax.evaluate import _embeddings
+from vlm_jax.metrics import retrieval
+
+_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'Multiple-choice JSONL or JSON list.',
+                                   allow_override=True)
+_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy embeddings.',
+                                allow_override=True)
+_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
+                                       allow_override=True)
+_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
+                             '(default: the .npy path with .txt).', allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
+_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
+                                   'exit.', allow_override=True)
+_TIES = flags.DEFINE_enum('ties', 'pessimistic', list(retrieval.TIES), 'Tie convention.',
+                          allow_override=True)
+REQUIRED_FLAGS = ['annotations']
+
+
+def read_questions(path: str) -> list[dict[str, Any]]:
+  """[{'qid', 'video_id', 'options': [str], 'answer': int}] from JSONL or a JSON list."""
+  with open(path, encoding='utf-8-sig') as f:
+    text = f.read()
+  stripped = text.lstrip()
+  if stripped.startswith('['):
+    items = json.loads(text)
+    where = [f'{path}[{i}]' for i in range(len(items))]
+  else:
+    items, where = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+      if line.strip():
+        try:
+          items.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f'{path}:{number}: not JSON ({e.msg})') from e
+        where.append(f'{path}:{number}')
+  out = []
+  for i, (item, at) in enumerate(zip(items, where)):
+    video = item.get('clip_name', item.get('video_id')) if isinstance(item, dict) else None
+    if video is None or not isinstance(item.get('options'), list) or 'answer' not in item:
+      raise ValueError(f'{at}: needs clip_name (or video_id), options (a list) and answer')
+    answer = int(item['answer'])
+    if not 0 <= answer < len(item['options']):
+      raise ValueError(f'{at}: answer {answer} outside 0..{len(item["options"]) - 1}')
+    out.append({'qid': str(item.get('qid', i)), 'video_id': str(video),
+                'options': [str(o) for o in item['options']], 'answer': answer})
+  return out
+
+
+def run(annotations: str, features: str, text_embeddings: str, output: Optional[str],
+        texts: Optional[str] = None, ties: str = 'pessimistic') -> dict[str, Any]:
+  """Evaluates and writes `output` (if given); returns the metrics JSON dict."""
+  questions = read_questions(annotations)
+  table = _embeddings.TextEmbeddings(text_embeddings, texts)
+  videos, missing, skipped, correct, chance, predictions = {}, [], [], [], [], {}
+  for q in questions:
+    vid = q['video_id']
+    if vid not in videos:
+      videos[vid], why = _embeddings.load_video(features, vid, per_second=False, dim=table.dim)
+      if why:
+        missing.append({'video_id': vid, 'reason': why})
+    if videos[vid] is None:
+      skipped.append({'qid': q['qid'], 'reason': f'video {vid} unavailable'})
+      continue
+    absent = [o for o in q['options'] if o not in table]
+    if absent:
+      skipped.append({'qid': q['qid'], 'reason': f'option not encoded: {absent[0]!r}'})
+      continue
+    scores = table.stack(q['options']) @ videos[vid]
+    correct.append(float(retrieval.multiple_choice_correct(
+        scores[None], np.array([q['answer']]), ties)[0]))
+    chance.append(1.0 / len(q['options']))
+    predictions[q['qid']] = int(np.argmax(scores))
+  result = dict(
+      task='video_qa', annotations=os.path.abspath(annotations),
+      features=os.path.abspath(features), text_embeddings=os.path.abspath(text_embeddings),
+      parameters=dict(ties=ties),
+      metrics=dict(accuracy=float(np.mean(correct)) if correct else None,
+                   chance=float(np.mean(chance)) if chance else None, count=len(correct)),
+      counts=dict(questions=len(questions), evaluated=len(correct), skipped=len(skipped),
+                  videos=len(videos), missing_videos=len(missing)),
+      missing_videos=missing, skipped_questions=skipped, predictions=predictions)
+  if output:
+    _embeddings.write_json(output, result)
+  return result
+
+
+def main(argv):
+  del argv
+  try:
+    if not _ANNOTATIONS.value:
+      raise ValueError('--annotations is required')
+    if _WRITE_TEXTS.value:
+      n = _embeddings.write_texts(_WRITE_TEXTS.value, [
+          o for q in read_questions(_ANNOTATIONS.value) for o in q['options']])
+      print(f'wrote {n} texts to {_WRITE_TEXTS.value}')
+      return
+    for name, flag in (('features', _FEATURES), ('text_embeddings', _TEXT_EMBEDDINGS),
+                       ('output', _OUTPUT)):
+      if not flag.value:
+        raise ValueError(f'--{name} is required (unless --write_texts)')
+    result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
+                 _TEXTS.value, _TIES.value)
+  except (ValueError, OSError, KeyError) as e:
+    raise SystemExit(f'vlm-jax eval video-qa: {e}') from e
+  m, c = result['metrics'], result['counts']
+  print(f'video-qa: accuracy {m["accuracy"]} (chance {m["chance"]}) over {c["evaluated"]} of '
+        f'{c["questions"]} questions ({c["missing_videos"]} videos missing); wrote '
+        f'{_OUTPUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
