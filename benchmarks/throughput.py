@@ -122,9 +122,7 @@ def vlm_jax_rate(config, vocab, steps: int) -> tuple[float, float | None, float]
     holder['state'], metrics = setup.train_step(holder['state'], batch)
     jax.block_until_ready(metrics['loss'])
 
-  rate = time_steps(step, steps)
-  del holder, batch
-  return rate, xla_flops, memory
+  return time_steps(step, steps), xla_flops, memory
 
 
 def torch_rate(config, vocab_size: int, steps: int) -> tuple[float, str] | None:
@@ -167,8 +165,6 @@ def torch_rate(config, vocab_size: int, steps: int) -> tuple[float, str] | None:
   rate = time_steps(step, steps)
   name = f'HF BertForPreTraining, torch {torch.__version__}, bf16 autocast, ' \
          f'{model.config._attn_implementation} attention'  # pylint: disable=protected-access
-  del model, optimizer
-  torch.cuda.empty_cache()
   return rate, name
 
 
@@ -207,6 +203,9 @@ def main():
 
     # The reference first: PyTorch hands its cache back, JAX's allocator keeps what it took.
     reference = None if args.no_reference else torch_rate(config, vocab.size, args.steps)
+    if reference:
+      import torch  # pylint: disable=import-outside-toplevel
+      torch.cuda.empty_cache()  # the reference's model is gone: hand its memory back
     if reference:
       row(reference[1], config.model, reference[0], None, float('nan'), '1.00x')
     for name, overrides in parse_variants(args.variants):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from configs import extract_features as extract_config
-from vlm_jax.commands import extract_features
+from vlm_jax.jobs import extract_features
 from vlm_jax.convert import s3d_torch
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import video as video_lib

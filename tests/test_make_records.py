@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import make_records as make_records_config
-from vlm_jax.commands import make_records
+from vlm_jax.jobs import make_records
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import make_records as join
 from vlm_jax.data import pipeline

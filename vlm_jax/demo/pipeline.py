@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlm_jax.commands import build_codebook, extract_features, make_records, preview_video
-from vlm_jax.commands import synth_videos
+from vlm_jax.commands import build_codebook, preview_video, synth_videos
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.demo import report
 from vlm_jax.evaluate import action_classification as action_eval
 from vlm_jax.inference import generation
 from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.jobs import extract_features, make_records
 from vlm_jax.metrics import purity
 from vlm_jax.train import trainer
 

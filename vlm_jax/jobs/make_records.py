@@ -1,0 +1,141 @@
+"""The make-records job: features, a codebook and transcripts into sharded TFRecords.
+
+Used by `vlm-jax make-records` and the demo; see that command for the details.
+"""
+
+import glob
+import json
+import os
+import shutil
+import sys
+from typing import Any, Optional
+
+import ml_collections
+import numpy as np
+import tqdm
+
+from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.data import make_records as join
+from vlm_jax.data import records
+from vlm_jax.data import tokenizer as tokenizer_lib
+from vlm_jax.data import transcripts as transcripts_lib
+
+
+TIMES_SUFFIX = '.times.npy'
+
+
+def _describe(path: str) -> list[Any]:
+  st = os.stat(path)
+  return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def describe_inputs(features: str, names: list[str], codebook: str,
+                    transcripts: Optional[str], vocab_file: str) -> dict[str, Any]:
+  """Sizes and mtimes of every input file: what a re-run compares to skip."""
+  feature_files = []
+  for name in names:
+    for path in (os.path.join(features, name),
+                 os.path.join(features, name[:-len('.npy')] + TIMES_SUFFIX)):
+      if os.path.exists(path):
+        st = os.stat(path)
+        feature_files.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
+  return dict(
+      features=feature_files, codebook=_describe(codebook), vocab=_describe(vocab_file),
+      transcripts=([_describe(p) for p in transcripts_lib.transcript_files(transcripts)]
+                   if transcripts else []))
+
+
+def _shard_files(output: str, prefix: str) -> list[str]:
+  return sorted(glob.glob(os.path.join(glob.escape(output), f'{prefix}-*-of-*.tfrecord')))
+
+
+def run(features: str, codebook: str, transcripts: Optional[str], output: str,
+        config: ml_collections.ConfigDict, progress: bool = True) -> dict[str, Any]:
+  """Writes the shards and manifest.json into `output`; returns the manifest.
+
+  With the same inputs and parameters as the manifest already there (and its
+  shards present), nothing is written and the manifest comes back with
+  `skipped: True`.
+  """
+  names = codebook_lib.list_features(features)
+  vocab_file = config.vocab_file or tokenizer_lib.default_vocab_file()
+  params = config.to_dict()
+  inputs = describe_inputs(features, names, codebook, transcripts, vocab_file)
+  manifest_file = os.path.join(output, 'manifest.json')
+  if os.path.exists(manifest_file):
+    with open(manifest_file, encoding='utf-8') as f:
+      previous = json.load(f)
+    if (previous.get('inputs') == inputs and previous.get('parameters') == params
+        and all(os.path.exists(p) for p in previous.get('shards', []))):
+      return dict(previous, skipped=True)
+
+  book = codebook_lib.Codebook.load(codebook)
+  tokenizer = tokenizer_lib.load(vocab_file, config.lowercase)
+  transcript_failures: list = []
+  sentences_by_video = (transcripts_lib.load_transcripts(
+      transcripts, lenient=config.lenient, max_gap=config.max_gap, max_words=config.max_words,
+      failures=transcript_failures) if transcripts else {})
+  video_ids = [n[:-len('.npy')] for n in names]
+  _, _, orphans = join.match(video_ids, sentences_by_video)
+
+  failures: list[dict[str, str]] = []
+  counts = dict(feature_files=len(names), videos=0, with_transcript=0, without_transcript=0,
+                sentences=0, empty_sentences_dropped=0, clips=0, failed=0,
+                transcripts_without_features=len(orphans))
+
+  def video_records():
+    for name, video_id in zip(tqdm.tqdm(names, desc='make-records', unit='video',
+                                        disable=not progress), video_ids):
+      try:
+        array = codebook_lib.load_features(os.path.join(features, name), book.dim)
+        times_path = os.path.join(features, video_id + TIMES_SUFFIX)
+        if not os.path.exists(times_path):
+          raise ValueError(f'no {video_id}{TIMES_SUFFIX} clip times next to the features')
+        times = np.load(times_path, allow_pickle=False)
+        record, stats = join.video_record(video_id, array, times, book,
+                                          sentences_by_video.get(video_id), tokenizer)
+      except ValueError as e:
+        failures.append({'video_id': video_id, 'file': name, 'error': str(e)})
+        print(f'make-records: skipped {name}: {e}', file=sys.stderr)
+        continue
+      counts['videos'] += 1
+      counts['with_transcript' if video_id in sentences_by_video else 'without_transcript'] += 1
+      counts['sentences'] += stats.sentences
+      counts['empty_sentences_dropped'] += stats.empty_sentences
+      counts['clips'] += stats.clips
+      yield record
+
+  # Shards are written aside and renamed into place, so a crash leaves the
+  # previous complete set (or none), never a partial shard under a final name.
+  os.makedirs(output, exist_ok=True)
+  staging = os.path.join(output, f'.staging-{os.getpid()}')
+  shutil.rmtree(staging, ignore_errors=True)
+  num_shards = max(1, min(config.num_shards, len(names)))
+  try:
+    staged = records.write_shards(video_records(), staging, num_shards, prefix=config.prefix)
+    stale = set(_shard_files(output, config.prefix))
+    shards = []
+    for path in staged:
+      target = os.path.join(output, os.path.basename(path))
+      os.replace(path, target)
+      shards.append(target)
+      stale.discard(target)
+    for path in stale:
+      os.remove(path)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  counts['failed'] = len(failures)
+
+  manifest = dict(
+      features=os.path.abspath(features), codebook=os.path.abspath(codebook),
+      transcripts=os.path.abspath(transcripts) if transcripts else None,
+      output=os.path.abspath(output), vocab_file=os.path.abspath(vocab_file),
+      parameters=params, inputs=inputs,
+      num_visual_tokens=book.num_leaves, codebook_shape=dict(levels=book.levels, k=book.k,
+                                                            dim=book.dim),
+      shards=shards, counts=counts, transcripts_without_features=orphans,
+      failures=failures, transcript_failures=[str(f) for f in transcript_failures])
+  with open(manifest_file + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(manifest_file + '.tmp', manifest_file)
+  return dict(manifest, skipped=False)
