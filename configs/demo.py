@@ -52,6 +52,16 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.records.num_shards = 4
 
   c.videobert = videobert_config.get_config('tiny,runlocal' if runlocal else 'tiny')
+  # A step lasts 2 or 3 clips: subsampling them (robustness to speed, for long
+  # real videos) would leave one, and a half of misaligned video-text pairs
+  # drowns the few verb/noun masks. Video-text and video-only examples carry the
+  # cross-modal signal the zero-shot tasks need.
+  c.videobert.data.max_subsample_rate = 1
+  c.videobert.data.negative_prob = 0.2
+  c.videobert.data.regime_weights.text = 0.1
+  c.videobert.data.regime_weights.video = 0.3
+  c.videobert.data.regime_weights.video_text = 0.6
+  c.videobert.optim.learning_rate = 1e-3 if runlocal else 5e-4
   if runlocal:
     c.videobert.train.num_steps = 4
     c.videobert.optim.warmup_steps = 1

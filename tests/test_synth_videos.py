@@ -69,6 +69,15 @@ def test_cheap_features_separate_nouns_and_verbs(tmp_path):
       np.array(verb_labels))
 
 
+def test_purity_across_groups_by_hand():
+  x = np.array([[0.0], [0.1], [5.0], [5.1]])
+  labels = np.array(['a', 'b', 'a', 'b'])
+  assert purity.clip_purity(x, labels) == 0.0  # each row's neighbour is in its own video
+  # Without same-video neighbours: 0 -> 5.0 (a), 0.1 -> 5.0 (a: wrong), 5.0 -> 0.1 (b: wrong),
+  # 5.1 -> 0.1 (b).
+  assert purity.clip_purity(x, labels, groups=np.array([0, 0, 1, 1])) == 0.5
+
+
 def test_purity_by_hand():
   x = np.array([[0.0], [0.1], [5.0], [5.2], [0.05]])
   # Nearest neighbours: 0 -> 0.05 (b, wrong), 0.1 -> 0.05 (wrong), 5.0 <-> 5.2 (right, right),

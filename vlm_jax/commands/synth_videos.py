@@ -20,7 +20,7 @@ from absl import flags
 
 from vlm_jax.data import synthetic_videos
 
-VERSION = 1
+VERSION = 2
 
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', allow_override=True)
 _NUM_VIDEOS = flags.DEFINE_integer('num_videos', 72, 'Training videos.')

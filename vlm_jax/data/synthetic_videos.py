@@ -36,7 +36,7 @@ NOUN_LOOKS = {
 VERB_LOOKS = {
     'slice': ((200, 200, 210), 'cut_fast'),
     'chop': ((90, 90, 100), 'cut_slow'),
-    'stir': ((120, 70, 30), 'circle'),
+    'stir': ((200, 240, 40), 'circle'),
     'peel': ((40, 160, 60), 'sweep'),
     'fry': ((30, 30, 30), 'shake'),
     'boil': ((60, 110, 230), 'bubbles'),
@@ -86,7 +86,7 @@ def make_spec(video_id: str, split: str, seed: int, verbs: list[str], nouns: lis
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
     steps.append(Step(verb, noun, t, t + length, template.format(verb=verb, noun=noun)))
     t += length
-  background = tuple(int(v) for v in rng.integers(110, 190, 3))
+  grey = int(rng.integers(120, 150)); background = tuple(int(grey + v) for v in rng.integers(-8, 9, 3))
   return VideoSpec(video_id, split, tuple(steps), background, seed)
 
 
@@ -118,29 +118,29 @@ def _tool_mask(motion: str, yy, xx, cy, cx, r, t, speed, phase, rng_bubbles):
   if motion in ('cut_fast', 'cut_slow'):
     freq = 2.0 if motion == 'cut_fast' else 0.8
     y = cy - 1.4 * r + 1.2 * r * (0.5 + 0.5 * math.sin(2 * math.pi * freq * speed * t + phase))
-    thick = 2 if motion == 'cut_fast' else 5
-    return (np.abs(yy - y) <= thick) & (np.abs(xx - cx) <= 1.5 * r)
+    thick = 5 if motion == 'cut_fast' else 10
+    return (np.abs(yy - y) <= thick) & (np.abs(xx - cx) <= 1.8 * r)
   if motion == 'circle':
     ty, tx = cy + 1.2 * r * math.sin(w), cx + 1.2 * r * math.cos(w)
-    return (yy - ty) ** 2 + (xx - tx) ** 2 <= (0.35 * r) ** 2
+    return (yy - ty) ** 2 + (xx - tx) ** 2 <= (0.6 * r) ** 2
   if motion == 'figure_eight':
     ty, tx = cy + 0.9 * r * math.sin(2 * w), cx + 1.5 * r * math.sin(w)
-    return (np.abs(yy - ty) <= 0.3 * r) & (np.abs(xx - tx) <= 0.3 * r)
+    return (np.abs(yy - ty) <= 0.55 * r) & (np.abs(xx - tx) <= 0.55 * r)
   if motion == 'sweep':
     tx = cx + 1.3 * r * math.sin(w)
-    return (np.abs(xx - tx) <= 3) & (np.abs(yy - cy) <= 1.3 * r)
+    return (np.abs(xx - tx) <= 8) & (np.abs(yy - cy) <= 1.5 * r)
   if motion == 'shake':
     # A pan under the object; the object itself shakes (see render_frame).
-    return ((yy - (cy + 0.9 * r)) ** 2 / (0.3 * r) ** 2 + (xx - cx) ** 2 / (1.8 * r) ** 2) <= 1
+    return ((yy - (cy + 0.9 * r)) ** 2 / (0.45 * r) ** 2 + (xx - cx) ** 2 / (2.0 * r) ** 2) <= 1
   if motion == 'bubbles':
     mask = np.zeros_like(yy, dtype=bool)
     for bx, period, offset in rng_bubbles:
       y = cy + 1.6 * r - ((t * speed / period + offset) % 1.0) * 3.2 * r
-      mask |= (yy - y) ** 2 + (xx - (cx + bx * r)) ** 2 <= 9
+      mask |= (yy - y) ** 2 + (xx - (cx + bx * r)) ** 2 <= 36
     return mask
   if motion == 'stream':
     flow = (yy - t * 60 * speed) % 12 < 7
-    return (np.abs(xx - cx) <= 3) & (yy < cy) & flow
+    return (np.abs(xx - cx) <= 9) & (yy < cy) & flow
   raise ValueError(motion)
 
 
@@ -149,9 +149,9 @@ class _StepLook:
 
   def __init__(self, rng: np.random.Generator, step: Step):
     self.step = step
-    self.cy = SIZE / 2 + rng.uniform(-12, 12)
-    self.cx = SIZE / 2 + rng.uniform(-16, 16)
-    self.r = rng.uniform(16, 24)
+    self.cy = SIZE / 2 + rng.uniform(-8, 8)
+    self.cx = SIZE / 2 + rng.uniform(-10, 10)
+    self.r = rng.uniform(22, 28)
     self.speed = rng.uniform(0.8, 1.25)
     self.phase = rng.uniform(0, 2 * math.pi)
     self.angle = rng.uniform(-0.4, 0.4)

@@ -80,9 +80,9 @@ def _train_config(config, records_dir: str, num_visual_tokens: int):
   return videobert
 
 
-def _feature_purity(features_dir: str, segments: list[dict], dim: int) -> dict[str, float]:
-  """Leave-one-out 1-NN purity of clip features by verb and by noun (test steps)."""
-  rows, verbs, nouns = [], [], []
+def _feature_purity(features_dir: str, segments: list[dict]) -> dict[str, float]:
+  """1-NN purity of clip features by verb and by noun (test steps), across videos."""
+  rows, verbs, nouns, videos = [], [], [], []
   for s in segments:
     base = os.path.join(features_dir, s['video_id'])
     features, times = np.load(base + '.npy').astype(np.float32), np.load(base + '.times.npy')
@@ -92,10 +92,12 @@ def _feature_purity(features_dir: str, segments: list[dict], dim: int) -> dict[s
       rows.append(row)
       verbs.append(s['verb'])
       nouns.append(s['noun'])
-  del dim
-  x = np.stack(rows)
-  return {'verb': purity.clip_purity(x, np.array(verbs)),
-          'noun': purity.clip_purity(x, np.array(nouns)), 'num_clips': len(rows)}
+      videos.append(s['video_id'])
+  x, videos = np.stack(rows), np.array(videos)
+  return {'verb': purity.clip_purity(x, np.array(verbs), videos),
+          'noun': purity.clip_purity(x, np.array(nouns), videos),
+          'verb_chance': purity.chance_purity(np.array(verbs)),
+          'noun_chance': purity.chance_purity(np.array(nouns)), 'num_clips': len(rows)}
 
 
 def run(workdir: str, config) -> dict[str, Any]:
@@ -165,8 +167,7 @@ def run(workdir: str, config) -> dict[str, Any]:
     result['text_to_video'] = [{'sentence': s, 'tokens': t} for s, t in zip(recipe, generated)]
     result['forecast'] = [{'token': int(t), 'rate': r, 'next': best[i, j].tolist()}
                           for i, t in enumerate(start_tokens) for j, r in enumerate(rates)]
-    result['feature_purity_test'] = _feature_purity(features_dir['test'], test_segments,
-                                                    codebook.dim)
+    result['feature_purity_test'] = _feature_purity(features_dir['test'], test_segments)
     for split, items in (('train', by_split['train'][:2]), ('test', by_split['test'][:1])):
       for v in items:
         preview_video.preview(os.path.join(corpus, 'videos', v['video_id'] + '.mp4'),
@@ -214,8 +215,10 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
       ('Zero-shot action classification (held-out steps)', report.table(
           ['', 'verb top-1', 'verb top-5', 'noun top-1', 'noun top-5'], rows) +
        f'<p>{ac["num_segments"]} steps; {ac["num_verbs"]} verbs, {ac["num_nouns"]} nouns. '
-       f'Clip-feature 1-NN purity on the test steps: verb {report.percent(purity_row["verb"])}, '
-       f'noun {report.percent(purity_row["noun"])} ({purity_row["num_clips"]} clips).</p>'),
+       'Clip-feature 1-NN purity on the test steps, neighbours from other videos only: verb '
+       f'{report.percent(purity_row["verb"])} (chance {report.percent(purity_row["verb_chance"])}),'
+       f' noun {report.percent(purity_row["noun"])} (chance '
+       f'{report.percent(purity_row["noun_chance"])}), {purity_row["num_clips"]} clips.</p>'),
       ('Training curves', report.image('curves.png', 'losses and masked-token accuracies')),
       ('Text to video', report.image('text_to_video.png', 'most likely visual tokens per '
                                      'sentence of a held-out recipe, shown as training frames')),

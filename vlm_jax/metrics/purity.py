@@ -3,12 +3,16 @@
 import numpy as np
 
 
-def clip_purity(features: np.ndarray, labels: np.ndarray) -> float:
+def clip_purity(features: np.ndarray, labels: np.ndarray,
+                groups: np.ndarray | None = None) -> float:
   """Leave-one-out 1-nearest-neighbour accuracy (Euclidean) of `labels` over `features`.
 
   Args:
     features: [N, D] with N >= 2.
     labels: [N] any comparable labels.
+    groups: optional [N] group (e.g. video) ids; neighbours from a row's own group
+      are excluded. Neighbouring clips of one video look alike whatever their
+      labels mean, so only across-video purity says whether a label is visible.
 
   Chance is the sum of squared label frequencies (about 1 / classes when balanced).
   """
@@ -19,6 +23,11 @@ def clip_purity(features: np.ndarray, labels: np.ndarray) -> float:
   sq = (x * x).sum(1)
   dist = sq[:, None] + sq[None, :] - 2 * x @ x.T
   np.fill_diagonal(dist, np.inf)
+  if groups is not None:
+    groups = np.asarray(groups)
+    dist[groups[:, None] == groups[None, :]] = np.inf
+    if np.isinf(dist).all(axis=1).any():
+      raise ValueError('every row needs a neighbour outside its own group')
   return float(np.mean(labels[dist.argmin(1)] == labels))
 
 
