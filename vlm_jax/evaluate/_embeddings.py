@@ -135,3 +135,18 @@ def write_json(path: str, data: dict[str, Any]) -> None:
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(data, f, indent=1, ensure_ascii=False)
   os.replace(tmp, path)
+
+
+def write_texts_or_check(write_texts_path: str | None, texts, features: str | None,
+                         text_embeddings: str | None, output: str | None) -> bool:
+  """The binaries' two modes. With --write_texts, writes `texts()` there and returns True
+  (nothing else to do); otherwise checks that the inputs an evaluation needs are given."""
+  if write_texts_path:
+    n = write_texts(write_texts_path, texts())
+    print(f'wrote {n} texts to {write_texts_path}')
+    return True
+  for name, value in (('features', features), ('text_embeddings', text_embeddings),
+                      ('output', output)):
+    if not value:
+      raise ValueError(f'--{name} is required (unless --write_texts)')
+  return False

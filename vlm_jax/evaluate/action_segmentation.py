@@ -133,18 +133,17 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
 
 def main(argv):
   del argv
+
+  def texts():  # what --write_texts writes
+    labels, _ = read_coin(_ANNOTATIONS.value, _SUBSET.value, _LABELS.value)
+    return labels
+
   try:
     if not _ANNOTATIONS.value:
       raise ValueError('--annotations is required')
-    if _WRITE_TEXTS.value:
-      labels, _ = read_coin(_ANNOTATIONS.value, _SUBSET.value, _LABELS.value)
-      n = _embeddings.write_texts(_WRITE_TEXTS.value, labels)
-      print(f'wrote {n} texts to {_WRITE_TEXTS.value}')
+    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
+                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
       return
-    for name, flag in (('features', _FEATURES), ('text_embeddings', _TEXT_EMBEDDINGS),
-                       ('output', _OUTPUT)):
-      if not flag.value:
-        raise ValueError(f'--{name} is required (unless --write_texts)')
     result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
                  _TEXTS.value, _SUBSET.value, _LABELS.value)
   except (ValueError, OSError, KeyError) as e:

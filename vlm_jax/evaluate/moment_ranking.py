@@ -120,18 +120,16 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
 
 def main(argv):
   del argv
+
+  def texts():  # what --write_texts writes
+    return [q['description'] for q in read_queries(_ANNOTATIONS.value)]
+
   try:
     if not _ANNOTATIONS.value:
       raise ValueError('--annotations is required')
-    if _WRITE_TEXTS.value:
-      n = _embeddings.write_texts(_WRITE_TEXTS.value, [
-          q['description'] for q in read_queries(_ANNOTATIONS.value)])
-      print(f'wrote {n} texts to {_WRITE_TEXTS.value}')
+    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
+                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
       return
-    for name, flag in (('features', _FEATURES), ('text_embeddings', _TEXT_EMBEDDINGS),
-                       ('output', _OUTPUT)):
-      if not flag.value:
-        raise ValueError(f'--{name} is required (unless --write_texts)')
     result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
                  _TEXTS.value)
   except (ValueError, OSError, KeyError) as e:

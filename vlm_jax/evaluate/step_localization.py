@@ -153,19 +153,17 @@ def run(tasks_path: str, annotations: str, features: str, text_embeddings: str,
 
 def main(argv):
   del argv
+
+  def texts():  # what --write_texts writes
+    tasks = read_task_info(_TASKS.value)
+    return [s for t in tasks.values() for s in t['steps']]
+
   try:
     if not _TASKS.value or not _ANNOTATIONS.value:
       raise ValueError('--tasks and --annotations are required')
-    if _WRITE_TEXTS.value:
-      tasks = read_task_info(_TASKS.value)
-      n = _embeddings.write_texts(_WRITE_TEXTS.value,
-                                  [s for t in tasks.values() for s in t['steps']])
-      print(f'wrote {n} texts to {_WRITE_TEXTS.value}')
+    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
+                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
       return
-    for name, flag in (('features', _FEATURES), ('text_embeddings', _TEXT_EMBEDDINGS),
-                       ('output', _OUTPUT)):
-      if not flag.value:
-        raise ValueError(f'--{name} is required (unless --write_texts)')
     result = run(_TASKS.value, _ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value,
                  _OUTPUT.value, _TEXTS.value, _VIDEOS.value)
   except (ValueError, OSError, KeyError) as e:
