@@ -47,8 +47,9 @@ def test_random_s3d_features_see_nouns_and_verbs_across_videos(demo_dir):
   """A test clip's nearest clip of another video shares its noun and verb (random S3D)."""
   observed = json.loads((demo_dir / 'report' / 'metrics.json').read_text())[
       'feature_purity_test']
+  # Measured for these 8 seeded test videos: verb 0.51, noun 0.47, chance 0.19 each.
   assert observed['noun'] > 2 * observed['noun_chance']
-  assert observed['verb'] > 1.5 * observed['verb_chance']
+  assert observed['verb'] > 2 * observed['verb_chance']
 
 
 def test_demo_rerun_resumes(demo_dir):
