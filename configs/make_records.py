@@ -13,6 +13,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """The make-records settings (`arg` is unused: a single preset)."""
   del arg
   c = ml_collections.ConfigDict()
+  # 'videobert': visual tokens from --codebook (vlm_jax.data.records);
+  # 'videoclip': per-second features, no codebook (vlm_jax.data.videoclip_records).
+  c.format = 'videobert'
   # TFRecord files to spread the videos over (round robin); at most one per video.
   c.num_shards = 16
   # File names: <prefix>-00000-of-000NN.tfrecord.

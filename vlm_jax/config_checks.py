@@ -84,3 +84,50 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
            f'must be >= 1, got {t.checkpoint_every}')
   _require(t.keep_checkpoints >= 1, 'train.keep_checkpoints',
            f'must be >= 1, got {t.keep_checkpoints}')
+
+
+def validate_videoclip(config, num_devices: int, num_processes: int, num_videos: int) -> None:
+  """Raises ConfigError naming the first VideoCLIP config field whose value cannot work."""
+  m, d, o, t = config.model, config.data, config.optim, config.train
+  data_parallel, _ = mesh_shape(config.mesh, num_devices)
+  for field in ('dtype', 'param_dtype'):
+    try:
+      jnp.dtype(m[field])
+    except TypeError as e:
+      raise ConfigError(f'config.model.{field}: unknown dtype {m[field]!r}') from e
+  if not m.init_checkpoint:
+    _require(m.hidden_size % m.num_heads == 0, 'model.hidden_size',
+             f'{m.hidden_size} is not divisible by model.num_heads={m.num_heads}')
+    _require(1 <= m.video_layers <= m.num_layers, 'model.video_layers',
+             f'must be in [1, model.num_layers={m.num_layers}], got {m.video_layers}')
+  _require(m.temperature > 0, 'model.temperature', f'must be > 0, got {m.temperature}')
+  _require(1 <= d.min_text_tokens <= d.max_text_tokens, 'data.min_text_tokens',
+           f'must be in [1, data.max_text_tokens={d.max_text_tokens}], got {d.min_text_tokens}')
+  _require(1 <= d.min_video_seconds <= d.max_video_seconds, 'data.min_video_seconds',
+           f'must be in [1, data.max_video_seconds={d.max_video_seconds}], got '
+           f'{d.min_video_seconds}')
+  _require(d.text_tokens_cap >= 1, 'data.text_tokens_cap', f'must be >= 1, got {d.text_tokens_cap}')
+  _require(d.pairs_per_video >= 1, 'data.pairs_per_video', f'must be >= 1, got {d.pairs_per_video}')
+  _require(d.retrieval_pairs >= 1, 'data.retrieval_pairs', f'must be >= 1, got {d.retrieval_pairs}')
+  k = d.videos_per_batch
+  _require(k >= 1, 'data.videos_per_batch', f'must be >= 1, got {k}')
+  need = 2 * k if d.retrieval else k
+  _require(num_videos >= need, 'data.videos_per_batch',
+           f'{num_videos} training videos with sentences cannot fill a batch of {k} videos'
+           + (f' drawn from {need} neighbours (or set data.retrieval=False)' if d.retrieval else ''))
+  _require(k % num_processes == 0, 'data.videos_per_batch',
+           f'{k} is not divisible by the {num_processes} processes')
+  _require((k * d.pairs_per_video) % data_parallel == 0, 'data.videos_per_batch',
+           f'the batch of {k} x {d.pairs_per_video} pairs is not divisible by the data-parallel '
+           f'size {data_parallel} (mesh.data)')
+  _require(o.name in ('adam', 'adamw'), 'optim.name', f'must be adam or adamw, got {o.name!r}')
+  _require(o.learning_rate > 0, 'optim.learning_rate', f'must be > 0, got {o.learning_rate}')
+  # Micro-batches would each lose the others' negatives: not the same loss.
+  _require(o.grad_accum_steps == 1, 'optim.grad_accum_steps',
+           'must be 1 for a contrastive loss (its negatives span the whole batch)')
+  _require(t.num_epochs >= 1, 'train.num_epochs', f'must be >= 1, got {t.num_epochs}')
+  _require(0 <= o.warmup_steps < t.num_epochs * t.steps_per_epoch, 'optim.warmup_steps',
+           f'must be below the {t.num_epochs * t.steps_per_epoch} steps of training '
+           f'({t.num_epochs} epochs x {t.steps_per_epoch} batches), got {o.warmup_steps}')
+  for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'encode_batch_size'):
+    _require(t[field] >= 1, f'train.{field}', f'must be >= 1, got {t[field]}')

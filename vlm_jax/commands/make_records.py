@@ -1,4 +1,4 @@
-"""vlm-jax make-records: VideoBERT TFRecords from features, a codebook and transcripts.
+"""vlm-jax make-records: TFRecords from features, a codebook and transcripts.
 
   vlm-jax make-records --features DIR --codebook codebook.npz \\
       --transcripts DIR_OR_FILE --output DIR [--config configs/make_records.py] \\
@@ -16,6 +16,10 @@ with and without transcripts, sentences, clips), the transcripts that have no
 features, failures. A file that cannot be used is reported and skipped. A
 re-run with the same inputs and parameters does nothing; otherwise the shards
 are rewritten (written aside, then renamed into place).
+
+VideoCLIP's records (`--config.format=videoclip`, no --codebook): per-second
+features (row t = the clip holding second t + 0.5; extract-features' s3dg preset
+makes 1-s clips) and the same timed sentences (vlm_jax.data.videoclip_records).
 """
 
 import os
@@ -34,7 +38,8 @@ _DEFAULT_CONFIG = os.path.join(
 _FEATURES = flags.DEFINE_string(
     'features', None, 'Folder of <video_id>.npy features and <video_id>.times.npy clip times.',
     allow_override=True)
-_CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.',
+_CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook '
+                                '(not with --config.format=videoclip).',
                                 allow_override=True)
 _TRANSCRIPTS = flags.DEFINE_string(
     'transcripts', None, 'Transcript file or folder (.vtt, .srt, HowTo100M/YouCook2 .json); '
@@ -46,7 +51,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True, allow_override=True)
 # Marked required by the CLI when this command runs (not on import: the demo
 # imports commands as libraries).
-REQUIRED_FLAGS = ['features', 'codebook', 'output']
+REQUIRED_FLAGS = ['features', 'output']
 
 
 def main(argv):

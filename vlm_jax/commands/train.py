@@ -2,9 +2,20 @@
 
   vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb \
       [--config.train.num_steps=100 ...]
+  vlm-jax train --config configs/videoclip.py:tiny --workdir /tmp/vc \
+      --config.data.train_files='records/*.tfrecord'
+
+The config says which system trains: VideoBERT (configs/videobert.py) or
+VideoCLIP (configs/videoclip.py, `system = 'videoclip'`).
 
 Writes checkpoints, metrics.jsonl, TensorBoard events, curves.png and
 manifest.json to the workdir; re-running with the same workdir resumes.
+The workdir and --config.data.train_files may be local or on Cloud Storage:
+
+  vlm-jax train --config configs/videobert.py:base --workdir gs://BUCKET/runs/vb \
+      --config.data.train_files='gs://BUCKET/tokens/train-*.tfrecord'
+
+(Orbax lists gs:// checkpoints through the google-cloud-storage package.)
 """
 
 from absl import flags
@@ -16,7 +27,9 @@ from vlm_jax.train import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and preset, e.g. configs/videobert.py:tiny.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics go.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where checkpoints and metrics go: a local directory or a URL such as '
+    'gs://bucket/run (TPU VMs: write to Cloud Storage, their disks do not outlive them).')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Call jax.distributed.initialize() first (TPU pod slices: '
     'launch_tpu.sh sets it); each host then reads its own share of the files.')
@@ -43,7 +56,12 @@ def main(argv):
   if _MULTIHOST.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    trainer.train(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    if config.get('system') == 'videoclip':
+      from vlm_jax.train import videoclip_trainer  # pylint: disable=import-outside-toplevel
+      videoclip_trainer.train(config, _WORKDIR.value)
+    else:
+      trainer.train(config, _WORKDIR.value)
   except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
           FileNotFoundError) as e:
     raise SystemExit(f'vlm-jax train: {e}') from e

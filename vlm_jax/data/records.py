@@ -78,16 +78,20 @@ def to_example(record: VideoRecord) -> bytes:
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_shards(records: Iterable[VideoRecord], output_dir: str, num_shards: int,
-                 prefix: str = 'videos') -> list[str]:
-  """Writes records round-robin into `num_shards` TFRecord files; returns their paths."""
+def write_shards(records: Iterable, output_dir: str, num_shards: int,
+                 prefix: str = 'videos', serialize=None) -> list[str]:
+  """Writes records round-robin into `num_shards` TFRecord files; returns their paths.
+
+  `serialize` turns a record into bytes (default: this schema's `to_example`).
+  """
+  serialize = serialize or to_example
   tf.io.gfile.makedirs(output_dir)
   paths = [os.path.join(output_dir, f'{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord')
            for i in range(num_shards)]
   writers = [tf.io.TFRecordWriter(p) for p in paths]
   try:
     for i, record in enumerate(records):
-      writers[i % num_shards].write(to_example(record))
+      writers[i % num_shards].write(serialize(record))
   finally:
     for w in writers:
       w.close()

@@ -106,13 +106,16 @@ def retrieval_batches(video_vectors: np.ndarray, videos_per_batch: int,
   k = videos_per_batch
   if n < 2 * k:
     raise ValueError(f'{n} videos cannot fill batches of {k} drawn from {2 * k} neighbours')
-  # faiss needs at least one training point per list (and warns below 39).
-  lists = max(1, min(num_lists, n // 39))
-  quantizer = faiss.IndexFlatL2(dim)
-  index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_L2)
-  index.train(vectors)
+  # faiss wants 39 training points per list; a corpus too small for two lists
+  # is searched exactly (what one list would do anyway).
+  lists = min(num_lists, n // 39)
+  if lists < 2:
+    index = faiss.IndexFlatL2(dim)
+  else:
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists, faiss.METRIC_L2)
+    index.train(vectors)
+    index.nprobe = min(lists, 8)
   index.add(vectors)
-  index.nprobe = min(lists, 8)
   seeds = rng.choice(n, size=n // k, replace=False)
   _, neighbours = index.search(vectors[seeds], 2 * k)
   batches = []

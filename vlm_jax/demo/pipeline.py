@@ -60,12 +60,6 @@ def _read_steps(corpus: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _segments(videos: list[dict]) -> list[dict]:
-  return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s['verb'],
-               noun=s['noun'], sentence=s['sentence'])
-          for v in videos for s in v['steps']]
-
-
 def _labels(path: str) -> list[str]:
   with open(path) as f:
     return [line.strip() for line in f if line.strip()]
@@ -100,6 +94,35 @@ def _feature_purity(features_dir: str, segments: list[dict]) -> dict[str, float]
           'noun_chance': purity.chance_purity(np.array(nouns)), 'num_clips': len(rows)}
 
 
+def front_end(workdir: str, config, stages: Stages) -> dict[str, list[dict]]:
+  """Renders the corpus and extracts clip features (WORKDIR/corpus, WORKDIR/features/<split>).
+
+  Returns:
+    {'train': videos, 'test': videos}, each video a steps.jsonl record.
+  """
+  corpus = os.path.join(workdir, 'corpus')
+  stages.run('corpus', lambda: synth_videos.run(
+      corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
+  videos = _read_steps(corpus)
+  by_split = {split: [v for v in videos if v['split'] == split] for split in ('train', 'test')}
+
+  def features():
+    for split, items in by_split.items():
+      listing = _write_list(os.path.join(workdir, f'{split}_videos.txt'),
+                            [os.path.join(corpus, 'videos', v['video_id'] + '.mp4')
+                             for v in items])
+      extract_features.run(listing, os.path.join(workdir, 'features', split), config.features)
+  stages.run('features', features)
+  return by_split
+
+
+def segments(videos: list[dict]) -> list[dict]:
+  """Every step of `videos`: video_id, start, end, verb, noun, sentence."""
+  return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s['verb'],
+               noun=s['noun'], sentence=s['sentence'])
+          for v in videos for s in v['steps']]
+
+
 def run(workdir: str, config) -> dict[str, Any]:
   """Runs (or resumes) every stage under `workdir`; returns the metrics of the report."""
   workdir = os.path.abspath(workdir)
@@ -113,18 +136,7 @@ def run(workdir: str, config) -> dict[str, Any]:
   report_dir = os.path.join(workdir, 'report')
   os.makedirs(report_dir, exist_ok=True)
 
-  stages.run('corpus', lambda: synth_videos.run(
-      corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
-  videos = _read_steps(corpus)
-  by_split = {split: [v for v in videos if v['split'] == split] for split in ('train', 'test')}
-
-  def features():
-    for split, items in by_split.items():
-      listing = _write_list(os.path.join(workdir, f'{split}_videos.txt'),
-                            [os.path.join(corpus, 'videos', v['video_id'] + '.mp4')
-                             for v in items])
-      extract_features.run(listing, features_dir[split], config.features)
-  stages.run('features', features)
+  by_split = front_end(workdir, config, stages)
 
   cb = config.codebook
   stages.run('codebook', lambda: build_codebook.run(
@@ -141,7 +153,7 @@ def run(workdir: str, config) -> dict[str, Any]:
 
   verbs = _labels(os.path.join(corpus, 'verbs.txt'))
   nouns = _labels(os.path.join(corpus, 'nouns.txt'))
-  test_segments = _segments(by_split['test'])
+  test_segments = segments(by_split['test'])
 
   def evaluate():
     loaded = videobert_inference.load(train_dir)

@@ -32,7 +32,7 @@ class Loaded:
   step: int
 
 
-def _config_from_json(path: str) -> ml_collections.ConfigDict:
+def config_from_json(path: str) -> ml_collections.ConfigDict:
   with open(path) as f:
     data = json.load(f)
   # JSON turns the rules' tuples into lists; partitioning expects (name, axis) pairs.
@@ -47,7 +47,7 @@ def load(workdir: str, step: int | None = None) -> Loaded:
   if not os.path.exists(config_path) or not os.path.isdir(checkpoints):
     raise FileNotFoundError(f'{workdir} is not a vlm-jax train workdir (needs config.json and '
                             'checkpoints/)')
-  config = _config_from_json(config_path)
+  config = config_from_json(config_path)
   config.mesh.data, config.mesh.model = 1, 1
   tok, vocab = step_lib.load_vocab(config)
   setup = step_lib.build(config, vocab, devices=jax.devices()[:1])

@@ -1,6 +1,9 @@
 """The make-records job: features, a codebook and transcripts into sharded TFRecords.
 
-Used by `vlm-jax make-records` and the demo; see that command for the details.
+Used by `vlm-jax make-records` and the demos; see that command for the details.
+`config.format` picks the schema: 'videobert' (visual tokens from a codebook,
+vlm_jax.data.records) or 'videoclip' (per-second features, no codebook,
+vlm_jax.data.videoclip_records).
 """
 
 import glob
@@ -19,6 +22,7 @@ from vlm_jax.data import make_records as join
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
+from vlm_jax.data import videoclip_records
 
 
 TIMES_SUFFIX = '.times.npy'
@@ -29,7 +33,7 @@ def _describe(path: str) -> list[Any]:
   return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
 
-def describe_inputs(features: str, names: list[str], codebook: str,
+def describe_inputs(features: str, names: list[str], codebook: Optional[str],
                     transcripts: Optional[str], vocab_file: str) -> dict[str, Any]:
   """Sizes and mtimes of every input file: what a re-run compares to skip."""
   feature_files = []
@@ -40,7 +44,8 @@ def describe_inputs(features: str, names: list[str], codebook: str,
         st = os.stat(path)
         feature_files.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
   return dict(
-      features=feature_files, codebook=_describe(codebook), vocab=_describe(vocab_file),
+      features=feature_files, codebook=_describe(codebook) if codebook else None,
+      vocab=_describe(vocab_file),
       transcripts=([_describe(p) for p in transcripts_lib.transcript_files(transcripts)]
                    if transcripts else []))
 
@@ -49,7 +54,16 @@ def _shard_files(output: str, prefix: str) -> list[str]:
   return sorted(glob.glob(os.path.join(glob.escape(output), f'{prefix}-*-of-*.tfrecord')))
 
 
-def run(features: str, codebook: str, transcripts: Optional[str], output: str,
+def _videoclip_record(video_id, features, clip_times, sentences, tokenizer):
+  times = join.check_clip_times(clip_times, features.shape[0])
+  ids, sentence_times, empty = join.tokenize_sentences(tokenizer, sentences or [])
+  record = videoclip_records.VideoClipRecord(
+      video_id, videoclip_records.per_second(features, times), ids, sentence_times)
+  record.validate()
+  return record, join.JoinStats(clips=len(features), sentences=len(ids), empty_sentences=empty)
+
+
+def run(features: str, codebook: Optional[str], transcripts: Optional[str], output: str,
         config: ml_collections.ConfigDict, progress: bool = True) -> dict[str, Any]:
   """Writes the shards and manifest.json into `output`; returns the manifest.
 
@@ -69,7 +83,12 @@ def run(features: str, codebook: str, transcripts: Optional[str], output: str,
         and all(os.path.exists(p) for p in previous.get('shards', []))):
       return dict(previous, skipped=True)
 
-  book = codebook_lib.Codebook.load(codebook)
+  videoclip = config.format == 'videoclip'
+  if config.format not in ('videobert', 'videoclip'):
+    raise ValueError(f"config.format: 'videobert' or 'videoclip', got {config.format!r}")
+  if not videoclip and not codebook:
+    raise ValueError("--codebook is required for config.format='videobert'")
+  book = None if videoclip else codebook_lib.Codebook.load(codebook)
   tokenizer = tokenizer_lib.load(vocab_file, config.lowercase)
   transcript_failures: list = []
   sentences_by_video = (transcripts_lib.load_transcripts(
@@ -87,13 +106,18 @@ def run(features: str, codebook: str, transcripts: Optional[str], output: str,
     for name, video_id in zip(tqdm.tqdm(names, desc='make-records', unit='video',
                                         disable=not progress), video_ids):
       try:
-        array = codebook_lib.load_features(os.path.join(features, name), book.dim)
+        array = codebook_lib.load_features(os.path.join(features, name),
+                                           book.dim if book else None)
         times_path = os.path.join(features, video_id + TIMES_SUFFIX)
         if not os.path.exists(times_path):
           raise ValueError(f'no {video_id}{TIMES_SUFFIX} clip times next to the features')
         times = np.load(times_path, allow_pickle=False)
-        record, stats = join.video_record(video_id, array, times, book,
-                                          sentences_by_video.get(video_id), tokenizer)
+        if videoclip:
+          record, stats = _videoclip_record(video_id, array, times,
+                                            sentences_by_video.get(video_id), tokenizer)
+        else:
+          record, stats = join.video_record(video_id, array, times, book,
+                                            sentences_by_video.get(video_id), tokenizer)
       except ValueError as e:
         failures.append({'video_id': video_id, 'file': name, 'error': str(e)})
         print(f'make-records: skipped {name}: {e}', file=sys.stderr)
@@ -112,7 +136,8 @@ def run(features: str, codebook: str, transcripts: Optional[str], output: str,
   shutil.rmtree(staging, ignore_errors=True)
   num_shards = max(1, min(config.num_shards, len(names)))
   try:
-    staged = records.write_shards(video_records(), staging, num_shards, prefix=config.prefix)
+    staged = records.write_shards(video_records(), staging, num_shards, prefix=config.prefix,
+                                  serialize=videoclip_records.to_example if videoclip else None)
     stale = set(_shard_files(output, config.prefix))
     shards = []
     for path in staged:
@@ -127,12 +152,13 @@ def run(features: str, codebook: str, transcripts: Optional[str], output: str,
   counts['failed'] = len(failures)
 
   manifest = dict(
-      features=os.path.abspath(features), codebook=os.path.abspath(codebook),
+      format=config.format, features=os.path.abspath(features),
+      codebook=os.path.abspath(codebook) if codebook else None,
       transcripts=os.path.abspath(transcripts) if transcripts else None,
       output=os.path.abspath(output), vocab_file=os.path.abspath(vocab_file),
       parameters=params, inputs=inputs,
-      num_visual_tokens=book.num_leaves, codebook_shape=dict(levels=book.levels, k=book.k,
-                                                            dim=book.dim),
+      num_visual_tokens=book.num_leaves if book else None,
+      codebook_shape=dict(levels=book.levels, k=book.k, dim=book.dim) if book else None,
       shards=shards, counts=counts, transcripts_without_features=orphans,
       failures=failures, transcript_failures=[str(f) for f in transcript_failures])
   with open(manifest_file + '.tmp', 'w', encoding='utf-8') as f:

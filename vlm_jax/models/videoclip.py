@@ -58,6 +58,20 @@ class VideoClip(nn.Module):
 
     Padding seconds come after the real ones; `[SEP]` follows the last real second.
     """
+    hidden, mask = self._video_hidden(features, feature_mask, deterministic)
+    return masked_mean_without_cls(hidden, mask)
+
+  def video_states(self, features: Array, feature_mask: Array) -> Array:
+    """[batch, T, D] features -> [batch, T, hidden] last-layer states of the seconds.
+
+    The per-second states that action segmentation and step localization score
+    against label and step texts (rows past a video's length are padding).
+    """
+    hidden, _ = self._video_hidden(features, feature_mask, True)
+    return hidden[:, 1:features.shape[1] + 1]
+
+  def _video_hidden(self, features: Array, feature_mask: Array,
+                    deterministic: bool) -> tuple[Array, Array]:
     batch, length = feature_mask.shape
     projected = self.video_mlp(features)
     table = self.video_bert.word_table()
@@ -72,7 +86,7 @@ class VideoClip(nn.Module):
     mask = (positions <= (lengths + 1)[:, None]).astype(jnp.int32)
     ids = jnp.zeros((batch, length + 2), jnp.int32)
     hidden, _ = self.video_bert(ids, mask, deterministic=deterministic, token_embeddings=tokens)
-    return masked_mean_without_cls(hidden, mask)
+    return hidden, mask
 
   def encode_text(self, input_ids: Array, attention_mask: Array, *,
                   deterministic: bool = True) -> Array:

@@ -1,9 +1,12 @@
 """The device mesh and the shardings of parameters, optimizer state and batches."""
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
+import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -11,6 +14,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vlm_jax import config_checks
 
 MESH_AXES = ('data', 'model')
+
+# Random numbers that shard: sharded and unsharded init (and dropout) give the same values.
+jax.config.update('jax_threefry_partitionable', True)
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
@@ -52,3 +58,52 @@ def device_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   """This process's share of a batch -> globally sharded arrays."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass
+class ShardedState:
+  """How a model's train state lies on the mesh, and jitted functions that make it."""
+  param_shardings: Any
+  state_shardings: TrainState
+  abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings (Orbax restores)
+  init_params: Callable[[jax.Array], Any]    # rng -> sharded random params
+  create_state: Callable[[Any], TrainState]  # params -> step 0 state with fresh moments
+  in_mesh: Callable[[Callable], Callable]    # wraps a jitted function: traced under the rules
+
+
+def sharded_state(boxed_init: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
+                  mesh: Mesh, axis_rules) -> ShardedState:
+  """Shardings from the logical axis names of `boxed_init(rng)`'s params (never run eagerly)."""
+  abstract_boxed = jax.eval_shape(boxed_init, jax.random.key(0))
+  shardings = param_shardings(abstract_boxed, mesh, axis_rules)
+  abstract_params = nn.meta.unbox(abstract_boxed)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  state_shardings = TrainState(
+      step=NamedSharding(mesh, PartitionSpec()), params=shardings,
+      opt_state=opt_state_shardings(tx, abstract_opt, shardings, mesh))
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract_params, abstract_opt),
+      state_shardings)
+
+  def in_mesh(jitted):
+    """Calls (and so traces) `jitted` with the mesh and the logical axis rules set."""
+    def call(*args):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
+        return jitted(*args)
+    return call
+
+  init_params = in_mesh(jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)),
+                                out_shardings=shardings))
+  create_state = jax.jit(
+      lambda params: TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
+      in_shardings=(shardings,), out_shardings=state_shardings)
+  return ShardedState(shardings, state_shardings, abstract_state, init_params, create_state,
+                      in_mesh)

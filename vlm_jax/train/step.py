@@ -8,13 +8,11 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from vlm_jax import config_checks
 from vlm_jax import vocab as vocab_lib
@@ -23,15 +21,7 @@ from vlm_jax.data import tokenizer
 from vlm_jax.models import videobert
 from vlm_jax.train import objectives, optim, partitioning
 
-# Random numbers that shard: sharded and unsharded init give the same values.
-jax.config.update('jax_threefry_partitionable', True)
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+TrainState = partitioning.TrainState
 
 
 @dataclasses.dataclass
@@ -87,30 +77,8 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
   def boxed_init(rng):
     return model.init({'params': rng}, *_dummy_inputs(config))['params']
 
-  abstract_boxed = jax.eval_shape(boxed_init, jax.random.key(0))
-  param_shardings = partitioning.param_shardings(abstract_boxed, mesh, axis_rules)
-  abstract_params = nn.meta.unbox(abstract_boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  state_shardings = TrainState(
-      step=NamedSharding(mesh, PartitionSpec()), params=param_shardings,
-      opt_state=partitioning.opt_state_shardings(tx, abstract_opt, param_shardings, mesh))
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract_params, abstract_opt),
-      state_shardings)
-
-  def in_mesh(jitted):
-    """Calls (and so traces) `jitted` with the mesh and the logical axis rules set."""
-    def call(*args):
-      with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
-        return jitted(*args)
-    return call
-
-  init_params = in_mesh(jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)),
-                                out_shardings=param_shardings))
-  create_state = jax.jit(
-      lambda params: TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
-      in_shardings=(param_shardings,), out_shardings=state_shardings)
+  sharded = partitioning.sharded_state(boxed_init, tx, mesh, axis_rules)
+  state_shardings, abstract_state = sharded.state_shardings, sharded.abstract_state
 
   loss_weights = dict(config.loss_weights)
   accum = config.optim.grad_accum_steps
@@ -155,11 +123,12 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
   jitted_step = jax.jit(
       step_fn, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
       out_shardings=(state_shardings, None), donate_argnums=0)
-  train_step = in_mesh(jitted_step)
+  train_step = sharded.in_mesh(jitted_step)
   # Compiles without any array in memory (for memory reports of large configs).
-  compile_step = in_mesh(lambda batch: jitted_step.lower(abstract_state, batch).compile())
-  return Setup(config, vocab, mesh, model, tx, schedule, param_shardings, state_shardings,
-               abstract_state, init_params, create_state, train_step, compile_step)
+  compile_step = sharded.in_mesh(lambda batch: jitted_step.lower(abstract_state, batch).compile())
+  return Setup(config, vocab, mesh, model, tx, schedule, sharded.param_shardings,
+               state_shardings, abstract_state, sharded.init_params, sharded.create_state,
+               train_step, compile_step)
 
 
 def initial_params(setup: Setup) -> Any:

