@@ -1,4 +1,8 @@
-"""What a training run leaves for people: metrics files, curves and a manifest."""
+"""What a training run leaves for people: metrics files, curves and a manifest.
+
+All files go through tf.io.gfile, so a workdir may be a local path or a URL
+(gs://bucket/run).
+"""
 
 import json
 import os
@@ -12,7 +16,9 @@ class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True):
     self._enabled = enabled
     if enabled:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      # On an object store, appending re-uploads the file at each flush: fine
+      # for one line per logged step.
+      self._jsonl = tf.io.gfile.GFile(os.path.join(workdir, 'metrics.jsonl'), 'a')
       self._tensorboard = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -32,17 +38,17 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     return []
-  with open(path) as f:
+  with tf.io.gfile.GFile(path) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
 def truncate_metrics(path: str, after_step: int) -> None:
   """Drops lines logged after the checkpoint a run resumes from (they are redone)."""
   rows = [r for r in read_metrics(path) if r['step'] <= after_step]
-  with open(path, 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in rows)
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(''.join(json.dumps(r) + '\n' for r in rows))  # GFile has no writelines
 
 
 def plot_curves(metrics_path: str, output_png: str) -> None:
@@ -65,10 +71,12 @@ def plot_curves(metrics_path: str, output_png: str) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(output_png, dpi=100)
+  # Through a gfile handle: matplotlib itself only writes local files.
+  with tf.io.gfile.GFile(output_png, 'wb') as f:
+    fig.savefig(f, format='png', dpi=100)
   plt.close(fig)
 
 
 def write_manifest(path: str, manifest: dict) -> None:
-  with open(path, 'w') as f:
+  with tf.io.gfile.GFile(path, 'w') as f:
     json.dump(manifest, f, indent=2, default=str)

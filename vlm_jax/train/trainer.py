@@ -4,6 +4,10 @@
 
 A re-run with the same workdir resumes from the latest checkpoint, at the same
 step and the same position of the data stream.
+
+The workdir and the data may be local paths or URLs such as gs://bucket/run:
+every file goes through tf.io.gfile (or Orbax, for checkpoints), never through
+os-level calls that only know the local disk.
 """
 
 import json
@@ -15,6 +19,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorflow as tf
 import tqdm
 from jax.experimental import multihost_utils
 
@@ -24,7 +29,7 @@ from vlm_jax.train import partitioning, report
 from vlm_jax.train import step as step_lib
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
   if jax.process_index() == 0:
     tqdm.tqdm.write(f'[vlm-jax] {message}')
 
@@ -68,15 +73,19 @@ def training_files(config, tok) -> list[str]:
           f'n{config.data.synthetic_videos}_s{config.seed}')
   directory = os.path.join(root, name)
   done = os.path.join(directory, 'DONE')
-  if not os.path.exists(done):
-    _say(f'writing the synthetic corpus ({config.data.synthetic_videos} videos) to {directory}')
+  if not tf.io.gfile.exists(done):
+    say(f'writing the synthetic corpus ({config.data.synthetic_videos} videos) to {directory}')
     files = synthetic.write_corpus(
         directory, config.data.synthetic_videos, lambda texts: tokenizer.wordpieces(tok, texts),
         config.model.num_visual_tokens, seed=config.seed)
-    with open(done, 'w') as f:
+    with tf.io.gfile.GFile(done, 'w') as f:
       json.dump({'files': [os.path.basename(p) for p in files]}, f)
-  with open(done) as f:
+  with tf.io.gfile.GFile(done) as f:
     return [os.path.join(directory, p) for p in json.load(f)['files']]
+
+
+def _is_url(path: str) -> bool:
+  return '://' in path
 
 
 def _data_state_path(workdir: str, step: int) -> str:
@@ -85,20 +94,16 @@ def _data_state_path(workdir: str, step: int) -> str:
 
 def _drop_stale_data_states(workdir: str, keep_steps) -> None:
   directory = os.path.join(workdir, 'data_state')
-  if not os.path.isdir(directory):
+  if not tf.io.gfile.isdir(directory):
     return
-  for name in os.listdir(directory):
+  for name in tf.io.gfile.listdir(directory):
+    # Object stores list "directories" with a trailing slash.
+    name = name.rstrip('/')
     if int(name.split('_')[1]) not in keep_steps:
-      path = os.path.join(directory, name)
-      for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-          os.remove(os.path.join(root, f))
-        for d in dirs:
-          os.rmdir(os.path.join(root, d))
-      os.rmdir(path)
+      tf.io.gfile.rmtree(os.path.join(directory, name))
 
 
-def _check_finite(step: int, metrics: dict, last_good: int | None, workdir: str) -> None:
+def check_finite(step: int, metrics: dict, last_good: int | None, workdir: str) -> None:
   for key in ('loss', 'l2_grads'):
     if not np.isfinite(metrics[key]):
       where = (f'the last good checkpoint is step {last_good} in {workdir}/checkpoints'
@@ -111,8 +116,10 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains until config.train.num_steps (or `stop_at`); returns the last logged metrics."""
   config_checks.validate(config, jax.device_count(), jax.process_count())
   tok, vocab = step_lib.load_vocab(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  if not _is_url(workdir):
+    # Orbax wants absolute local paths; a URL (gs://...) is passed on as it is.
+    workdir = os.path.abspath(workdir)
+  tf.io.gfile.makedirs(workdir)
   is_chief = jax.process_index() == 0
   files = training_files(config, tok)
   setup = step_lib.build(config, vocab)
@@ -128,12 +135,12 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   if latest is None:
     state = setup.create_state(step_lib.initial_params(setup))
     if config.model.init_checkpoint:
-      _say(f'text weights from {config.model.init_checkpoint}')
+      say(f'text weights from {config.model.init_checkpoint}')
     start = 0
   else:
     state = manager.restore(latest, args=ocp.args.StandardRestore(setup.abstract_state))
     start = int(latest)
-    _say(f'resumed from the checkpoint at step {start} in {workdir}')
+    say(f'resumed from the checkpoint at step {start} in {workdir}')
 
   # --- Data: each process reads its own files; the iterator resumes too.
   per_process_batch = config.train.global_batch_size // jax.process_count()
@@ -148,7 +155,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if is_chief:
     report.truncate_metrics(metrics_path, after_step=start)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   writer = report.MetricWriter(workdir, enabled=is_chief)
 
@@ -164,7 +171,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
     if pending is not None:
       step_done, device_metrics = pending
       host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-      _check_finite(step_done, host, last_good, workdir)
+      check_finite(step_done, host, last_good, workdir)
       window.append(host)
       pending = None
 
@@ -202,7 +209,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
     progress.close()
     manager.wait_until_finished()
   if preempted:
-    _say(f'SIGTERM: saved the checkpoint at step {step}; run the same command to resume')
+    say(f'SIGTERM: saved the checkpoint at step {step}; run the same command to resume')
   _drop_stale_data_states(workdir, set(manager.all_steps()))
   writer.close()
 

@@ -32,9 +32,7 @@ from vlm_jax.convert import hf_bert
 from vlm_jax.data import pipeline, videoclip_pipeline
 from vlm_jax.models import bert, videoclip
 from vlm_jax.train import contrastive, optim, partitioning, report
-from vlm_jax.train.trainer import PreemptionWatcher
-from vlm_jax.train.trainer import _check_finite as check_finite
-from vlm_jax.train.trainer import _say as say
+from vlm_jax.train.trainer import PreemptionWatcher, check_finite, say
 
 
 @dataclasses.dataclass
