@@ -12,6 +12,7 @@ configs/videoclip.py); any field takes a `--config.` override.
 
 import ml_collections
 
+from configs import captioner as captioner_config
 from configs import extract_features as extract_features_config
 from configs import make_records as make_records_config
 from configs import videobert as videobert_config
@@ -73,6 +74,12 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
     c.videobert.train.num_steps = 4
     c.videobert.optim.warmup_steps = 1
     c.videobert.train.global_batch_size = 8
+
+  # Captioning (vlm-jax caption): VideoBERT features + pooled S3D of each
+  # training step feed the small transformer captioner; the test steps are
+  # captioned and scored.
+  c.captioning = captioner_config.get_config('runlocal' if runlocal else 'paper')
+  c.captioning.train.num_steps = 20 if runlocal else 400
 
   # --system videoclip. Its tokens are per second: each second takes the
   # 1.5-s clip holding its middle (the features above, shared with VideoBERT)

@@ -37,7 +37,11 @@ def test_demo_writes_the_report(demo_dir):
     assert len(set(item['tokens'])) == len(item['tokens']) and all(
         0 <= t < leaves for t in item['tokens'])
   assert set(metrics['stages']) == {'corpus', 'features', 'codebook', 'records', 'train',
-                                    'evaluate'}
+                                    'caption', 'evaluate'}
+  captioning = metrics['captioning']
+  assert captioning['num_test_segments'] == test_steps and 'Captioning' in html
+  assert all(0 <= captioning['scores'][k] <= 1 for k in ('Bleu_4', 'ROUGE_L'))
+  assert len(captioning['examples']) == 6 and all(e['caption'] for e in captioning['examples'])
   # Held-out videos only: every evaluated step belongs to a test video.
   assert {p['video_id'] for p in metrics['predictions']} <= {
       v['video_id'] for v in steps if v['split'] == 'test'}
@@ -77,3 +81,24 @@ def test_colab_notebook_runs_on_cpu(demo_dir):
   images = [o for c in notebook.cells for o in c.get('outputs', [])
             if 'image/png' in o.get('data', {})]
   assert len(images) == 3
+
+
+def test_videoclip_demo_on_the_same_corpus(demo_dir):
+  """--system videoclip reuses the corpus and features, trains twice, scores retrieval."""
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', '--system', 'videoclip',
+                        f'--workdir={demo_dir}', '--config', 'configs/demo.py:runlocal'],
+                       cwd=REPO, check=True, capture_output=True, text=True)
+  report = demo_dir / 'report_videoclip'
+  metrics = json.loads((report / 'metrics.json').read_text())
+  assert metrics['stages']['features']['seconds'] < 5  # reused, not extracted again
+  retrieval = metrics['text_to_video_retrieval']
+  steps = [json.loads(line) for line in (demo_dir / 'corpus' / 'steps.jsonl').open()]
+  assert retrieval['num_queries'] == sum(len(v['steps']) for v in steps if v['split'] == 'test')
+  assert retrieval['chance']['R@1'] == pytest.approx(1 / retrieval['num_queries'])
+  for run in ('untrained', 'videoclip_retrieval', 'videoclip_random'):
+    assert 0 <= retrieval[run]['R@1'] <= retrieval[run]['R@5'] <= retrieval[run]['R@10'] <= 1
+  for run in ('retrieval', 'random'):
+    assert (report / f'curves_{run}.png').stat().st_size > 1000
+  manifest = json.loads((demo_dir / 'videoclip_retrieval' / 'manifest.json').read_text())
+  assert manifest['retrieval'] and (demo_dir / 'videoclip_retrieval' / 'plans').is_dir()
+  assert 'report:' in out.stdout

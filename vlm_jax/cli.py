@@ -14,9 +14,11 @@ SUBCOMMANDS = {
     'demo': ('vlm_jax.commands.demo',
              'The main job: rendered videos -> S3D -> visual tokens -> VideoBERT -> report.'),
     'train': ('vlm_jax.commands.train',
-              'Pretrain VideoBERT from a config (--config configs/videobert.py:tiny).'),
+              'Pretrain VideoBERT or VideoCLIP from a config file (configs/).'),
     'encode-text': ('vlm_jax.commands.encode_text',
-                    'Encode one text per line with a Hugging Face BERT checkpoint.'),
+                    'Encode one text per line with a BERT checkpoint or a VideoCLIP run.'),
+    'encode-video': ('vlm_jax.commands.encode_video',
+                     'VideoCLIP embeddings (pooled or per second) of videos or segments.'),
     'synth-videos': ('vlm_jax.commands.synth_videos',
                      'Render a synthetic cooking corpus: MP4 videos + WebVTT narration, by seed.'),
     'preview-video': ('vlm_jax.commands.preview_video',
@@ -33,9 +35,11 @@ SUBCOMMANDS = {
     'extract-features': ('vlm_jax.commands.extract_features',
                          'S3D / S3D-G clip features of videos, batched and sharded over devices.'),
     'make-records': ('vlm_jax.commands.make_records',
-                     'VideoBERT TFRecords from clip features, a codebook and transcripts.'),
+                     'VideoBERT or VideoCLIP TFRecords from clip features and transcripts.'),
     'generate': ('vlm_jax.commands.generate',
                  'VideoBERT text-to-video and forecasting from a trained run, as PNG strips.'),
+    'caption': ('vlm_jax.commands.caption',
+                'VideoBERT captioning: segment features, a transformer captioner, captions.'),
 }
 # `vlm-jax eval <task>` runs vlm_jax.evaluate.<task> (hyphens become underscores).
 EVAL = ('eval', 'Evaluation binaries: vlm-jax eval <task> --help (tasks listed by vlm-jax eval).')

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlm_jax.commands import build_codebook, preview_video, synth_videos
+from vlm_jax.commands import build_codebook, caption, preview_video, synth_videos
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.demo import report
 from vlm_jax.evaluate import action_classification as action_eval
@@ -151,6 +151,17 @@ def run(workdir: str, config) -> dict[str, Any]:
   train_config = _train_config(config, records_dir, codebook.num_leaves)
   stages.run('train', lambda: trainer.train(train_config, train_dir))
 
+  def captioning():
+    files = {}
+    for split in ('train', 'test'):
+      files[split] = os.path.join(workdir, f'{split}_steps.jsonl')
+      with open(files[split], 'w') as f:
+        f.write(''.join(json.dumps(s) + '\n' for s in segments(by_split[split])))
+    return caption.run(config.captioning, features_dir['train'], files['train'], files['test'],
+                       os.path.join(workdir, 'caption'), videobert=train_dir,
+                       codebook=codebook_path, test_features_dir=features_dir['test'])
+  captions = stages.run('caption', captioning)
+
   verbs = _labels(os.path.join(corpus, 'verbs.txt'))
   nouns = _labels(os.path.join(corpus, 'nouns.txt'))
   test_segments = segments(by_split['test'])
@@ -191,9 +202,18 @@ def run(workdir: str, config) -> dict[str, Any]:
   from vlm_jax.train import report as train_report  # pylint: disable=import-outside-toplevel
   train_report.plot_curves(os.path.join(train_dir, 'metrics.jsonl'),
                            os.path.join(report_dir, 'curves.png'))
+  with open(os.path.join(workdir, 'caption', 'predictions.jsonl')) as f:
+    predicted = {p['id']: p['caption'] for p in (json.loads(line) for line in f if line.strip())}
+  step_ids = caption.segment_ids(test_segments)
   metrics = {
       'action_classification': {k: result[k] for k in (
           'num_segments', 'num_verbs', 'num_nouns', 'videobert', 'language_prior', 'chance')},
+      'captioning': {'scores': captions['predict']['scores'],
+                     'inputs': config.captioning.features.inputs,
+                     'num_test_segments': len(predicted),
+                     'examples': [{'id': i, 'caption': predicted[i], 'reference': s['sentence']}
+                                  for i, s in list(zip(step_ids, test_segments))[:6]
+                                  if i in predicted]},
       'feature_purity_test': result['feature_purity_test'],
       'text_to_video': result['text_to_video'],
       'forecast': result['forecast'],
@@ -206,6 +226,18 @@ def run(workdir: str, config) -> dict[str, Any]:
   html = write_report(report_dir, metrics)
   _say(f'report: {html}')
   return metrics
+
+
+def _captioning_section(captioning: dict[str, Any]) -> str:
+  scores = captioning['scores']
+  names = ('Bleu_3', 'Bleu_4', 'METEOR', 'ROUGE_L', 'CIDEr')
+  row = ['skipped (no Java)' if scores.get(n) is None
+         else f'{scores[n]:.3f}' if n == 'CIDEr' else f'{100 * scores[n]:.1f}' for n in names]
+  examples = [[e['caption'], e['reference']] for e in captioning['examples']]
+  return (report.table(['BLEU-3', 'BLEU-4', 'METEOR', 'ROUGE-L', 'CIDEr'], [row])
+          + f'<p>{captioning["num_test_segments"]} test steps; captioner input: '
+          f'{captioning["inputs"]} features of the step.</p>'
+          + report.table(['predicted', 'narration'], examples))
 
 
 def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
@@ -231,6 +263,7 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
        f'{report.percent(purity_row["verb"])} (chance {report.percent(purity_row["verb_chance"])}),'
        f' noun {report.percent(purity_row["noun"])} (chance '
        f'{report.percent(purity_row["noun_chance"])}), {purity_row["num_clips"]} clips.</p>'),
+      ('Captioning (held-out steps)', _captioning_section(metrics['captioning'])),
       ('Training curves', report.image('curves.png', 'losses and masked-token accuracies')),
       ('Text to video', report.image('text_to_video.png', 'most likely visual tokens per '
                                      'sentence of a held-out recipe, shown as training frames')),

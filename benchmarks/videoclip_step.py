@@ -1,0 +1,157 @@
+"""VideoCLIP contrastive train step vs the same two towers in PyTorch (transformers), one run.
+
+  python benchmarks/videoclip_step.py [--steps 10] [--preset tiny|base]
+
+Shapes: the `tiny` preset's towers (text 6 x 384, video the first 3 layers,
+12 heads, MLP 1536) or `base` (12 x 768, video 6), 512-d per-second features,
+a batch of 8 videos x 4 pairs = 32 pairs, text [CLS] + 61 + [SEP] = 63
+positions, video [CLS] + 32 s + [SEP] = 34. Both sides: feature MLP (Linear,
+GELU, LayerNorm, Linear), masked mean pooling without [CLS], the symmetric
+InfoNCE loss, Adam (0.9, 0.98) with clipping at 2.0, dropout on, on the CPU
+with the same thread count. The reference builds its towers from
+transformers.BertModel (video tower fed `inputs_embeds`).
+
+Prints a Markdown row for benchmarks/RESULTS.md.
+"""
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from configs import videoclip as videoclip_config  # pylint: disable=wrong-import-position
+from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
+from vlm_jax.train import videoclip_trainer  # pylint: disable=wrong-import-position
+
+VIDEOS, PAIRS, DIM, SECONDS, TEXT = 8, 4, 512, 32, 63
+
+
+def benchmark_config(preset: str):
+  config = videoclip_config.get_config(preset)
+  config.model.init_checkpoint = ''  # shapes only: random weights on both sides
+  config.data.videos_per_batch, config.data.pairs_per_video = VIDEOS, PAIRS
+  config.train.num_epochs, config.train.steps_per_epoch = 1, 1000
+  config.optim.warmup_steps = 10
+  config.mesh.data, config.mesh.model = 1, 1
+  return config
+
+
+def random_batch(rng) -> dict[str, np.ndarray]:
+  n = VIDEOS * PAIRS
+  seconds = rng.integers(3, SECONDS + 1, n)
+  words = rng.integers(8, TEXT - 1, n)
+  ids = rng.integers(1000, 30000, (n, TEXT)).astype(np.int32)
+  ids[:, 0] = 101
+  text_mask = (np.arange(TEXT)[None] < (words + 2)[:, None]).astype(np.int32)
+  ids[np.arange(n), words + 1] = 102
+  return {
+      'features': rng.normal(size=(n, SECONDS, DIM)).astype(np.float32),
+      'feature_mask': (np.arange(SECONDS)[None] < seconds[:, None]).astype(np.int32),
+      'input_ids': ids * text_mask,
+      'attention_mask': text_mask,
+  }
+
+
+def time_steps(step, steps: int) -> float:
+  step()  # compile / warm up
+  step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return steps / (time.perf_counter() - start)
+
+
+def vlm_jax_steps_per_second(preset: str, steps: int) -> float:
+  setup = videoclip_trainer.build(benchmark_config(preset), devices=jax.devices()[:1])
+  holder = {'state': setup.sharded.create_state(setup.sharded.init_params(jax.random.key(0)))}
+  batch = partitioning.device_batch(random_batch(np.random.default_rng(0)), setup.mesh)
+
+  def step():
+    holder['state'], metrics = setup.train_step(holder['state'], batch)
+    jax.block_until_ready(metrics['loss'])
+
+  return time_steps(step, steps)
+
+
+def torch_steps_per_second(preset: str, steps: int) -> float:
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  m = benchmark_config(preset).model
+  torch.manual_seed(0)
+
+  def tower(layers):
+    return transformers.BertModel(transformers.BertConfig(
+        hidden_size=m.hidden_size, num_hidden_layers=layers, num_attention_heads=m.num_heads,
+        intermediate_size=m.mlp_dim), add_pooling_layer=False)
+
+  text_tower, video_tower = tower(m.num_layers), tower(m.video_layers)
+  mlp = torch.nn.Sequential(torch.nn.Linear(DIM, m.hidden_size), torch.nn.GELU(),
+                            torch.nn.LayerNorm(m.hidden_size, eps=1e-12),
+                            torch.nn.Linear(m.hidden_size, m.hidden_size))
+  modules = torch.nn.ModuleList([text_tower, video_tower, mlp])
+  modules.train()
+  optimizer = torch.optim.Adam(modules.parameters(), lr=5e-5, betas=(0.9, 0.98))
+  b = {k: torch.tensor(v) for k, v in random_batch(np.random.default_rng(0)).items()}
+  n = VIDEOS * PAIRS
+  lengths = b['feature_mask'].sum(1)
+  positions = torch.arange(SECONDS + 2)[None]
+  video_mask = (positions <= (lengths + 1)[:, None]).long()
+  sep_here = (positions == (lengths + 1)[:, None])
+  cls_id, sep_id = 101, 102
+
+  def pooled(hidden, mask):
+    weights = mask.clone().float()
+    weights[:, 0] = 0
+    return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+
+  def step():
+    optimizer.zero_grad()
+    table = video_tower.embeddings.word_embeddings.weight
+    seconds = mlp(b['features']) * b['feature_mask'][..., None]
+    tokens = torch.cat([table[cls_id].expand(n, 1, -1), seconds,
+                        torch.zeros(n, 1, m.hidden_size)], dim=1)
+    tokens = torch.where(sep_here[..., None], table[sep_id], tokens)
+    z_video = pooled(video_tower(inputs_embeds=tokens, attention_mask=video_mask)
+                     .last_hidden_state, video_mask)
+    z_text = pooled(text_tower(input_ids=b['input_ids'].long(),
+                               attention_mask=b['attention_mask'].long()).last_hidden_state,
+                    b['attention_mask'])
+    scores = z_video @ z_text.T
+    labels = torch.arange(n)
+    loss = (torch.nn.functional.cross_entropy(scores, labels)
+            + torch.nn.functional.cross_entropy(scores.T, labels))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(modules.parameters(), 2.0)
+    optimizer.step()
+
+  return time_steps(step, steps)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--preset', default='tiny', choices=['tiny', 'base'])
+  args = parser.parse_args()
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(os.cpu_count())
+  # The reference first: nothing of JAX's is allocated yet.
+  theirs = torch_steps_per_second(args.preset, args.steps)
+  ours = vlm_jax_steps_per_second(args.preset, args.steps)
+  pairs = VIDEOS * PAIRS
+  print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
+        f'jax {jax.__version__}, torch {torch.__version__}')
+  print()
+  print('| measurement | vlm_jax | reference | ratio |')
+  print('|---|---|---|---|')
+  print(f'| VideoCLIP train step, {args.preset} towers, {pairs} pairs (examples/s) | '
+        f'{ours * pairs:.1f} | {theirs * pairs:.1f} (2 x transformers BertModel, PyTorch) | '
+        f'{ours / theirs:.2f}x |')
+
+
+if __name__ == '__main__':
+  main()
