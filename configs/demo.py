@@ -32,6 +32,8 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.corpus = ml_collections.ConfigDict()
   c.corpus.num_videos = 8 if runlocal else 72
   c.corpus.num_test = 8 if runlocal else 16
+  # With --videos (the user's own videos): the share held out for evaluation.
+  c.corpus.test_fraction = 0.1
 
   # Clip features: S3D at 112 px with the whole mixed_5c map averaged, 10 fps x
   # 15 frames = VideoBERT's 1.5-s clips at a quarter of the cost of 224 px x 30.

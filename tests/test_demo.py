@@ -102,3 +102,27 @@ def test_videoclip_demo_on_the_same_corpus(demo_dir):
   manifest = json.loads((demo_dir / 'videoclip_retrieval' / 'manifest.json').read_text())
   assert manifest['retrieval'] and (demo_dir / 'videoclip_retrieval' / 'plans').is_dir()
   assert 'report:' in out.stdout
+
+
+def test_demo_on_user_videos(demo_dir, tmp_path):
+  """--videos/--transcripts: the same job on a folder of videos and their VTT narration."""
+  videos, transcripts = tmp_path / 'videos', tmp_path / 'transcripts'
+  videos.mkdir()
+  transcripts.mkdir()
+  names = sorted(os.listdir(demo_dir / 'corpus' / 'videos'))[:4]
+  for name in names:
+    stem = os.path.splitext(name)[0]
+    os.symlink(demo_dir / 'corpus' / 'videos' / name, videos / name)
+    os.symlink(demo_dir / 'corpus' / 'transcripts' / f'{stem}.vtt', transcripts / f'{stem}.vtt')
+  workdir = tmp_path / 'run'
+  subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={workdir}',
+                  f'--videos={videos}', f'--transcripts={transcripts}',
+                  '--config', 'configs/demo.py:runlocal', '--config.corpus.test_fraction=0.25'],
+                 cwd=REPO, check=True, capture_output=True, text=True)
+  metrics = json.loads((workdir / 'report' / 'metrics.json').read_text())
+  assert metrics['corpus'] == {'train': 3, 'test': 1}
+  assert 'corpus' not in metrics['stages'] and 'action_classification' not in metrics
+  held_out = sorted(os.listdir(workdir / 'features' / 'test'))
+  assert len([n for n in held_out if not n.endswith('.times.npy') and n.endswith('.npy')]) == 1
+  assert metrics['captioning']['num_test_segments'] >= 3
+  assert (workdir / 'report' / 'text_to_video.png').stat().st_size > 1000

@@ -10,6 +10,14 @@ evaluates zero-shot verb/noun classification against the language prior, draws
 text-to-video and forecasting strips, and writes WORKDIR/report/index.html and
 WORKDIR/report/metrics.json. Each stage resumes: re-running continues.
 
+  vlm-jax demo --workdir runs/mine --videos DIR --transcripts DIR_OR_FILE
+
+runs the same job on your own videos (a folder, ids = file stems) and
+transcripts (WebVTT, SRT, HowTo100M or YouCook2 JSON); a share of the videos
+(config.corpus.test_fraction) is held out. Zero-shot verb/noun classification
+needs the rendered corpus's labels and is left out; captioning, text-to-video
+and forecasting run on the held-out videos' narration.
+
   vlm-jax demo --system videoclip --workdir runs/demo [--config.videoclip.train.num_epochs=30]
 
 runs VideoCLIP on the same corpus and features (shared when the workdir is the
@@ -37,6 +45,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     allow_override=True)
 _SYSTEM = flags.DEFINE_enum('system', 'videobert', ['videobert', 'videoclip'],
                             'Which system the demo trains and evaluates.')
+_VIDEOS = flags.DEFINE_string(
+    'videos', None, 'Your own videos (a folder of video files) instead of the rendered corpus; '
+    'config.corpus.test_fraction of them are held out.', allow_override=True)
+_TRANSCRIPTS = flags.DEFINE_string(
+    'transcripts', None, 'With --videos: their transcripts (a .vtt/.srt/HowTo100M/YouCook2 file '
+    'or a folder), matched to videos by id (file stem).', allow_override=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage writes.', allow_override=True)
 # Marked required by the CLI when this command runs (not on import: the demo
 # imports commands as libraries).
@@ -50,7 +64,9 @@ def main(argv):
       from vlm_jax.demo import videoclip  # pylint: disable=import-outside-toplevel
       videoclip.run(_WORKDIR.value, _CONFIG.value)
     else:
-      demo_pipeline.run(_WORKDIR.value, _CONFIG.value)
+      if _VIDEOS.value and not _TRANSCRIPTS.value:
+        raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
+      demo_pipeline.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value)
   except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
           FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax demo: {e}') from e

