@@ -36,6 +36,10 @@ _SAMPLE_SIZE = flags.DEFINE_integer(
     'sample_size', 200_000, 'Cluster at most this many clips (seeded uniform sample); 0: all.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the sample and the k-means.')
 _NITER = flags.DEFINE_integer('niter', 20, 'k-means iterations per tree node.')
+_STANDARDIZE = flags.DEFINE_bool(
+    'standardize', False, 'Cluster per-dimension standardised features (the mean and scale '
+    'are saved with the codebook and applied by every assignment). Off: the paper clusters '
+    'S3D features as they are.')
 # Marked required by the CLI when this command runs (not on import: the demo
 # imports commands as libraries).
 REQUIRED_FLAGS = ['features', 'output']
@@ -56,7 +60,7 @@ def describe_inputs(folder: str, names: list[str]) -> list[list[Any]]:
 
 def run(features: str, output: str, levels: int = 4, k: int = 12,
         sample_size: Optional[int] = 200_000, seed: int = 0,
-        niter: int = 20) -> dict[str, Any]:
+        niter: int = 20, standardize: bool = False) -> dict[str, Any]:
   """Builds and saves the codebook; returns the manifest (also written).
 
   If `output` exists and its manifest records the same inputs and parameters,
@@ -64,7 +68,7 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
   """
   names = codebook_lib.list_features(features)
   parameters = dict(levels=levels, k=k, sample_size=sample_size or None, seed=seed,
-                    niter=niter)
+                    niter=niter, standardize=standardize)
   inputs = describe_inputs(features, names)
   if os.path.exists(output) and os.path.exists(manifest_path(output)):
     with open(manifest_path(output), encoding='utf-8') as f:
@@ -102,8 +106,16 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
       array = np.load(os.path.join(features, name), mmap_mode='r')
       sample[lo:hi] = array[chosen[lo:hi] - offsets[i]]
 
+  extras = {}
+  if standardize:
+    # A dimension that never varies keeps its scale of 1 rather than blowing up.
+    std = sample.std(axis=0)
+    extras = {'feature_mean': sample.mean(axis=0),
+              'feature_scale': np.where(std > 1e-6, std, 1.0).astype(np.float32)}
+    sample = (sample - extras['feature_mean']) / extras['feature_scale']
   codebook = codebook_lib.build(sample, levels=levels, k=k, seed=seed, niter=niter,
                                 clip_ids=chosen)
+  codebook.extras.update(extras)
   video_ids = np.array([os.path.splitext(n)[0] for n, _ in good])
   reached = codebook.nearest_clip >= 0
   video = np.searchsorted(offsets, codebook.nearest_clip, side='right') - 1
@@ -130,7 +142,7 @@ def main(argv):
   del argv
   try:
     manifest = run(_FEATURES.value, _OUTPUT.value, _LEVELS.value, _K.value,
-                   _SAMPLE_SIZE.value, _SEED.value, _NITER.value)
+                   _SAMPLE_SIZE.value, _SEED.value, _NITER.value, _STANDARDIZE.value)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'vlm-jax build-codebook: {e}') from e
   c = manifest['counts']
