@@ -22,16 +22,16 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-FEATURES = {
-    'video_id': tf.io.FixedLenFeature([], tf.string),
-    'text/token_ids': tf.io.VarLenFeature(tf.int64),
-    'text/sentence_lengths': tf.io.VarLenFeature(tf.int64),
-    'text/start_times': tf.io.VarLenFeature(tf.float32),
-    'text/end_times': tf.io.VarLenFeature(tf.float32),
+from vlm_jax.data import records
+
+# The id and text fields are VideoBERT's; the video fields are VideoCLIP's own.
+FEATURES = {name: spec for name, spec in records.FEATURES.items()
+            if not name.startswith('video/')}
+FEATURES.update({
     'video/features': tf.io.FixedLenFeature([], tf.string),
     'video/num_seconds': tf.io.FixedLenFeature([], tf.int64),
     'video/feature_dim': tf.io.FixedLenFeature([], tf.int64),
-}
+})
 
 
 @dataclasses.dataclass

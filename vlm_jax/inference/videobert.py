@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from vlm_jax import vocab as vocab_lib
+from vlm_jax.train import checkpoints
 from vlm_jax.train import step as step_lib
 
 TEXT, VISUAL = 'text', 'visual'
@@ -33,6 +33,9 @@ class Loaded:
 
 
 def config_from_json(path: str) -> ml_collections.ConfigDict:
+  """A run's config.json as a ConfigDict (FileNotFoundError naming a missing file)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: not a vlm-jax train workdir')
   with open(path) as f:
     data = json.load(f)
   # JSON turns the rules' tuples into lists; partitioning expects (name, axis) pairs.
@@ -42,21 +45,12 @@ def config_from_json(path: str) -> ml_collections.ConfigDict:
 
 def load(workdir: str, step: int | None = None) -> Loaded:
   """The config, tokenizer, model and parameters of a training run (latest step by default)."""
-  config_path = os.path.join(workdir, 'config.json')
-  checkpoints = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.exists(config_path) or not os.path.isdir(checkpoints):
-    raise FileNotFoundError(f'{workdir} is not a vlm-jax train workdir (needs config.json and '
-                            'checkpoints/)')
-  config = config_from_json(config_path)
+  config = config_from_json(os.path.join(workdir, 'config.json'))
   config.mesh.data, config.mesh.model = 1, 1
   tok, vocab = step_lib.load_vocab(config)
   setup = step_lib.build(config, vocab, devices=jax.devices()[:1])
-  with ocp.CheckpointManager(checkpoints) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {checkpoints}')
-    state = manager.restore(step, args=ocp.args.StandardRestore(setup.abstract_state))
-  return Loaded(config, tok, vocab, setup.model, state.params, int(step))
+  state, step = checkpoints.restore_latest(workdir, setup.abstract_state, step)
+  return Loaded(config, tok, vocab, setup.model, state.params, step)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,13 +12,12 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from vlm_jax.convert import hf_bert
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import videoclip_pipeline
 from vlm_jax.inference.videobert import config_from_json
-from vlm_jax.train import videoclip_trainer
+from vlm_jax.train import checkpoints, videoclip_trainer
 
 
 @dataclasses.dataclass
@@ -44,22 +43,13 @@ def vocab_file(config) -> str:
 
 def load(workdir: str, step: int | None = None) -> Loaded:
   """The config, model and parameters of a VideoCLIP run (latest checkpoint by default)."""
-  config_path = os.path.join(workdir, 'config.json')
-  checkpoints = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.exists(config_path) or not os.path.isdir(checkpoints):
-    raise FileNotFoundError(f'{workdir} is not a vlm-jax train workdir (needs config.json and '
-                            'checkpoints/)')
-  config = config_from_json(config_path)
+  config = config_from_json(os.path.join(workdir, 'config.json'))
   if config.get('system') != 'videoclip':
     raise ValueError(f'{workdir} holds a {config.get("system", "videobert")} run, not VideoCLIP')
   config.mesh.data, config.mesh.model = 1, 1
   setup = videoclip_trainer.build(config, devices=jax.devices()[:1])
-  with ocp.CheckpointManager(checkpoints) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {checkpoints}')
-    state = manager.restore(step, args=ocp.args.StandardRestore(setup.sharded.abstract_state))
-  return Loaded(config, setup.model, state.params, int(step),
+  state, step = checkpoints.restore_latest(workdir, setup.sharded.abstract_state, step)
+  return Loaded(config, setup.model, state.params, step,
                 tokenizer_lib.load(vocab_file(config)))
 
 

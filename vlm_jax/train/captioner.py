@@ -30,7 +30,7 @@ import tqdm
 
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.models import captioner as captioner_lib
-from vlm_jax.train import optim, report
+from vlm_jax.train import checkpoints, optim, report
 
 MODEL_FILE = 'model.json'
 
@@ -242,16 +242,9 @@ def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Se
   end = min(num_steps, stop_at) if stop_at else num_steps
 
   # --- Checkpoints: resume from the latest one if there is one.
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
-                                           create=True))
-  latest = manager.latest_step()
-  if latest is None:
-    state, start = built.create_state(jax.random.key(config.seed)), 0
-  else:
-    state = manager.restore(latest, args=ocp.args.StandardRestore(built.abstract_state))
-    start = int(latest)
+  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  state, start, resumed = checkpoints.restore_or_create(
+      manager, built.abstract_state, lambda: built.create_state(jax.random.key(config.seed)))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if os.path.exists(metrics_path):
     report.truncate_metrics(metrics_path, after_step=start)
@@ -295,7 +288,7 @@ def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Se
       'examples': len(sentences),
       'caption_vocab_size': vocab.size,
       'feature_dim': feature_dim,
-      'resumed_from_step': start if latest is not None else None,
+      'resumed_from_step': start if resumed else None,
       'final_step': max(start, end),
       'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),
       'first_loss_this_run': first,
@@ -320,22 +313,16 @@ class Trained:
 
 def load(workdir: str) -> Trained:
   """The captioner of a `train` workdir at its latest checkpoint."""
-  checkpoints = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.exists(os.path.join(workdir, MODEL_FILE)) or not os.path.isdir(checkpoints):
-    raise FileNotFoundError(f'{workdir} is not a captioner workdir (needs {MODEL_FILE} and '
-                            'checkpoints/)')
+  if not os.path.exists(os.path.join(workdir, MODEL_FILE)):
+    raise FileNotFoundError(f'{workdir} is not a captioner workdir (needs {MODEL_FILE})')
   config = _config_from_json(os.path.join(workdir, 'config.json'))
   with open(os.path.join(workdir, MODEL_FILE)) as f:
     shape = json.load(f)
   tok = tokenizer_lib.load(config.vocab_file)
   vocab = CaptionVocab(tuple(shape['bert_ids']))
   built = _build(config, shape['feature_dim'], vocab.size)
-  with ocp.CheckpointManager(checkpoints) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {checkpoints}')
-    state = manager.restore(step, args=ocp.args.StandardRestore(built.abstract_state))
-  return Trained(config, tok, vocab, built, state.params, int(step),
+  state, step = checkpoints.restore_latest(workdir, built.abstract_state)
+  return Trained(config, tok, vocab, built, state.params, step,
                  np.asarray(shape['feature_mean'], np.float32),
                  np.asarray(shape['feature_std'], np.float32))
 

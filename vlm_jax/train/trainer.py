@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from vlm_jax import config_checks
 from vlm_jax.data import pipeline, synthetic, tokenizer
-from vlm_jax.train import partitioning, report
+from vlm_jax.train import checkpoints, partitioning, report
 from vlm_jax.train import step as step_lib
 
 
@@ -127,20 +127,14 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   end = min(num_steps, stop_at) if stop_at else num_steps
 
   # --- Checkpoints: resume from the latest one if there is one.
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
-                                           create=True))
-  latest = manager.latest_step()
-  if latest is None:
-    state = setup.create_state(step_lib.initial_params(setup))
-    if config.model.init_checkpoint:
-      say(f'text weights from {config.model.init_checkpoint}')
-    start = 0
-  else:
-    state = manager.restore(latest, args=ocp.args.StandardRestore(setup.abstract_state))
-    start = int(latest)
+  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  state, start, resumed = checkpoints.restore_or_create(
+      manager, setup.abstract_state,
+      lambda: setup.create_state(step_lib.initial_params(setup)))
+  if resumed:
     say(f'resumed from the checkpoint at step {start} in {workdir}')
+  elif config.model.init_checkpoint:
+    say(f'text weights from {config.model.init_checkpoint}')
 
   # --- Data: each process reads its own files; the iterator resumes too.
   per_process_batch = config.train.global_batch_size // jax.process_count()
@@ -148,7 +142,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
       files, pipeline.PipelineOptions.from_config(config.data), vocab, per_process_batch,
       seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
   batches = pipeline.BatchIterator(dataset, files)
-  if latest is not None:
+  if resumed:
     batches.restore_state(_data_state_path(workdir, start))
 
   # --- Metrics: console, metrics.jsonl and TensorBoard, from process 0.
@@ -160,7 +154,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   writer = report.MetricWriter(workdir, enabled=is_chief)
 
   started = time.time()
-  last_good = start if latest is not None else None
+  last_good = start if resumed else None
   window, window_start, logged = [], time.time(), {}
   progress = tqdm.tqdm(total=end, initial=start, desc='train', unit='step',
                        disable=not is_chief, dynamic_ncols=True)
@@ -221,7 +215,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
         'data_files': files,
         'devices': [str(d) for d in jax.devices()],
         'mesh': dict(zip(setup.mesh.axis_names, setup.mesh.devices.shape)),
-        'resumed_from_step': start if latest is not None else None,
+        'resumed_from_step': start if resumed else None,
         'final_step': step,
         'preempted': preempted,
         'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),

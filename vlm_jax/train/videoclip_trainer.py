@@ -31,7 +31,7 @@ from vlm_jax import config_checks
 from vlm_jax.convert import hf_bert
 from vlm_jax.data import pipeline, videoclip_pipeline
 from vlm_jax.models import bert, videoclip
-from vlm_jax.train import contrastive, optim, partitioning, report
+from vlm_jax.train import checkpoints, contrastive, optim, partitioning, report
 from vlm_jax.train.trainer import PreemptionWatcher, check_finite, say
 
 
@@ -215,19 +215,14 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   end = min(num_steps, stop_at) if stop_at else num_steps
   opts = videoclip_pipeline.sampling_options(config.data)
 
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
-                                           create=True))
-  latest = manager.latest_step()
-  if latest is None:
-    state, start = setup.sharded.create_state(initial_params(setup)), 0
-    if config.model.init_checkpoint:
-      say(f'both towers from {config.model.init_checkpoint}')
-  else:
-    state = manager.restore(latest, args=ocp.args.StandardRestore(setup.sharded.abstract_state))
-    start = int(latest)
+  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  state, start, resumed = checkpoints.restore_or_create(
+      manager, setup.sharded.abstract_state,
+      lambda: setup.sharded.create_state(initial_params(setup)))
+  if resumed:
     say(f'resumed from the checkpoint at step {start} in {workdir}')
+  elif config.model.init_checkpoint:
+    say(f'both towers from {config.model.init_checkpoint}')
 
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if is_chief:
@@ -240,7 +235,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
       f'{config.data.pairs_per_video} pairs per epoch, {config.train.num_epochs} epochs')
 
   started = time.time()
-  last_good = start if latest is not None else None
+  last_good = start if resumed else None
   window, window_start, logged = [], time.time(), {}
   progress = tqdm.tqdm(total=end, initial=start, desc='train videoclip', unit='step',
                        disable=not is_chief, dynamic_ncols=True)
@@ -292,7 +287,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
         'retrieval': bool(config.data.retrieval),
         'devices': [str(d) for d in jax.devices()],
         'mesh': dict(zip(setup.mesh.axis_names, setup.mesh.devices.shape)),
-        'resumed_from_step': start if latest is not None else None, 'final_step': step,
+        'resumed_from_step': start if resumed else None, 'final_step': step,
         'preempted': preempted, 'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),
         'wall_seconds': time.time() - started, 'last_metrics': logged,
     })
