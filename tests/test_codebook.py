@@ -3,6 +3,7 @@
 import json
 import os
 
+import faiss
 import numpy as np
 import pytest
 
@@ -98,6 +99,41 @@ def test_deterministic_for_a_seed(features, book):
   np.testing.assert_array_equal(book.nearest_clip, again.nearest_clip)
   other = codebook_lib.build(features, levels=LEVELS, k=K, seed=1, niter=10)
   assert not np.array_equal(book.leaf_centroids, other.leaf_centroids)
+
+
+@pytest.mark.parametrize('options', [dict(init='kmeans++'), dict(nredo=3),
+                                     dict(init='kmeans++', nredo=2)])
+def test_init_and_nredo_keep_the_descent_and_determinism(features, options):
+  book = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10, **options)
+  x = np.concatenate([features[:300], np.random.default_rng(4).standard_normal((200, DIM))])
+  np.testing.assert_array_equal(codebook_lib.assign(book, x), brute_force_descent(book, x))
+  again = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10, **options)
+  for a, b in zip(book.centroids_per_level, again.centroids_per_level):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_nredo_never_raises_a_nodes_objective(features):
+  def objective(book):
+    leaf = codebook_lib.assign(book, features)
+    # The root's k-means over all points: the node whose objective nredo minimises.
+    top = leaf // K**(LEVELS - 1)
+    return np.sum((features - book.centroids_per_level[0][top])**2)
+  one = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10)
+  three = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10, nredo=3)
+  assert objective(three) <= objective(one) * (1 + 1e-4)
+
+
+def test_bad_init_or_nredo_raise(features):
+  with pytest.raises(ValueError, match='init'):
+    codebook_lib.build(features, levels=2, k=K, init='farthest')
+  with pytest.raises(ValueError, match='nredo'):
+    codebook_lib.build(features, levels=2, k=K, nredo=0)
+
+
+def test_build_restores_faiss_threads(features):
+  before = faiss.omp_get_max_threads()
+  codebook_lib.build(features[:200], levels=2, k=K)
+  assert faiss.omp_get_max_threads() == before
 
 
 def test_sample_size_is_seeded_and_uses_the_sample(features):
@@ -204,3 +240,28 @@ def test_commands(tmp_path):
   assert again['counts']['written'] == 0 and again['counts']['skipped_existing'] == 5
   assert json.load(open(os.path.join(tokens_dir, 'manifest.json'),
                         encoding='utf-8'))['counts']['skipped_existing'] == 5
+
+
+def test_standardized_codebook_assigns_in_the_standardized_space(tmp_path):
+  """build-codebook --standardize == building on (x - mean) / std by hand, for any later x."""
+  rng = np.random.default_rng(3)
+  # Dimension 0 varies a thousand times more than the others, which carry the clusters.
+  blobs = rng.normal(size=(4, 5)) * 3
+  x = (blobs[rng.integers(0, 4, 400)] + rng.normal(size=(400, 5))).astype(np.float32)
+  x[:, 0] = rng.normal(size=400) * 1000
+  folder = tmp_path / 'features'
+  folder.mkdir()
+  np.save(folder / 'a.npy', x[:250])
+  np.save(folder / 'b.npy', x[250:])
+  path = str(tmp_path / 'codebook.npz')
+  manifest = build_codebook.run(str(folder), path, levels=2, k=3, sample_size=None, seed=0,
+                                standardize=True)
+  assert manifest['parameters']['standardize']
+  book = codebook_lib.Codebook.load(path)
+  mean, std = x.mean(axis=0), x.std(axis=0)
+  by_hand = codebook_lib.build((x - mean) / std, levels=2, k=3, seed=0)
+  np.testing.assert_allclose(book.extras['feature_mean'], mean, rtol=1e-5)
+  queries = (blobs[rng.integers(0, 4, 50)] + rng.normal(size=(50, 5))).astype(np.float32)
+  queries[:, 0] = rng.normal(size=50) * 1000
+  np.testing.assert_array_equal(codebook_lib.assign(book, queries),
+                                codebook_lib.assign(by_hand, (queries - mean) / std))

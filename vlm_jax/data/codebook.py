@@ -107,28 +107,84 @@ def _node_seed(seed: int, level: int, node: int) -> int:
   return (seed * 1_000_003 + level * 100_003 + node) % (2**31 - 1)
 
 
+def _kmeans_pp(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+  """k-means++ seeds: k rows of `points` [m >= k, D].
+
+  Each row after a uniform first is drawn with probability proportional to
+  its squared distance to the nearest row already drawn, which spreads the
+  seeds over the node's points. Not the default: on benchmarks/codebook.py's
+  clustered data it gave no lower leaf error than faiss' random seeds (it
+  favours outliers); best-of-nredo runs did.
+  """
+  rng = np.random.default_rng(seed)
+  sq = np.einsum('md,md->m', points, points, dtype=np.float64)
+  chosen = [int(rng.integers(len(points)))]
+  dist = np.full(len(points), np.inf)
+  for _ in range(1, k):
+    last = points[chosen[-1]]
+    dist = np.minimum(dist, np.maximum(sq - 2.0 * (points @ last) + sq[chosen[-1]], 0.0))
+    total = dist.sum()
+    # All remaining points coincide with a chosen one: any row will do.
+    chosen.append(int(rng.choice(len(points), p=dist / total)) if total > 0
+                  else int(rng.integers(len(points))))
+  return points[chosen]
+
+
+class _FaissThreads:
+  """Sets faiss' OpenMP threads for a block, then restores them.
+
+  A node's k-means (k = 12 centroids) is far too small to split across
+  threads: with 2 threads on a busy machine faiss spent 0.1 to 0.3 s per
+  node in thread synchronisation (13x to 300x the single-threaded time).
+  """
+
+  def __init__(self, threads: int):
+    self._threads = threads
+
+  def __enter__(self):
+    self._saved = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(self._threads)
+
+  def __exit__(self, *unused):
+    faiss.omp_set_num_threads(self._saved)
+
+
 def _fit_children(points: np.ndarray, parent: np.ndarray, k: int, niter: int,
-                  seed: int) -> np.ndarray:
+                  seed: int, init: str = 'random', nredo: int = 1) -> np.ndarray:
   """k child centroids [k, D] float32 for a node holding `points` [m, D].
 
-  With m >= k: faiss k-means over all m points. With m < k (faiss refuses
-  fewer points than centroids): child j is an exact copy of point j mod m, or
-  of the parent centroid when m == 0, so the tree stays complete. Each point
-  then sits on a child of its own (distance 0), and exact copies tie, so
-  argmin gives every point and every later query the first of them: copies
-  past the first are unreachable tokens. No jitter, on purpose: jittered
-  copies would be near ties that float32 and float64 descents could break
-  differently.
+  With m >= k: faiss k-means over all m points, started from faiss' own k
+  random points (init='random') or from k-means++ seeds (init='kmeans++');
+  with nredo > 1, the best (lowest final k-means objective) of nredo runs
+  from different seeds, the first run being the nredo = 1 one. With
+  m < k (faiss refuses fewer points than centroids): child j is an exact copy
+  of point j mod m, or of the parent centroid when m == 0, so the tree stays
+  complete. Each point then sits on a child of its own (distance 0), and
+  exact copies tie, so argmin gives every point and every later query the
+  first of them: copies past the first are unreachable tokens. No jitter, on
+  purpose: jittered copies would be near ties that float32 and float64
+  descents could break differently.
   """
   m, dim = points.shape
   if m >= k:
-    kmeans = faiss.Kmeans(
-        dim, k, niter=niter, seed=seed, verbose=False,
-        # faiss silently subsamples to max_points_per_centroid * k points, and
-        # warns below min_points_per_centroid * k: use every point, no warning.
-        max_points_per_centroid=-(-m // k), min_points_per_centroid=1)
-    kmeans.train(np.ascontiguousarray(points, np.float32))
-    return kmeans.centroids.astype(np.float32)
+    points = np.ascontiguousarray(points, np.float32)
+    best, best_obj = None, np.inf
+    # Our own restarts rather than faiss' nredo, which would start every run
+    # from the same given k-means++ seeds.
+    for redo in range(nredo):
+      run_seed = (seed + redo * 15_485_863) % (2**31 - 1)
+      kmeans = faiss.Kmeans(
+          dim, k, niter=niter, seed=run_seed, verbose=False,
+          # faiss silently subsamples to max_points_per_centroid * k points, and
+          # warns below min_points_per_centroid * k: use every point, no warning.
+          max_points_per_centroid=-(-m // k), min_points_per_centroid=1)
+      if init == 'kmeans++':
+        kmeans.train(points, init_centroids=_kmeans_pp(points, k, run_seed))
+      else:
+        kmeans.train(points)
+      if kmeans.obj[-1] < best_obj:  # strictly lower: ties keep the earlier run
+        best, best_obj = kmeans.centroids, kmeans.obj[-1]
+    return best.astype(np.float32)
   if m == 0:
     return np.repeat(parent[None].astype(np.float32), k, axis=0)
   return points[np.arange(k) % m].astype(np.float32)
@@ -145,7 +201,8 @@ def _groups(node: np.ndarray):
 
 def build(features: np.ndarray, levels: int = 4, k: int = 12,
           sample_size: Optional[int] = None, seed: int = 0, niter: int = 20,
-          clip_ids: Optional[Sequence[int]] = None) -> Codebook:
+          clip_ids: Optional[Sequence[int]] = None, init: str = 'random',
+          nredo: int = 1) -> Codebook:
   """Fits a hierarchical k-means tree of `levels` levels and branching `k`.
 
   Level 1 clusters all (sampled) points into k; each node's points are then
@@ -154,7 +211,8 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
   points (possibly none) gets deterministic filler children (copies of its
   points, or of its centroid; see `_fit_children`), so the tree always has
   k**levels leaves. Deterministic for a given seed (faiss k-means
-  with a per-node seed).
+  with a per-node seed). Each node's k-means runs single-threaded (see
+  `_FaissThreads`).
 
   Args:
     features: [N, D] clip features (cast to float32).
@@ -166,6 +224,11 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
     niter: k-means iterations per node.
     clip_ids: [N] int ids of the rows, reported in `nearest_clip` instead of
       row indices.
+    init: each node's k-means starts from 'random' (faiss' own: k random
+      points) or 'kmeans++' seeds.
+    nredo: k-means runs per node (different seeds), keeping the one with the
+      lowest objective; lowers the quantisation error, costs nredo times the
+      k-means time.
 
   Returns:
     The Codebook; `nearest_clip` refers to the clustered (sampled) rows.
@@ -175,6 +238,10 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
     raise ValueError(f'features must be [N, D] with N > 0, got {features.shape}')
   if levels < 1 or k < 2:
     raise ValueError(f'need levels >= 1 and k >= 2, got levels={levels}, k={k}')
+  if init not in ('kmeans++', 'random'):
+    raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+  if nredo < 1:
+    raise ValueError(f'need nredo >= 1, got {nredo}')
   if clip_ids is not None:
     clip_ids = np.asarray(clip_ids, np.int64)
     if clip_ids.shape != (features.shape[0],):
@@ -193,8 +260,9 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
     filled = np.zeros(num_parents, bool)
     next_node = np.empty_like(node)
     for parent, members in _groups(node):
-      c = _fit_children(points[members], parents[parent], k, niter,
-                        _node_seed(seed, level, parent))
+      with _FaissThreads(1):
+        c = _fit_children(points[members], parents[parent], k, niter,
+                          _node_seed(seed, level, parent), init, nredo)
       children[parent * k:(parent + 1) * k] = c
       filled[parent] = True
       next_node[members] = parent * k + _nearest_child(
@@ -229,6 +297,7 @@ def assign(codebook: Codebook, features: np.ndarray, batch_size: int = 65536) ->
   features = np.asarray(features)
   if features.ndim != 2 or features.shape[1] != codebook.dim:
     raise ValueError(f'features must be [N, {codebook.dim}], got {features.shape}')
+  features = standardized(codebook, features)
   k = codebook.k
   sq = [np.einsum('kd,kd->k', c, c) for c in codebook.centroids_per_level]
   out = np.empty(features.shape[0], np.int64)
@@ -242,6 +311,19 @@ def assign(codebook: Codebook, features: np.ndarray, batch_size: int = 65536) ->
                                                     centroid_sq[span])
     out[start:start + len(x)] = node
   return out
+
+
+def standardized(codebook: Codebook, features: np.ndarray) -> np.ndarray:
+  """`features` [N, D] in the space the tree was fitted in.
+
+  A codebook built from standardised features (build-codebook --standardize)
+  carries the training features' per-dimension `feature_mean` and
+  `feature_scale` as extras; others are used as they are.
+  """
+  if 'feature_mean' not in codebook.extras:
+    return features
+  return ((np.asarray(features, np.float32) - codebook.extras['feature_mean'])
+          / codebook.extras['feature_scale'])
 
 
 # Feature files: one <video_id>.npy [num_clips, D] per video.
