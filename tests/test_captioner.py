@@ -11,7 +11,7 @@ import pytest
 
 from configs import captioner as captioner_config
 from configs import videobert as videobert_config
-from vlm_jax.commands import caption as caption_command
+from vlm_jax.jobs import caption as caption_command
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import tokenizer
 from vlm_jax.inference import caption_features

@@ -126,3 +126,12 @@ def test_demo_on_user_videos(demo_dir, tmp_path):
   assert len([n for n in held_out if not n.endswith('.times.npy') and n.endswith('.npy')]) == 1
   assert metrics['captioning']['num_test_segments'] >= 3
   assert (workdir / 'report' / 'text_to_video.png').stat().st_size > 1000
+
+
+def test_demo_overrides_without_config_flag_and_bad_values_name_the_field(tmp_path):
+  """`--config.x=y` applies to the default demo config (no other command's config flag)."""
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={tmp_path}',
+                        '--config.corpus.num_test=0'], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode != 0
+  assert 'config.corpus.num_test: must be >= 1, got 0' in out.stderr
+  assert not os.path.exists(tmp_path / 'corpus')

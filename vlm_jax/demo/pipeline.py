@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlm_jax.commands import build_codebook, caption, preview_video, synth_videos
+from vlm_jax import config_checks
+from vlm_jax.commands import build_codebook, preview_video, synth_videos
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.demo import report
 from vlm_jax.evaluate import action_classification as action_eval
 from vlm_jax.inference import generation
 from vlm_jax.inference import videobert as videobert_inference
-from vlm_jax.jobs import extract_features, make_records
+from vlm_jax.jobs import caption, extract_features, make_records
 from vlm_jax.metrics import purity
 from vlm_jax.train import trainer
 
@@ -172,6 +173,10 @@ def run(workdir: str, config, videos_dir: str | None = None,
   zero-shot classification and feature purity, which need the rendered verb and
   noun labels, are then left out.
   """
+  for field in ('num_videos', 'num_test'):
+    if not videos_dir and config.corpus[field] < 1:
+      raise config_checks.ConfigError(
+          f'config.corpus.{field}: must be >= 1, got {config.corpus[field]}')
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   stages = Stages()
