@@ -31,8 +31,9 @@ from vlm_jax.train import videoclip_trainer  # pylint: disable=wrong-import-posi
 VIDEOS, PAIRS, DIM, SECONDS, TEXT = 8, 4, 512, 32, 63
 
 
-def benchmark_config(preset: str):
+def benchmark_config(preset: str, dropout_rng: str = 'threefry2x32'):
   config = videoclip_config.get_config(preset)
+  config.train.dropout_rng = dropout_rng
   config.model.init_checkpoint = ''  # shapes only: random weights on both sides
   config.data.videos_per_batch, config.data.pairs_per_video = VIDEOS, PAIRS
   config.train.num_epochs, config.train.steps_per_epoch = 1, 1000
@@ -66,8 +67,9 @@ def time_steps(step, steps: int) -> float:
   return steps / (time.perf_counter() - start)
 
 
-def vlm_jax_steps_per_second(preset: str, steps: int) -> float:
-  setup = videoclip_trainer.build(benchmark_config(preset), devices=jax.devices()[:1])
+def vlm_jax_steps_per_second(preset: str, steps: int, dropout_rng: str) -> float:
+  setup = videoclip_trainer.build(benchmark_config(preset, dropout_rng),
+                                  devices=jax.devices()[:1])
   holder = {'state': setup.sharded.create_state(setup.sharded.init_params(jax.random.key(0)))}
   batch = partitioning.device_batch(random_batch(np.random.default_rng(0)), setup.mesh)
 
@@ -136,19 +138,22 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--preset', default='tiny', choices=['tiny', 'base'])
+  parser.add_argument('--dropout_rng', default='threefry2x32',
+                      choices=['threefry2x32', 'rbg', 'unsafe_rbg'])
   args = parser.parse_args()
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(os.cpu_count())
   # The reference first: nothing of JAX's is allocated yet.
   theirs = torch_steps_per_second(args.preset, args.steps)
-  ours = vlm_jax_steps_per_second(args.preset, args.steps)
+  ours = vlm_jax_steps_per_second(args.preset, args.steps, args.dropout_rng)
   pairs = VIDEOS * PAIRS
   print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
         f'jax {jax.__version__}, torch {torch.__version__}')
   print()
   print('| measurement | vlm_jax | reference | ratio |')
   print('|---|---|---|---|')
-  print(f'| VideoCLIP train step, {args.preset} towers, {pairs} pairs (examples/s) | '
+  print(f'| VideoCLIP train step, {args.preset} towers, {pairs} pairs, dropout PRNG '
+        f'{args.dropout_rng} (examples/s) | '
         f'{ours * pairs:.1f} | {theirs * pairs:.1f} (2 x transformers BertModel, PyTorch) | '
         f'{ours / theirs:.2f}x |')
 

@@ -116,6 +116,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train.log_every = 2 if runlocal else 10
   c.train.checkpoint_every = 4 if runlocal else 100
   c.train.keep_checkpoints = 3
+  # PRNG for dropout masks: 'threefry2x32' (identical under any sharding) or
+  # 'rbg' (much cheaper; masks then depend on the sharding).
+  c.train.dropout_rng = 'threefry2x32'
   # Embedding batch (pairs) for the retrieval vectors and encode-video/encode-text.
   c.train.encode_batch_size = 16 if runlocal else 64
 

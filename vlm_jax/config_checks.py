@@ -129,5 +129,7 @@ def validate_videoclip(config, num_devices: int, num_processes: int, num_videos:
   _require(0 <= o.warmup_steps < t.num_epochs * t.steps_per_epoch, 'optim.warmup_steps',
            f'must be below the {t.num_epochs * t.steps_per_epoch} steps of training '
            f'({t.num_epochs} epochs x {t.steps_per_epoch} batches), got {o.warmup_steps}')
+  _require(t.dropout_rng in ('threefry2x32', 'rbg', 'unsafe_rbg'), 'train.dropout_rng',
+           f"must be threefry2x32, rbg or unsafe_rbg, got {t.dropout_rng!r}")
   for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'encode_batch_size'):
     _require(t[field] >= 1, f'train.{field}', f'must be >= 1, got {t[field]}')

@@ -76,10 +76,10 @@ def build(config, devices=None) -> Setup:
                       jnp.ones((1, text_len), jnp.int32))['params']
 
   sharded = partitioning.sharded_state(boxed_init, tx, mesh, axis_rules)
-  temperature, seed = config.model.temperature, config.seed
+  temperature, seed, rng_impl = config.model.temperature, config.seed, config.train.dropout_rng
 
   def step_fn(state, batch):
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    rng = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), state.step)
 
     def loss_fn(params):
       z_video, z_text = model.apply(
