@@ -11,7 +11,7 @@ is the same whichever process builds it and after any resume.
 """
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -168,8 +168,3 @@ def make_dataset(corpus: Corpus, plan: np.ndarray, epoch: int, seed: int,
   ds = rows.map(lambda r: tf.numpy_function(build, [r], dtypes, stateful=False),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.map(to_dict).prefetch(2)
-
-
-def iterate(dataset: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-  for batch in dataset.as_numpy_iterator():
-    yield batch
