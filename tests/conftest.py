@@ -7,6 +7,14 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import sys  # pylint: disable=wrong-import-position
+
+# torch 2.14.1 (the test extra's reference; a CUDA build) imports triton when
+# transformers loads, and triton's LLVM crashes the process once jaxlib and
+# TensorFlow are loaded (a segfault in `import triton`). The references run on
+# the CPU and need no triton: make its import fail, which torch handles.
+sys.modules.setdefault('triton', None)
+
 import pathlib  # pylint: disable=wrong-import-position
 
 import pytest  # pylint: disable=wrong-import-position
