@@ -17,10 +17,14 @@ Prints a Markdown table for benchmarks/RESULTS.md.
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# torch 2.14.1 (the test extra's, a CUDA build) imports triton with transformers, and
+# triton crashes beside jaxlib and TensorFlow; the CPU reference needs none.
+sys.modules.setdefault('triton', None)
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
