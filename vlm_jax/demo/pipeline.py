@@ -211,8 +211,12 @@ def run(workdir: str, config, videos_dir: str | None = None,
     files = {}
     for split in ('train', 'test'):
       files[split] = os.path.join(workdir, f'{split}_steps.jsonl')
-      with open(files[split], 'w') as f:
-        f.write(''.join(json.dumps(s) + '\n' for s in segments(by_split[split])))
+      text = ''.join(json.dumps(s) + '\n' for s in segments(by_split[split]))
+      # Rewritten only when it changes: the caption job compares its inputs'
+      # mtimes to know whether its features (and so its captioner) still hold.
+      if not os.path.exists(files[split]) or open(files[split]).read() != text:
+        with open(files[split], 'w') as f:
+          f.write(text)
     return caption.run(config.captioning, features_dir['train'], files['train'], files['test'],
                        os.path.join(workdir, 'caption'), videobert=train_dir,
                        codebook=codebook_path, test_features_dir=features_dir['test'])
