@@ -80,3 +80,16 @@ def plot_curves(metrics_path: str, output_png: str) -> None:
 def write_manifest(path: str, manifest: dict) -> None:
   with tf.io.gfile.GFile(path, 'w') as f:
     json.dump(manifest, f, indent=2, default=str)
+
+
+def open_run(workdir: str, config, start: int, enabled: bool = True) -> MetricWriter:
+  """The metric writer of a run that starts (or resumes) at step `start`.
+
+  Drops metrics.jsonl lines past `start` (a resumed run logs them again) and
+  writes config.json; nothing is written when not `enabled` (processes but 0).
+  """
+  if enabled:
+    truncate_metrics(os.path.join(workdir, 'metrics.jsonl'), after_step=start)
+    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  return MetricWriter(workdir, enabled=enabled)

@@ -147,11 +147,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
 
   # --- Metrics: console, metrics.jsonl and TensorBoard, from process 0.
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if is_chief:
-    report.truncate_metrics(metrics_path, after_step=start)
-    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  writer = report.MetricWriter(workdir, enabled=is_chief)
+  writer = report.open_run(workdir, config, start, enabled=is_chief)
 
   started = time.time()
   last_good = start if resumed else None

@@ -225,11 +225,7 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
     say(f'both towers from {config.model.init_checkpoint}')
 
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if is_chief:
-    report.truncate_metrics(metrics_path, after_step=start)
-    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  writer = report.MetricWriter(workdir, enabled=is_chief)
+  writer = report.open_run(workdir, config, start, enabled=is_chief)
   say(f'{len(corpus)} videos ({len(corpus.skipped)} without sentences skipped), '
       f'{steps_per_epoch} batches of {config.data.videos_per_batch} videos x '
       f'{config.data.pairs_per_video} pairs per epoch, {config.train.num_epochs} epochs')
