@@ -7,32 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from configs import videobert as videobert_config
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import tokenizer
 from vlm_jax.inference import action_classification
 from vlm_jax.inference import videobert as videobert_inference
-from vlm_jax.train import trainer
 
 VERBS = ['slice', 'stir', 'peel', 'pour']
 NOUNS = ['tomato', 'onion', 'egg']
-
-
-@pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  """A 2-step `tiny,runlocal` training run (144 visual tokens): config.json + checkpoint."""
-  config = videobert_config.get_config('tiny,runlocal')
-  config.train.global_batch_size, config.train.num_steps = 8, 2
-  config.optim.warmup_steps = 1
-  config.data.synthetic_videos = 16
-  workdir = tmp_path_factory.mktemp('run')
-  trainer.train(config, str(workdir))
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def loaded(run_dir):
-  return videobert_inference.load(str(run_dir))
 
 
 def test_template_and_mask_positions():

@@ -15,30 +15,11 @@ from vlm_jax.jobs import caption as caption_command
 from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import tokenizer
 from vlm_jax.inference import caption_features
-from vlm_jax.inference import videobert as videobert_inference
 from vlm_jax.models import captioner as captioner_model
 from vlm_jax.train import captioner as captioner_train
-from vlm_jax.train import trainer
 
 SENTENCES = ['slice the tomato', 'stir the soup in the pot', 'peel the onion and chop it',
              'pour the eggs into the pan']
-
-
-@pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  """A 2-step `tiny,runlocal` VideoBERT run (144 visual tokens): config.json + checkpoint."""
-  config = videobert_config.get_config('tiny,runlocal')
-  config.train.global_batch_size, config.train.num_steps = 8, 2
-  config.optim.warmup_steps = 1
-  config.data.synthetic_videos = 16
-  workdir = tmp_path_factory.mktemp('videobert')
-  trainer.train(config, str(workdir))
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def loaded(run_dir):
-  return videobert_inference.load(str(run_dir))
 
 
 def test_template_and_positions():
