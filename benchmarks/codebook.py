@@ -18,7 +18,9 @@ subsample, --flat_nearest_n), i.e. what the greedy descent costs.
 k-means, by far the slowest part, is fitted once): `default` is build() as
 it is (each node's k-means starts from faiss' k random points), `kmeans++`
 starts them from k-means++ seeds, `nredoR` keeps the best of R k-means runs
-per node (see _VARIANTS).
+per node, `beam4` descends with a beam of 4 nodes per level and
+`beam4_refine2` also refines the fitted tree with 2 Lloyd rounds (build-codebook's
+defaults; see _VARIANTS).
 
 The synthetic sample (the default; see `mixture`) is a Gaussian mixture with
 many components of unequal weight and spread, grouped into superclusters and
@@ -49,6 +51,8 @@ _VARIANTS = {
     'kmeans++': {'init': 'kmeans++'},
     'nredo3': {'nredo': 3},
     'nredo5': {'nredo': 5},
+    'beam4': {'beam': 4},
+    'beam4_refine2': {'beam': 4, 'refine_rounds': 2},  # build-codebook's defaults
 }
 
 
@@ -162,7 +166,7 @@ def main():
     err = mse(x, book.leaf_centroids, ids)
     sub_err = mse(sub, book.leaf_centroids, ids[:len(sub)])
     flat_err = mse(sub, book.leaf_centroids, flat_nearest(book.leaf_centroids, sub))
-    rows.append([f'hierarchical, {variant} (tree descent)', build_s, n / assign_s, err,
+    rows.append([f'hierarchical, {variant}', build_s, n / assign_s, err,
                  f'{flat_err:.4f} (descent {sub_err:.4f}, {len(sub)} points)',
                  len(np.unique(ids))])
     print(f'{variant}: build {build_s:.1f} s, assign {assign_s:.1f} s, error {err:.4f}, '

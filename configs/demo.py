@@ -59,6 +59,10 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   # in the tokens (the best verb guess from a token on the test clips: 46% raw,
   # 70% standardised; nouns 68% and 69%; 36 leaves).
   c.codebook.standardize = True
+  # The plain greedy tree (build-codebook's beam and refinement lower the error
+  # of big codebooks; with 36 leaves over 941 clips they were not needed).
+  c.codebook.beam = 1
+  c.codebook.refine_rounds = 0
 
   c.records = make_records_config.get_config()
   c.records.num_shards = 4

@@ -1,7 +1,10 @@
 """Hierarchical k-means codebook (VideoBERT visual tokens) and its commands."""
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import faiss
 import numpy as np
@@ -33,6 +36,21 @@ def brute_force_descent(book, x):
       children = centroids[first:first + book.k].astype(np.float64)
       node = first + int(np.argmin(((children - point)**2).sum(axis=1)))
     leaves.append(node)
+  return np.array(leaves)
+
+
+def naive_beam_descent(book, x, beam):
+  """The beam descent, one point at a time, in float64: keep the `beam` nearest nodes per level."""
+  leaves = []
+  for point in x.astype(np.float64):
+    kept = [0]
+    for level, centroids in enumerate(book.centroids_per_level):
+      candidates = [c for node in kept
+                    for c in (range(node * book.k, node * book.k + book.k) if level
+                              else range(book.k))]
+      dist = [((centroids[c].astype(np.float64) - point)**2).sum() for c in candidates]
+      kept = [candidates[i] for i in np.argsort(dist, kind='stable')[:beam]]
+    leaves.append(kept[0])
   return np.array(leaves)
 
 
@@ -128,6 +146,8 @@ def test_bad_init_or_nredo_raise(features):
     codebook_lib.build(features, levels=2, k=K, init='farthest')
   with pytest.raises(ValueError, match='nredo'):
     codebook_lib.build(features, levels=2, k=K, nredo=0)
+  with pytest.raises(ValueError, match='beam'):
+    codebook_lib.build(features, levels=2, k=K, beam=0)
 
 
 def test_build_restores_faiss_threads(features):
@@ -165,6 +185,54 @@ def test_clip_ids_replace_row_indices(features):
                                                          b.nearest_clip + 10_000, -1))
 
 
+@pytest.mark.parametrize('beam', [2, 5])
+def test_beam_descent_matches_a_naive_beam_search(features, beam):
+  book = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10, beam=beam)
+  assert book.beam == beam
+  x = np.concatenate([features[:300], np.random.default_rng(5).standard_normal((200, DIM))])
+  np.testing.assert_array_equal(codebook_lib.assign(book, x, batch_size=64),
+                                naive_beam_descent(book, x, beam))
+
+
+def test_a_beam_as_wide_as_a_level_finds_the_nearest_leaf(book, features):
+  wide = dataclasses.replace(book, beam=K**(LEVELS - 1))
+  x = np.random.default_rng(6).standard_normal((400, DIM)).astype(np.float32)
+  dist = ((x[:, None].astype(np.float64) - book.leaf_centroids[None])**2).sum(-1)
+  np.testing.assert_array_equal(codebook_lib.assign(wide, x), dist.argmin(1))
+  # The greedy tree misses the nearest leaf for some points: the beam matters.
+  assert (codebook_lib.assign(book, x) != dist.argmin(1)).any()
+
+
+def test_refine_moves_every_centroid_to_the_mean_of_its_descended_points(features):
+  book = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10, beam=2)
+  before = [c.copy() for c in book.centroids_per_level]
+  leaf = naive_beam_descent(book, features, 2)
+  codebook_lib.refine(book, features)
+  for level, centroids in enumerate(book.centroids_per_level):
+    node = leaf // K**(LEVELS - 1 - level)
+    for i in range(len(centroids)):
+      members = features[node == i]
+      expected = members.astype(np.float64).mean(0) if len(members) else before[level][i]
+      np.testing.assert_allclose(centroids[i], expected, atol=1e-5)
+  # build's refine_rounds is the same update.
+  once = codebook_lib.build(features, levels=LEVELS, k=K, seed=0, niter=10, beam=2,
+                            refine_rounds=1)
+  for a, b in zip(once.centroids_per_level, book.centroids_per_level):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_beam_and_refinement_lower_the_quantisation_error():
+  rng = np.random.default_rng(7)
+  centres = rng.standard_normal((60, DIM)) * 3
+  x = (centres[rng.integers(60, size=4000)] + rng.standard_normal((4000, DIM))).astype(np.float32)
+
+  def error(**options):
+    book = codebook_lib.build(x, levels=LEVELS, k=K, seed=0, niter=10, **options)
+    return np.mean(((x - book.leaf_centroids[codebook_lib.assign(book, x)])**2).sum(1))
+  plain, beam, refined = error(), error(beam=4), error(beam=4, refine_rounds=2)
+  assert refined < beam < plain
+
+
 def test_save_load_round_trip(book, tmp_path):
   book.extras['note'] = np.array(['x'])
   path = str(tmp_path / 'book')  # no suffix: save must not append '.npz'
@@ -180,6 +248,17 @@ def test_save_load_round_trip(book, tmp_path):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(loaded.nearest_clip, book.nearest_clip)
   assert loaded.extras['note'].tolist() == ['x']
+  assert loaded.beam == 1 and 'beam' not in loaded.extras
+
+
+def test_beam_is_saved_and_old_files_descend_greedily(book, tmp_path):
+  path = str(tmp_path / 'book.npz')
+  dataclasses.replace(book, beam=3).save(path)
+  assert codebook_lib.Codebook.load(path).beam == 3
+  with np.load(path) as data:
+    old = {name: data[name] for name in data.files if name != 'beam'}
+  np.savez(path, **old)
+  assert codebook_lib.Codebook.load(path).beam == 1
 
 
 def write_videos(folder, rng):
@@ -208,9 +287,10 @@ def test_commands(tmp_path):
   assert {f['file'] for f in on_disk['failures']} == {'corrupt.npy', 'wrong_rank.npy',
                                                       'wrong_dim.npy'}
   assert on_disk['parameters']['levels'] == 2
+  assert (on_disk['parameters']['beam'], on_disk['parameters']['refine_rounds']) == (4, 2)
 
   book = codebook_lib.Codebook.load(output)
-  assert book.leaf_centroids.shape == (K**2, DIM)
+  assert book.leaf_centroids.shape == (K**2, DIM) and book.beam == 4
   vids, clips = book.extras['nearest_video_id'], book.extras['nearest_clip_index']
   for leaf in range(K**2):
     if book.nearest_clip[leaf] < 0:
@@ -259,9 +339,31 @@ def test_standardized_codebook_assigns_in_the_standardized_space(tmp_path):
   assert manifest['parameters']['standardize']
   book = codebook_lib.Codebook.load(path)
   mean, std = x.mean(axis=0), x.std(axis=0)
-  by_hand = codebook_lib.build((x - mean) / std, levels=2, k=3, seed=0)
+  by_hand = codebook_lib.build((x - mean) / std, levels=2, k=3, seed=0, beam=4, refine_rounds=2)
   np.testing.assert_allclose(book.extras['feature_mean'], mean, rtol=1e-5)
   queries = (blobs[rng.integers(0, 4, 50)] + rng.normal(size=(50, 5))).astype(np.float32)
   queries[:, 0] = rng.normal(size=50) * 1000
   np.testing.assert_array_equal(codebook_lib.assign(book, queries),
                                 codebook_lib.assign(by_hand, (queries - mean) / std))
+
+
+def test_build_codebook_command_line_passes_beam_and_refinement(tmp_path):
+  x = np.random.default_rng(8).standard_normal((300, DIM)).astype(np.float32)
+  (tmp_path / 'features').mkdir()
+  np.save(tmp_path / 'features' / 'a.npy', x)
+  output = str(tmp_path / 'codebook.npz')
+
+  def cli(*extra):
+    return subprocess.run(
+        [sys.executable, '-m', 'vlm_jax.cli', 'build-codebook',
+         f'--features={tmp_path / "features"}', f'--output={output}', '--levels=2',
+         f'--k={K}', *extra], capture_output=True, text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)))
+  proc = cli('--beam=3', '--refine_rounds=1')
+  assert proc.returncode == 0, proc.stderr
+  book = codebook_lib.Codebook.load(output)
+  assert book.beam == 3
+  by_hand = codebook_lib.build(x, levels=2, k=K, seed=0, beam=3, refine_rounds=1)
+  np.testing.assert_array_equal(book.leaf_centroids, by_hand.leaf_centroids)
+  proc = cli('--beam=0')
+  assert proc.returncode != 0 and 'beam' in proc.stderr

@@ -10,6 +10,14 @@ so the children of node i at level l are rows i*k .. i*k+k-1 of level l+1, and
 a leaf id is the row of the last level (vocab.JointVocab.visual_id adds the
 joint-vocabulary offset).
 
+Two options trade a little speed for a lower quantisation error (see
+benchmarks/RESULTS.md): a beam descent (`beam` > 1 keeps the `beam` nearest
+nodes of each level instead of one, so a point near a border still reaches
+its nearest leaf) and `refine_rounds` of Lloyd updates over the whole tree
+(every centroid becomes the mean of the points whose leaf lies under it).
+The beam is stored with the codebook, so every later assignment descends the
+tree the way it was fitted.
+
 `list_features` / `load_features` read the per-video `<video_id>.npy`
 [num_clips, D] feature files shared by build-codebook and assign-tokens.
 """
@@ -38,12 +46,14 @@ class Codebook:
     extras: more arrays saved with the codebook (e.g. the command line's
       `nearest_video_id` / `nearest_clip_index`); names must not clash with
       the fixed keys.
+    beam: nodes kept per level when descending (1: the greedy descent).
   """
   centroids_per_level: list[np.ndarray]
   levels: int
   k: int
   nearest_clip: np.ndarray
   extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  beam: int = 1
 
   @property
   def leaf_centroids(self) -> np.ndarray:
@@ -62,11 +72,11 @@ class Codebook:
     """Writes one .npz (atomically: a partial file never has the final name).
 
     Keys: `leaf_centroids` [k**levels, D], `centroids_level_<l>` for the upper
-    levels l < levels - 1, `nearest_clip`, `levels`, `k`, and the extras.
+    levels l < levels - 1, `nearest_clip`, `levels`, `k`, `beam`, and the extras.
     """
     arrays = {f'centroids_level_{l}': c for l, c in enumerate(self.centroids_per_level[:-1])}
     arrays.update(leaf_centroids=self.leaf_centroids, nearest_clip=self.nearest_clip,
-                  levels=np.int64(self.levels), k=np.int64(self.k))
+                  levels=np.int64(self.levels), k=np.int64(self.k), beam=np.int64(self.beam))
     clash = set(arrays) & set(self.extras)
     if clash:
       raise ValueError(f'extras clash with codebook keys: {sorted(clash)}')
@@ -81,25 +91,32 @@ class Codebook:
   def load(cls, path: str) -> 'Codebook':
     with np.load(path, allow_pickle=False) as data:
       levels, k = int(data['levels']), int(data['k'])
+      # Codebooks saved before the beam option descended greedily.
+      beam = int(data['beam']) if 'beam' in data.files else 1
       centroids = [data[f'centroids_level_{l}'] for l in range(levels - 1)]
       centroids.append(data['leaf_centroids'])
       fixed = {f'centroids_level_{l}' for l in range(levels - 1)}
-      fixed |= {'leaf_centroids', 'nearest_clip', 'levels', 'k'}
+      fixed |= {'leaf_centroids', 'nearest_clip', 'levels', 'k', 'beam'}
       extras = {name: data[name] for name in data.files if name not in fixed}
-      codebook = cls(centroids, levels, k, data['nearest_clip'], extras)
+      codebook = cls(centroids, levels, k, data['nearest_clip'], extras, beam)
     for l, c in enumerate(codebook.centroids_per_level):
       if c.shape[0] != k**(l + 1):
         raise ValueError(f'{path}: level {l} has {c.shape[0]} centroids, expected {k**(l + 1)}')
     return codebook
 
 
-def _nearest_child(x: np.ndarray, children: np.ndarray, children_sq: np.ndarray) -> np.ndarray:
-  """Index of the nearest row of `children` [k, D] for each row of `x` [m, D].
+def _child_scores(x: np.ndarray, children: np.ndarray, children_sq: np.ndarray) -> np.ndarray:
+  """[m, k] squared distances of `x` [m, D] to `children` [k, D], less ||x||^2.
 
   ||x||^2 is the same for every child of a point, so it is left out; build and
   assign share this function so that they never disagree on a near tie.
   """
-  return np.argmin(children_sq[None, :] - 2.0 * (x @ children.T), axis=1)
+  return children_sq[None, :] - 2.0 * (x @ children.T)
+
+
+def _nearest_child(x: np.ndarray, children: np.ndarray, children_sq: np.ndarray) -> np.ndarray:
+  """Index of the nearest row of `children` [k, D] for each row of `x` [m, D]."""
+  return np.argmin(_child_scores(x, children, children_sq), axis=1)
 
 
 def _node_seed(seed: int, level: int, node: int) -> int:
@@ -202,12 +219,13 @@ def _groups(node: np.ndarray):
 def build(features: np.ndarray, levels: int = 4, k: int = 12,
           sample_size: Optional[int] = None, seed: int = 0, niter: int = 20,
           clip_ids: Optional[Sequence[int]] = None, init: str = 'random',
-          nredo: int = 1) -> Codebook:
+          nredo: int = 1, beam: int = 1, refine_rounds: int = 0) -> Codebook:
   """Fits a hierarchical k-means tree of `levels` levels and branching `k`.
 
   Level 1 clusters all (sampled) points into k; each node's points are then
   clustered into its k children, down to `levels`. Points move down the tree
-  by nearest child, exactly as `assign` descends it. A node with fewer than k
+  by nearest child, as `assign` descends it with beam 1; then `refine_rounds`
+  Lloyd rounds let the whole tree follow the (beam) descent. A node with fewer than k
   points (possibly none) gets deterministic filler children (copies of its
   points, or of its centroid; see `_fit_children`), so the tree always has
   k**levels leaves. Deterministic for a given seed (faiss k-means
@@ -229,6 +247,9 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
     nredo: k-means runs per node (different seeds), keeping the one with the
       lowest objective; lowers the quantisation error, costs nredo times the
       k-means time.
+    beam: nodes kept per level by `assign` (saved with the codebook); 1 is
+      the greedy descent.
+    refine_rounds: Lloyd rounds over the whole fitted tree (see `refine`).
 
   Returns:
     The Codebook; `nearest_clip` refers to the clustered (sampled) rows.
@@ -242,6 +263,8 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
     raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
   if nredo < 1:
     raise ValueError(f'need nredo >= 1, got {nredo}')
+  if beam < 1 or refine_rounds < 0:
+    raise ValueError(f'need beam >= 1 and refine_rounds >= 0, got {beam} and {refine_rounds}')
   if clip_ids is not None:
     clip_ids = np.asarray(clip_ids, np.int64)
     if clip_ids.shape != (features.shape[0],):
@@ -273,9 +296,12 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
     centroids_per_level.append(children)
     parents, node = children, next_node
 
-  codebook = Codebook(centroids_per_level, levels, k, np.full(k**levels, -1, np.int64))
-  # From `assign` itself, so that each nearest clip provably maps to its leaf.
-  leaf = assign(codebook, points)
+  codebook = Codebook(centroids_per_level, levels, k, np.full(k**levels, -1, np.int64),
+                      beam=beam)
+  for _ in range(refine_rounds):
+    refine(codebook, points)
+  # From the descent `assign` uses, so that each nearest clip provably maps to its leaf.
+  leaf = _descend_batches(codebook, points)
   dist = np.einsum('nd,nd->n', points - codebook.leaf_centroids[leaf],
                    points - codebook.leaf_centroids[leaf])
   order = np.lexsort((dist, leaf))  # by leaf, then by distance
@@ -285,32 +311,81 @@ def build(features: np.ndarray, levels: int = 4, k: int = 12,
   return codebook
 
 
+def refine(codebook: Codebook, points: np.ndarray, batch_size: int = 65536) -> None:
+  """One Lloyd round over the whole tree, in place.
+
+  Every point of `points` [N, D] (in the codebook's space: standardised if it
+  was) descends to its leaf with the codebook's beam; then every centroid of
+  every level moves to the mean of the points whose leaf lies under it. A node
+  no point reaches keeps its centroid. The tree's k-means fits each node to
+  the points its parent's greedy descent sent it; this lets leaves and their
+  parents follow the points the descent really delivers.
+  """
+  k, dim = codebook.k, codebook.dim
+  points = np.asarray(points, np.float32)
+  leaf = _descend_batches(codebook, points, batch_size)
+  sums = np.zeros((codebook.num_leaves, dim), np.float64)
+  for start in range(0, len(points), batch_size):
+    part = leaf[start:start + batch_size]
+    order = np.argsort(part, kind='stable')
+    values, first = np.unique(part[order], return_index=True)
+    # float32 partial sums (a float64 reduceat was slower than the descent itself).
+    sums[values] += np.add.reduceat(points[start:start + batch_size][order], first, axis=0)
+  counts = np.bincount(leaf, minlength=codebook.num_leaves)
+  for level in reversed(range(codebook.levels)):
+    if level < codebook.levels - 1:
+      sums, counts = sums.reshape(-1, k, dim).sum(axis=1), counts.reshape(-1, k).sum(axis=1)
+    reached = counts > 0
+    codebook.centroids_per_level[level][reached] = sums[reached] / counts[reached, None]
+
+
 def assign(codebook: Codebook, features: np.ndarray, batch_size: int = 65536) -> np.ndarray:
   """Leaf ids [N] int64 of `features` [N, D] by descending the tree.
 
   At each level a point moves to the nearest of the k children of its current
-  node: this is the tree descent that defines VideoBERT's tokens, not the flat
-  nearest of all k**levels leaves (which can differ near cluster borders).
-  Per batch, points are grouped by node so each level is one small matrix
-  product per node: memory O(batch_size * (D + k)).
+  node (with `codebook.beam` > 1: the beam nearest of the children of the
+  nodes kept so far, the leaf being the nearest at the last level): this is
+  the tree descent that defines VideoBERT's tokens, not the flat nearest of
+  all k**levels leaves (which can differ near cluster borders). Per batch,
+  points are grouped by node so each level is one small matrix product per
+  node: memory O(batch_size * beam * (D + k)).
   """
   features = np.asarray(features)
   if features.ndim != 2 or features.shape[1] != codebook.dim:
     raise ValueError(f'features must be [N, {codebook.dim}], got {features.shape}')
-  features = standardized(codebook, features)
-  k = codebook.k
+  return _descend_batches(codebook, standardized(codebook, features), batch_size)
+
+
+def _descend_batches(codebook: Codebook, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
   sq = [np.einsum('kd,kd->k', c, c) for c in codebook.centroids_per_level]
-  out = np.empty(features.shape[0], np.int64)
-  for start in range(0, features.shape[0], batch_size):
-    x = np.ascontiguousarray(features[start:start + batch_size], np.float32)
-    node = np.zeros(len(x), np.int64)
-    for centroids, centroid_sq in zip(codebook.centroids_per_level, sq):
-      for parent, members in _groups(node):
-        span = slice(parent * k, (parent + 1) * k)
-        node[members] = parent * k + _nearest_child(x[members], centroids[span],
-                                                    centroid_sq[span])
-    out[start:start + len(x)] = node
+  out = np.empty(x.shape[0], np.int64)
+  for start in range(0, x.shape[0], batch_size):
+    out[start:start + batch_size] = _descend(
+        codebook, np.ascontiguousarray(x[start:start + batch_size], np.float32), sq)
   return out
+
+
+def _descend(codebook: Codebook, x: np.ndarray, sq: list[np.ndarray]) -> np.ndarray:
+  """Leaf ids [m] of `x` [m, D]; `sq` holds each level's squared centroid norms."""
+  k, m = codebook.k, len(x)
+  nodes = np.zeros((m, 1), np.int64)  # [m, kept] per point, nearest first
+  for centroids, centroid_sq in zip(codebook.centroids_per_level, sq):
+    kept = nodes.shape[1]
+    flat = nodes.reshape(-1)
+    point = np.repeat(np.arange(m), kept)
+    scores = np.empty((m * kept, k), np.float32)
+    for parent, members in _groups(flat):
+      span = slice(parent * k, (parent + 1) * k)
+      scores[members] = _child_scores(x[point[members]], centroids[span], centroid_sq[span])
+    children = (flat[:, None] * k + np.arange(k)).reshape(m, kept * k)
+    scores = scores.reshape(m, kept * k)
+    if codebook.beam == 1:
+      nodes = np.take_along_axis(children, np.argmin(scores, axis=1)[:, None], axis=1)
+    else:
+      # Stable: equal scores keep the nearer parent's child, then the lower index.
+      order = np.argsort(scores, axis=1, kind='stable')[:, :codebook.beam]
+      nodes = np.take_along_axis(children, order, axis=1)
+  return nodes[:, 0]
 
 
 def standardized(codebook: Codebook, features: np.ndarray) -> np.ndarray:

@@ -197,7 +197,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
   cb = config.codebook
   stages.run('codebook', lambda: build_codebook.run(
       features_dir['train'], codebook_path, cb.levels, cb.k, cb.sample_size or None,
-      config.seed, cb.niter, cb.standardize))
+      config.seed, cb.niter, cb.standardize, cb.beam, cb.refine_rounds))
   codebook = codebook_lib.Codebook.load(codebook_path)
 
   stages.run('records', lambda: make_records.run(
