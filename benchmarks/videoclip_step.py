@@ -1,6 +1,6 @@
 """VideoCLIP contrastive train step vs the same two towers in PyTorch (transformers), one run.
 
-  python benchmarks/videoclip_step.py [--steps 10] [--preset tiny|base]
+  python benchmarks/videoclip_step.py [--steps 10 --runs 3] [--preset tiny|base]
 
 Shapes: the `tiny` preset's towers (text 6 x 384, video the first 3 layers,
 12 heads, MLP 1536) or `base` (12 x 768, video 6), 512-d per-second features,
@@ -9,7 +9,10 @@ positions, video [CLS] + 32 s + [SEP] = 34. Both sides: feature MLP (Linear,
 GELU, LayerNorm, Linear), masked mean pooling without [CLS], the symmetric
 InfoNCE loss, Adam (0.9, 0.98) with clipping at 2.0, dropout on, on the CPU
 with the same thread count. The reference builds its towers from
-transformers.BertModel (video tower fed `inputs_embeds`).
+transformers.BertModel (video tower fed `inputs_embeds`; its whole word table
+is kept, where vlm_jax's video tower keeps the [CLS] and [SEP] rows it uses).
+Each side runs --runs times, each run a process of its own, the sides taking
+turns; each side's rate is its median over its runs.
 
 Prints a Markdown row for benchmarks/RESULTS.md.
 """
@@ -17,6 +20,7 @@ Prints a Markdown row for benchmarks/RESULTS.md.
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -62,7 +66,7 @@ def random_batch(rng) -> dict[str, np.ndarray]:
   }
 
 
-def time_steps(step, steps: int) -> float:
+def steps_per_second(step, steps: int) -> float:
   step()  # compile / warm up
   step()
   start = time.perf_counter()
@@ -71,7 +75,7 @@ def time_steps(step, steps: int) -> float:
   return steps / (time.perf_counter() - start)
 
 
-def vlm_jax_steps_per_second(preset: str, steps: int, dropout_rng: str) -> float:
+def vlm_jax_step(preset: str, dropout_rng: str):
   setup = videoclip_trainer.build(benchmark_config(preset, dropout_rng),
                                   devices=jax.devices()[:1])
   holder = {'state': setup.sharded.create_state(setup.sharded.init_params(jax.random.key(0)))}
@@ -81,10 +85,10 @@ def vlm_jax_steps_per_second(preset: str, steps: int, dropout_rng: str) -> float
     holder['state'], metrics = setup.train_step(holder['state'], batch)
     jax.block_until_ready(metrics['loss'])
 
-  return time_steps(step, steps)
+  return step
 
 
-def torch_steps_per_second(preset: str, steps: int) -> float:
+def torch_step(preset: str):
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   m = benchmark_config(preset).model
@@ -135,29 +139,52 @@ def torch_steps_per_second(preset: str, steps: int) -> float:
     torch.nn.utils.clip_grad_norm_(modules.parameters(), 2.0)
     optimizer.step()
 
-  return time_steps(step, steps)
+  return step
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--steps', type=int, default=10, help='Timed steps per run.')
+  parser.add_argument('--runs', type=int, default=3,
+                      help='Processes per side, the sides taking turns; the median counts.')
   parser.add_argument('--preset', default='tiny', choices=['tiny', 'base'])
   parser.add_argument('--dropout_rng', default='threefry2x32',
                       choices=['threefry2x32', 'rbg', 'unsafe_rbg'])
+  parser.add_argument('--only', choices=['torch', 'vlm_jax'],
+                      help='Time one side in this process and print its steps/s.')
   args = parser.parse_args()
+  if args.only:
+    if args.only == 'torch':
+      import torch  # pylint: disable=import-outside-toplevel
+      torch.set_num_threads(os.cpu_count())
+      step = torch_step(args.preset)
+    else:
+      step = vlm_jax_step(args.preset, args.dropout_rng)
+    print(f'STEPS_PER_SECOND {steps_per_second(step, args.steps)}')
+    return
+
+  # One process per measurement, so neither side's thread pools (OpenMP threads
+  # spin after a parallel region) run beside the other's steps.
+  rates = {'torch': [], 'vlm_jax': []}
+  for _ in range(args.runs):
+    for side in rates:
+      out = subprocess.run(
+          [sys.executable, __file__, f'--only={side}', f'--steps={args.steps}',
+           f'--preset={args.preset}', f'--dropout_rng={args.dropout_rng}'],
+          capture_output=True, text=True, check=True)
+      rates[side].append(float(out.stdout.split('STEPS_PER_SECOND')[-1]))
+  ours, theirs = np.median(rates['vlm_jax']), np.median(rates['torch'])
   import torch  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(os.cpu_count())
-  # The reference first: nothing of JAX's is allocated yet.
-  theirs = torch_steps_per_second(args.preset, args.steps)
-  ours = vlm_jax_steps_per_second(args.preset, args.steps, args.dropout_rng)
   pairs = VIDEOS * PAIRS
   print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
         f'jax {jax.__version__}, torch {torch.__version__}')
+  print('examples/s per run: ' + '; '.join(
+      f'{side} ' + ', '.join(f'{r * pairs:.1f}' for r in runs) for side, runs in rates.items()))
   print()
   print('| measurement | vlm_jax | reference | ratio |')
   print('|---|---|---|---|')
   print(f'| VideoCLIP train step, {args.preset} towers, {pairs} pairs, dropout PRNG '
-        f'{args.dropout_rng} (examples/s) | '
+        f'{args.dropout_rng} (examples/s, median of {args.runs} runs) | '
         f'{ours * pairs:.1f} | {theirs * pairs:.1f} (2 x transformers BertModel, PyTorch) | '
         f'{ours / theirs:.2f}x |')
 

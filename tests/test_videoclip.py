@@ -107,7 +107,8 @@ def test_video_sequence_is_cls_seconds_sep_and_pooling_skips_cls():
   mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
   projected = mlp.apply({'params': params['video_mlp']}, features[1:2, :3])
   table = params['video_bert']['embeddings']['word_embeddings']['embedding']
-  tokens = jnp.concatenate([table[101][None, None], projected, table[102][None, None]], axis=1)
+  assert table.shape[0] == 2  # [CLS], [SEP]: the only rows the video tower uses
+  tokens = jnp.concatenate([table[0][None, None], projected, table[1][None, None]], axis=1)
   video_bert = bert.BertModel(dataclasses.replace(SMALL, num_layers=2))
   hidden, _ = video_bert.apply({'params': params['video_bert']}, jnp.zeros((1, 5), jnp.int32),
                                jnp.ones((1, 5), jnp.int32), token_embeddings=tokens)
@@ -132,6 +133,9 @@ def test_both_towers_load_the_checkpoint():
       {k: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v) for k, v in shapes.items()},
       bert_params, 4)
   assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape, dict(shapes))
+  words = bert_params['embeddings']['word_embeddings']['embedding']
+  np.testing.assert_array_equal(
+      params['video_bert']['embeddings']['word_embeddings']['embedding'], words[[101, 102]])
   zt = model.apply({'params': params}, ids, np.ones_like(ids), method='encode_text')
   hidden, _ = bert.BertModel(config).apply({'params': bert_params}, ids, np.ones_like(ids))
   np.testing.assert_allclose(zt[0], np.asarray(hidden)[0, 1:].mean(0), atol=1e-5)

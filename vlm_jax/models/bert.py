@@ -70,6 +70,47 @@ def _ones(axes: tuple[str | None, ...]) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
+def gelu(x: Array) -> Array:
+  """Exact GELU, x * Phi(x), written as Hugging Face BERT writes it: 0.5 x (1 + erf(x / sqrt 2)).
+
+  jax.nn.gelu(approximate=False) uses erfc, whose two-branch XLA expansion
+  made GELU and its gradient ~7% of a CPU VideoCLIP step; erf is one
+  polynomial. Same function (within float32 rounding).
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
+
+def keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
+  """Bernoulli keep mask [*shape], bool, from 16 random bits per element.
+
+  Two elements share one 32-bit threefry draw (on the last axis, so leading
+  axes such as the batch keep their sharding); P(drop) is `rate` rounded to a
+  multiple of 2**-16 (0.1 -> 0.100006).
+  """
+  threshold = round(rate * 65536)
+  half = (shape[-1] + 1) // 2
+  bits = jax.random.bits(rng, tuple(shape[:-1]) + (half,), jnp.uint32)
+  pieces = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(tuple(shape[:-1]) + (2 * half,))
+  return pieces[..., :shape[-1]] >= threshold
+
+
+class Dropout(nn.Module):
+  """Inverted dropout with `keep_mask`'s 16-bit draws (rng collection 'dropout').
+
+  flax's nn.Dropout draws 32 bits per element; on CPUs the threefry hash
+  behind them was ~9% of a VideoCLIP train step (benchmarks/RESULTS.md).
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep_prob = 1.0 - round(self.rate * 65536) / 65536
+    keep = keep_mask(self.make_rng('dropout'), self.rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+
 def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=config.layer_norm_eps, dtype=config.dtype, param_dtype=config.param_dtype,
@@ -101,7 +142,7 @@ class Embeddings(nn.Module):
         cfg.type_vocab_size, cfg.hidden_size, dtype=cfg.dtype,
         param_dtype=cfg.param_dtype, embedding_init=_init(cfg, (None, 'embed')))
     self.LayerNorm = layer_norm(cfg, 'LayerNorm')  # pylint: disable=invalid-name
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate)
 
   def __call__(self, input_ids: Array, token_type_ids: Array, *, deterministic: bool,
                token_embeddings: Array | None = None) -> Array:
@@ -159,8 +200,7 @@ class Mlp(nn.Module):
   def __call__(self, x: Array) -> Array:
     cfg = self.config
     h = dense(cfg, cfg.mlp_dim, ('embed', 'mlp'), 'intermediate')(x)
-    # Hugging Face BERT's "gelu" is the exact (erf) form.
-    h = nn.gelu(h, approximate=False)
+    h = gelu(h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     return dense(cfg, cfg.hidden_size, ('mlp', 'embed'), 'output')(h)
 
@@ -172,7 +212,7 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
     cfg = self.config
-    dropout = nn.Dropout(cfg.dropout_rate)
+    dropout = Dropout(cfg.dropout_rate)
     h = SelfAttention(cfg, name='attention')(x, bias, deterministic=deterministic)
     x = layer_norm(cfg, 'attention_norm')(x + dropout(h, deterministic=deterministic))
     h = Mlp(cfg, name='mlp')(x)

@@ -58,7 +58,7 @@ class MaskedTokenHead(nn.Module):
     """[batch, P, hidden] states and the [vocab, hidden] table -> [batch, P, vocab]."""
     cfg = self.config
     h = bert.dense(cfg, cfg.hidden_size, ('embed', 'mlp'), 'transform')(hidden)
-    h = nn.gelu(h, approximate=False)
+    h = bert.gelu(h)
     h = bert.layer_norm(cfg, 'transform_norm')(h)
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('vocab',)),
                       (self.vocab_size,), cfg.param_dtype)

@@ -3,7 +3,10 @@
 Video: per-second features [batch, T, D] -> MLP (Linear, GELU, LayerNorm,
 Linear) -> `[CLS] v1..vT [SEP]` (CLS/SEP from the video tower's own word
 embeddings, positions 0..T+1, token type 0) -> the first `video_layers` layers
-of a BERT. Text: `[CLS] tokens [SEP]` through a whole BERT. Each tower's output
+of a BERT. The video tower's word table keeps only the two rows it uses
+(row 0 `[CLS]`, row 1 `[SEP]`, loaded from the checkpoint's `[CLS]` and
+`[SEP]` rows by `with_pretrained`): the other 30k rows would never touch an output, yet cost a
+dense gradient and an Adam update every step. Text: `[CLS] tokens [SEP]` through a whole BERT. Each tower's output
 is the mean of its last-layer states over valid positions excluding `[CLS]`
 (the tokens and `[SEP]`). Both towers load the same Hugging Face checkpoint.
 """
@@ -13,10 +16,14 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vlm_jax.models import bert
 
 Array = jax.Array
+
+# The video tower's word table: [CLS] and [SEP] only.
+VIDEO_CLS, VIDEO_SEP, VIDEO_WORDS = 0, 1, 2
 
 
 def masked_mean_without_cls(hidden: Array, mask: Array) -> Array:
@@ -34,7 +41,7 @@ class VideoMlp(nn.Module):
     cfg = self.config
     x = bert.dense(cfg, cfg.hidden_size, ('visual_dim', 'embed'), 'fc1')(
         features.astype(cfg.dtype))
-    x = nn.gelu(x, approximate=False)
+    x = bert.gelu(x)
     x = bert.layer_norm(cfg, 'norm')(x)
     return bert.dense(cfg, cfg.hidden_size, ('embed', 'mlp'), 'fc2')(x)
 
@@ -43,11 +50,10 @@ class VideoClip(nn.Module):
   """The two towers; `__call__` returns (z_video [batch, hidden], z_text [batch, hidden])."""
   text_config: bert.BertConfig
   video_layers: int
-  cls_id: int = 101
-  sep_id: int = 102
 
   def setup(self):
-    video_config = dataclasses.replace(self.text_config, num_layers=self.video_layers)
+    video_config = dataclasses.replace(self.text_config, num_layers=self.video_layers,
+                                       vocab_size=VIDEO_WORDS)
     self.video_mlp = VideoMlp(video_config)
     self.video_bert = bert.BertModel(video_config)
     self.text_bert = bert.BertModel(self.text_config)
@@ -77,12 +83,12 @@ class VideoClip(nn.Module):
     table = self.video_bert.word_table()
     lengths = feature_mask.sum(axis=1)
     # [CLS] v_1..v_T [SEP] in a T + 2 sequence; [SEP] sits right after the last real second.
-    tokens = jnp.concatenate([jnp.broadcast_to(table[self.cls_id], (batch, 1, table.shape[1])),
+    tokens = jnp.concatenate([jnp.broadcast_to(table[VIDEO_CLS], (batch, 1, table.shape[1])),
                               projected * feature_mask[..., None].astype(projected.dtype),
                               jnp.zeros((batch, 1, table.shape[1]), projected.dtype)], axis=1)
     positions = jnp.arange(length + 2)[None, :]
     sep_here = positions == (lengths + 1)[:, None]
-    tokens = jnp.where(sep_here[..., None], table[self.sep_id].astype(tokens.dtype), tokens)
+    tokens = jnp.where(sep_here[..., None], table[VIDEO_SEP].astype(tokens.dtype), tokens)
     mask = (positions <= (lengths + 1)[:, None]).astype(jnp.int32)
     ids = jnp.zeros((batch, length + 2), jnp.int32)
     hidden, _ = self.video_bert(ids, mask, deterministic=deterministic, token_embeddings=tokens)
@@ -100,12 +106,20 @@ class VideoClip(nn.Module):
             self.encode_text(input_ids, attention_mask, deterministic=deterministic))
 
 
-def with_pretrained(params: dict, bert_params: dict, video_layers: int) -> dict:
-  """`params` with both towers from one BERT checkpoint (the video tower: its first layers)."""
+def with_pretrained(params: dict, bert_params: dict, video_layers: int, cls_id: int = 101,
+                    sep_id: int = 102) -> dict:
+  """`params` with both towers from one BERT checkpoint.
+
+  The video tower takes the first `video_layers` layers and, of the word
+  table, the `cls_id` and `sep_id` rows.
+  """
   params = dict(params)
   params['text_bert'] = jax.tree.map(lambda x: x, bert_params)
   video = dict(bert_params)
   video['encoder'] = {f'layer_{i}': bert_params['encoder'][f'layer_{i}']
                       for i in range(video_layers)}
+  table = bert_params['embeddings']['word_embeddings']['embedding']
+  video['embeddings'] = dict(bert_params['embeddings'],
+                             word_embeddings={'embedding': np.asarray(table)[[cls_id, sep_id]]})
   params['video_bert'] = video
   return params
