@@ -5,10 +5,11 @@ Linear) -> `[CLS] v1..vT [SEP]` (CLS/SEP from the video tower's own word
 embeddings, positions 0..T+1, token type 0) -> the first `video_layers` layers
 of a BERT. The video tower's word table keeps only the two rows it uses
 (row 0 `[CLS]`, row 1 `[SEP]`, loaded from the checkpoint's `[CLS]` and
-`[SEP]` rows by `with_pretrained`): the other 30k rows would never touch an output, yet cost a
-dense gradient and an Adam update every step. Text: `[CLS] tokens [SEP]` through a whole BERT. Each tower's output
-is the mean of its last-layer states over valid positions excluding `[CLS]`
-(the tokens and `[SEP]`). Both towers load the same Hugging Face checkpoint.
+`[SEP]` rows by `with_pretrained`): the other 30k rows would never touch an
+output, yet cost a dense gradient and an Adam update every step. Text:
+`[CLS] tokens [SEP]` through a whole BERT. Each tower's output is the mean of
+its last-layer states over valid positions excluding `[CLS]` (the tokens and
+`[SEP]`). Both towers load the same Hugging Face checkpoint.
 """
 
 import dataclasses
