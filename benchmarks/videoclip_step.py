@@ -33,6 +33,7 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import videoclip as videoclip_config  # pylint: disable=wrong-import-position
+from vlm_jax import host_memory  # pylint: disable=wrong-import-position
 from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
 from vlm_jax.train import videoclip_trainer  # pylint: disable=wrong-import-position
 
@@ -152,8 +153,13 @@ def main():
                       choices=['threefry2x32', 'rbg', 'unsafe_rbg'])
   parser.add_argument('--only', choices=['torch', 'vlm_jax'],
                       help='Time one side in this process and print its steps/s.')
+  parser.add_argument('--malloc', default='vlm_jax', choices=['vlm_jax', 'both', 'neither'],
+                      help="Which side runs with vlm_jax's allocator setting "
+                           '(vlm_jax.host_memory, as `vlm-jax` applies it).')
   args = parser.parse_args()
   if args.only:
+    if args.malloc == 'both' or (args.malloc == 'vlm_jax' and args.only == 'vlm_jax'):
+      host_memory.retain_freed_memory()
     if args.only == 'torch':
       import torch  # pylint: disable=import-outside-toplevel
       torch.set_num_threads(os.cpu_count())
@@ -170,7 +176,8 @@ def main():
     for side in rates:
       out = subprocess.run(
           [sys.executable, __file__, f'--only={side}', f'--steps={args.steps}',
-           f'--preset={args.preset}', f'--dropout_rng={args.dropout_rng}'],
+           f'--preset={args.preset}', f'--dropout_rng={args.dropout_rng}',
+           f'--malloc={args.malloc}'],
           capture_output=True, text=True, check=True)
       rates[side].append(float(out.stdout.split('STEPS_PER_SECOND')[-1]))
   ours, theirs = np.median(rates['vlm_jax']), np.median(rates['torch'])
@@ -184,7 +191,8 @@ def main():
   print('| measurement | vlm_jax | reference | ratio |')
   print('|---|---|---|---|')
   print(f'| VideoCLIP train step, {args.preset} towers, {pairs} pairs, dropout PRNG '
-        f'{args.dropout_rng} (examples/s, median of {args.runs} runs) | '
+        f'{args.dropout_rng}, allocator setting: {args.malloc} (examples/s, median of '
+        f'{args.runs} runs) | '
         f'{ours * pairs:.1f} | {theirs * pairs:.1f} (2 x transformers BertModel, PyTorch) | '
         f'{ours / theirs:.2f}x |')
 

@@ -143,31 +143,3 @@ def test_gelu_is_the_erf_form():
   x = np.linspace(-8, 8, 2001).astype(np.float32)
   expected = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)]
   np.testing.assert_allclose(np.asarray(bert.gelu(x)), expected, atol=2e-6)
-
-
-@pytest.mark.parametrize('shape', [(64, 96, 128), (50, 41, 33)])  # even and odd last axes
-def test_dropout_keeps_each_element_independently_at_the_rate(shape):
-  import jax  # pylint: disable=import-outside-toplevel
-  keep = np.asarray(bert.keep_mask(jax.random.key(0), 0.1, shape))
-  assert keep.shape == shape and keep.dtype == bool
-  n = keep.size
-  drop_prob = round(0.1 * 65536) / 65536
-  # Within 5 standard errors of the Bernoulli rate.
-  assert abs((~keep).mean() - drop_prob) < 5 * np.sqrt(drop_prob * (1 - drop_prob) / n)
-  # Neighbours along the last axis share one 32-bit draw: their masks must still be
-  # independent, P(both dropped) = p^2.
-  pairs = ~keep[..., 0:shape[-1] - 1:2] & ~keep[..., 1::2]
-  assert abs(pairs.mean() - drop_prob**2) < 5 * np.sqrt(drop_prob**2 / pairs.size)
-  # Another key, another mask.
-  assert (np.asarray(bert.keep_mask(jax.random.key(1), 0.1, shape)) != keep).mean() > 0.1
-
-
-def test_dropout_scales_kept_values_and_is_off_when_deterministic():
-  import jax  # pylint: disable=import-outside-toplevel
-  x = np.ones((256, 384), np.float32)
-  layer = bert.Dropout(0.1)
-  y = np.asarray(layer.apply({}, x, False, rngs={'dropout': jax.random.key(0)}))
-  keep_prob = 1 - round(0.1 * 65536) / 65536
-  np.testing.assert_allclose(y[y != 0], 1 / keep_prob, rtol=1e-6)
-  assert abs(y.mean() - 1) < 0.01
-  np.testing.assert_array_equal(np.asarray(layer.apply({}, x, True)), x)

@@ -10,6 +10,8 @@ import sys
 
 from absl import app, flags, logging
 
+from vlm_jax import host_memory
+
 SUBCOMMANDS = {
     'demo': ('vlm_jax.commands.demo',
              'The main job: rendered videos -> S3D -> visual tokens -> VideoBERT -> report.'),
@@ -65,6 +67,8 @@ def usage() -> str:
 
 def main(argv=None) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's start-up chatter
+  if os.environ.get('VLM_JAX_MALLOC', 'retain') == 'retain':
+    host_memory.retain_freed_memory()  # before JAX's first computation
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
     print(usage())

@@ -13,6 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vlm_jax.models import attention
+from vlm_jax.models import dropout as dropout_lib
+
 Array = jax.Array
 Dtype = Any
 
@@ -80,37 +83,6 @@ def gelu(x: Array) -> Array:
   return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
 
 
-def keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
-  """Bernoulli keep mask [*shape], bool, from 16 random bits per element.
-
-  Two elements share one 32-bit threefry draw (on the last axis, so leading
-  axes such as the batch keep their sharding); P(drop) is `rate` rounded to a
-  multiple of 2**-16 (0.1 -> 0.100006).
-  """
-  threshold = round(rate * 65536)
-  half = (shape[-1] + 1) // 2
-  bits = jax.random.bits(rng, tuple(shape[:-1]) + (half,), jnp.uint32)
-  pieces = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(tuple(shape[:-1]) + (2 * half,))
-  return pieces[..., :shape[-1]] >= threshold
-
-
-class Dropout(nn.Module):
-  """Inverted dropout with `keep_mask`'s 16-bit draws (rng collection 'dropout').
-
-  flax's nn.Dropout draws 32 bits per element; on CPUs the threefry hash
-  behind them was ~9% of a VideoCLIP train step (benchmarks/RESULTS.md).
-  """
-  rate: float
-
-  @nn.compact
-  def __call__(self, x: Array, deterministic: bool) -> Array:
-    if deterministic or self.rate == 0.0:
-      return x
-    keep_prob = 1.0 - round(self.rate * 65536) / 65536
-    keep = keep_mask(self.make_rng('dropout'), self.rate, x.shape)
-    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
-
-
 def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=config.layer_norm_eps, dtype=config.dtype, param_dtype=config.param_dtype,
@@ -142,7 +114,7 @@ class Embeddings(nn.Module):
         cfg.type_vocab_size, cfg.hidden_size, dtype=cfg.dtype,
         param_dtype=cfg.param_dtype, embedding_init=_init(cfg, (None, 'embed')))
     self.LayerNorm = layer_norm(cfg, 'LayerNorm')  # pylint: disable=invalid-name
-    self.dropout = Dropout(cfg.dropout_rate)
+    self.dropout = dropout_lib.Dropout(cfg.dropout_rate)
 
   def __call__(self, input_ids: Array, token_type_ids: Array, *, deterministic: bool,
                token_embeddings: Array | None = None) -> Array:
@@ -182,13 +154,12 @@ class SelfAttention(nn.Module):
     if cfg.attention_impl == 'fused':
       out = jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype))
     else:
-      dropout_rng = None
+      keep, rate = None, 0.0
       if not deterministic and cfg.attention_dropout_rate > 0:
-        dropout_rng = self.make_rng('dropout')
-      out = nn.dot_product_attention(
-          query, key, value, bias=bias, dropout_rng=dropout_rng,
-          dropout_rate=cfg.attention_dropout_rate, deterministic=deterministic,
-          dtype=cfg.dtype)
+        rate = cfg.attention_dropout_rate
+        keep = dropout_lib.keep_mask(self.make_rng('dropout'), rate,
+                                     (batch, cfg.num_heads, length, length))
+      out = attention.dot_product_attention(query, key, value, bias, keep, rate)
     out = out.reshape(batch, length, cfg.hidden_size)
     return dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
 
@@ -212,7 +183,7 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
     cfg = self.config
-    dropout = Dropout(cfg.dropout_rate)
+    dropout = dropout_lib.Dropout(cfg.dropout_rate)
     h = SelfAttention(cfg, name='attention')(x, bias, deterministic=deterministic)
     x = layer_norm(cfg, 'attention_norm')(x + dropout(h, deterministic=deterministic))
     h = Mlp(cfg, name='mlp')(x)
