@@ -6,8 +6,8 @@ costs a loop of separate array passes and the mask cannot fuse into the
 dropout's multiply. `threefry_bits` is the same hash, rounds unrolled:
 XLA fuses it with the comparison and the multiply into one loop. Its bits
 are threefry2x32(key, (0, i)) for the element with flat index i, the hash
-inputs jax.random.bits uses, so hi ^ lo equals jax.random.bits(key, shape)
-bit for bit (tests/test_dropout.py).
+inputs jax.random.bits uses (with JAX's default `jax_threefry_partitionable`),
+so hi ^ lo equals jax.random.bits(key, shape) bit for bit (tests/test_dropout.py).
 """
 
 import flax.linen as nn
