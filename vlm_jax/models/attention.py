@@ -13,6 +13,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from vlm_jax.models import dropout
+
 Array = jax.Array
 
 
@@ -41,12 +43,6 @@ def _heads_first(x: Array) -> Array:
   return jnp.transpose(x, (0, 2, 1, 3))  # [batch, length, heads, d] -> [batch, heads, length, d]
 
 
-def _dropped(probs: Array, keep: Array, rate: float) -> Array:
-  if rate == 0.0:
-    return probs
-  return jnp.where(keep, probs / jnp.asarray(1.0 - rate, probs.dtype), jnp.zeros_like(probs))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _attention(query, key, value, bias, keep, rate):
   return _forward(query, key, value, bias, keep, rate)[0]
@@ -57,7 +53,7 @@ def _forward(query, key, value, bias, keep, rate):
   q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
   logits = jnp.einsum('bhld,bhmd->bhlm', q, k) * scale + bias.astype(query.dtype)
   probs = jax.nn.softmax(logits, axis=-1)
-  out = jnp.einsum('bhlm,bhmd->bhld', _dropped(probs, keep, rate), v)
+  out = jnp.einsum('bhlm,bhmd->bhld', dropout.apply_keep_mask(probs, keep, rate), v)
   # Q and dO are kept as [batch, heads, head_dim, length]: the products that
   # contract over the query axis then read them without a transposed operand.
   q_t = jnp.transpose(query, (0, 2, 3, 1))
@@ -70,8 +66,8 @@ def _backward(rate, residuals, d_out):
   d_o = _heads_first(d_out)
   d_o_t = jnp.transpose(d_out, (0, 2, 3, 1))
   d_dropped = jnp.einsum('bhld,bhmd->bhlm', d_o, v)
-  d_v_t = jnp.einsum('bhdl,bhlm->bhdm', d_o_t, _dropped(probs, keep, rate))
-  d_probs = _dropped(d_dropped, keep, rate)
+  d_v_t = jnp.einsum('bhdl,bhlm->bhdm', d_o_t, dropout.apply_keep_mask(probs, keep, rate))
+  d_probs = dropout.apply_keep_mask(d_dropped, keep, rate)
   d_logits = probs * (d_probs - jnp.sum(d_probs * probs, axis=-1, keepdims=True)) * scale
   d_q = jnp.einsum('bhlm,bhmd->bhld', d_logits, k)
   d_k_t = jnp.einsum('bhdl,bhlm->bhdm', q_t, d_logits)

@@ -63,6 +63,13 @@ def keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
   return bits >= threshold
 
 
+def apply_keep_mask(x: Array, keep: Array, rate: float) -> Array:
+  """Inverted dropout of `x` with a keep mask drawn at `rate`: kept values scale by 1 / (1 - rate)."""
+  if rate == 0.0:
+    return x
+  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+
+
 class Dropout(nn.Module):
   """Inverted dropout with `keep_mask` (rng collection 'dropout')."""
   rate: float
@@ -71,5 +78,4 @@ class Dropout(nn.Module):
   def __call__(self, x: Array, deterministic: bool) -> Array:
     if deterministic or self.rate == 0.0:
       return x
-    keep = keep_mask(self.make_rng('dropout'), self.rate, x.shape)
-    return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
+    return apply_keep_mask(x, keep_mask(self.make_rng('dropout'), self.rate, x.shape), self.rate)
