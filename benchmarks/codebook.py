@@ -4,7 +4,7 @@
   python benchmarks/codebook.py --n 50000 --d 128 --levels 3 --k 12   # small
   python benchmarks/codebook.py --features_dir DIR --n 200000 ...     # real features
 
-On one sample fits vlm_jax.data.codebook.build (a tree of `levels` levels, k
+On one sample fits vlm_jax.videobert.codebook.build (a tree of `levels` levels, k
 per node, k**levels leaves) and one flat faiss k-means with k**levels
 centroids, both with the same `niter` and faiss told to use every point
 (max_points_per_centroid), then times assignment of the whole sample (tree
@@ -43,7 +43,7 @@ os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 import faiss  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.videobert import codebook as codebook_lib
 
 # build() keyword arguments per --tree_variants name.
 _VARIANTS = {

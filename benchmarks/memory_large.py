@@ -44,7 +44,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import videobert as videobert_config  # pylint: disable=wrong-import-position
 from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
-from vlm_jax.train import step as step_lib  # pylint: disable=wrong-import-position
+from vlm_jax.videobert import step as step_lib  # pylint: disable=wrong-import-position
 
 VARIANTS = {
     'f32': dict(dtype='float32', remat=False),

@@ -27,9 +27,9 @@ import ml_collections  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import videobert as videobert_config  # pylint: disable=wrong-import-position
-from vlm_jax import vocab as vocab_lib  # pylint: disable=wrong-import-position
 from vlm_jax.train import flops, partitioning  # pylint: disable=wrong-import-position
-from vlm_jax.train import step as step_lib  # pylint: disable=wrong-import-position
+from vlm_jax.videobert import step as step_lib  # pylint: disable=wrong-import-position
+from vlm_jax.videobert import vocab as vocab_lib  # pylint: disable=wrong-import-position
 
 
 def parse_value(text: str):

@@ -30,9 +30,10 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import videobert as videobert_config  # pylint: disable=wrong-import-position
-from vlm_jax.data import pipeline, synthetic, tokenizer  # pylint: disable=wrong-import-position
+from vlm_jax.data import synthetic, tokenizer  # pylint: disable=wrong-import-position
 from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
-from vlm_jax.train import step as step_lib  # pylint: disable=wrong-import-position
+from vlm_jax.videobert import pipeline  # pylint: disable=wrong-import-position
+from vlm_jax.videobert import step as step_lib  # pylint: disable=wrong-import-position
 
 LAYERS, HIDDEN, HEADS, MLP = 4, 256, 4, 1024
 VISUAL, BATCH, SEQ, MASK_PROB = 20736, 32, 128, 0.15

@@ -35,7 +35,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from configs import videoclip as videoclip_config  # pylint: disable=wrong-import-position
 from vlm_jax import host_memory  # pylint: disable=wrong-import-position
 from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
-from vlm_jax.train import videoclip_trainer  # pylint: disable=wrong-import-position
+from vlm_jax.videoclip import trainer as videoclip_trainer  # pylint: disable=wrong-import-position
 
 VIDEOS, PAIRS, DIM, SECONDS, TEXT = 8, 4, 512, 32, 63
 

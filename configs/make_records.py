@@ -14,7 +14,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   del arg
   c = ml_collections.ConfigDict()
   # 'videobert': visual tokens from --codebook (vlm_jax.data.records);
-  # 'videoclip': per-second features, no codebook (vlm_jax.data.videoclip_records).
+  # 'videoclip': per-second features, no codebook (vlm_jax.videoclip.records).
   c.format = 'videobert'
   # TFRecord files to spread the videos over (round robin); at most one per video.
   c.num_shards = 16

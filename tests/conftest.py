@@ -41,7 +41,7 @@ def _data_root(tmp_path_factory):
 def run_dir(tmp_path_factory):
   """A 2-step `tiny,runlocal` VideoBERT run (144 visual tokens): config.json + checkpoint."""
   from configs import videobert as videobert_config  # pylint: disable=import-outside-toplevel
-  from vlm_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videobert import trainer  # pylint: disable=import-outside-toplevel
   config = videobert_config.get_config('tiny,runlocal')
   config.train.global_batch_size, config.train.num_steps = 8, 2
   config.optim.warmup_steps = 1
@@ -54,5 +54,6 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def loaded(run_dir):
   """That run, loaded for inference."""
-  from vlm_jax.inference import videobert as videobert_inference  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videobert import \
+      inference as videobert_inference  # pylint: disable=import-outside-toplevel
   return videobert_inference.load(str(run_dir))

@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import tokenizer
-from vlm_jax.inference import action_classification
-from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.videobert import action_classification
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import inference as videobert_inference
+from vlm_jax.videobert import vocab as vocab_lib
 
 VERBS = ['slice', 'stir', 'peel', 'pour']
 NOUNS = ['tomato', 'onion', 'egg']
@@ -18,7 +19,7 @@ NOUNS = ['tomato', 'onion', 'egg']
 
 def test_template_and_mask_positions():
   tok = tokenizer.load()
-  vocab = tokenizer.joint_vocab(tok, 144)
+  vocab = vocab_lib.from_tokenizer(tok, 144)
   ids, (verb_at, noun_at) = action_classification.template_ids(tok, vocab)
   words = [tok.id_to_token(i) for i in ids]
   assert words == ['now', 'let', 'me', 'show', 'you', 'how', 'to', '[MASK]', 'the', '[MASK]',
@@ -34,7 +35,7 @@ def test_template_and_mask_positions():
 
 def test_long_videos_are_cut_to_the_sequence_length():
   tok = tokenizer.load()
-  vocab = tokenizer.joint_vocab(tok, 144)
+  vocab = vocab_lib.from_tokenizer(tok, 144)
   (query,) = action_classification.queries(tok, vocab, [list(range(100))], seq_len=48)
   assert len(query.ids) == 48
 
@@ -122,7 +123,7 @@ def _write_two_colour_video(path, fps=20, clip_frames=30):
 
 def test_generate_command(run_dir, tmp_path):
   from vlm_jax.commands import generate  # pylint: disable=import-outside-toplevel
-  from vlm_jax.inference import generation  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videobert import generation  # pylint: disable=import-outside-toplevel
   videos = tmp_path / 'videos'
   videos.mkdir()
   _write_two_colour_video(videos / 'v1.mp4')

@@ -11,12 +11,13 @@ import pytest
 
 from configs import captioner as captioner_config
 from configs import videobert as videobert_config
-from vlm_jax.jobs import caption as caption_command
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.captioning import model as captioner_model
+from vlm_jax.captioning import train as captioner_train
 from vlm_jax.data import tokenizer
-from vlm_jax.inference import caption_features
-from vlm_jax.models import captioner as captioner_model
-from vlm_jax.train import captioner as captioner_train
+from vlm_jax.stages import caption as caption_command
+from vlm_jax.videobert import caption_features
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import vocab as vocab_lib
 
 SENTENCES = ['slice the tomato', 'stir the soup in the pot', 'peel the onion and chop it',
              'pour the eggs into the pan']
@@ -24,7 +25,7 @@ SENTENCES = ['slice the tomato', 'stir the soup in the pot', 'peel the onion and
 
 def test_template_and_positions():
   tok = tokenizer.load()
-  vocab = tokenizer.joint_vocab(tok, 144)
+  vocab = vocab_lib.from_tokenizer(tok, 144)
   ids, masks = caption_features.template_ids(tok, vocab)
   words = [tok.id_to_token(i) for i in ids]
   assert words == ['now', 'let', "'", 's', '[MASK]', 'the', '[MASK]', 'to', 'the', '[MASK]',
@@ -44,7 +45,7 @@ def test_template_and_positions():
 
 def test_long_videos_are_cut_and_empty_ones_rejected():
   tok = tokenizer.load()
-  vocab = tokenizer.joint_vocab(tok, 144)
+  vocab = vocab_lib.from_tokenizer(tok, 144)
   (query,) = caption_features.queries(tok, vocab, [list(range(100))], seq_len=48)
   assert len(query.ids) == 48 and query.video_positions == tuple(range(19, 47))
   with pytest.raises(ValueError, match='no visual tokens'):

@@ -7,7 +7,7 @@ import pytest
 
 from configs import videobert as videobert_config
 from vlm_jax import config_checks
-from vlm_jax.train import step as step_lib
+from vlm_jax.videobert import step as step_lib
 
 
 def test_presets():

@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from configs import extract_features as extract_config
-from vlm_jax.jobs import extract_features
 from vlm_jax.convert import s3d_torch
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.data import files as files_lib
+from vlm_jax.data import s3d_features as video_features
 from vlm_jax.data import video as video_lib
-from vlm_jax.inference import video_features
 from vlm_jax.models import s3d
+from vlm_jax.stages import extract_features
+from vlm_jax.videobert import codebook as codebook_lib
 
 CROP, CLIP_FRAMES, FPS = 32, 16, 20.0
 # Batched + sharded vs one clip through plain model.apply: the same float32
@@ -72,16 +73,16 @@ def test_list_videos(tmp_path):
   (tmp_path / 'sub').mkdir()
   for name in ('a.mp4', 'sub/b.MKV', 'notes.txt'):
     (tmp_path / name).write_bytes(b'')
-  ids = [vid for vid, _ in video_features.list_videos(str(tmp_path))]
+  ids = [vid for vid, _ in files_lib.list_videos(str(tmp_path))]
   assert ids == ['a', 'b']
   listing = tmp_path / 'list.txt'
   listing.write_text('# comment\nsub/b.MKV\n\n' + str(tmp_path / 'a.mp4') + '\n')
-  assert video_features.list_videos(str(listing)) == [
+  assert files_lib.list_videos(str(listing)) == [
       ('b', str(tmp_path / 'sub' / 'b.MKV')), ('a', str(tmp_path / 'a.mp4'))]
-  assert video_features.list_videos(str(tmp_path / 'a.mp4')) == [('a', str(tmp_path / 'a.mp4'))]
+  assert files_lib.list_videos(str(tmp_path / 'a.mp4')) == [('a', str(tmp_path / 'a.mp4'))]
   (tmp_path / 'sub' / 'a.avi').write_bytes(b'')
   with pytest.raises(ValueError, match="'a'"):
-    video_features.list_videos(str(tmp_path))
+    files_lib.list_videos(str(tmp_path))
 
 
 def test_config_checks():

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import pytest
 
 from configs import videobert as videobert_config
-from vlm_jax import vocab as vocab_lib
-from vlm_jax.models import videobert
 from vlm_jax.train import flops
+from vlm_jax.videobert import model as videobert
+from vlm_jax.videobert import vocab as vocab_lib
 
 
 @pytest.mark.parametrize('visual_dim', [128, 96])

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from configs import make_records as make_records_config
-from vlm_jax.jobs import make_records
-from vlm_jax.data import codebook as codebook_lib
-from vlm_jax.data import make_records as join
-from vlm_jax.data import pipeline
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
+from vlm_jax.stages import make_records
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import make_records as join
+from vlm_jax.videobert import pipeline
+from vlm_jax.videobert import vocab as vocab_lib
 
 DIM, LEVELS, K = 8, 2, 3
 CLIP_SECONDS = 1.5
@@ -105,7 +106,7 @@ def test_records_read_back_and_feed_the_pipeline(corpus, tmp_path):
   # HowTo100M lines come out in time order (the pipeline joins next neighbours).
   assert got['cooking'].sentences[0] == tokenizer_lib.wordpieces(tokenizer, ['add the salt'])[0]
 
-  vocab = tokenizer_lib.joint_vocab(tokenizer, K**LEVELS)
+  vocab = vocab_lib.from_tokenizer(tokenizer, K**LEVELS)
   dataset = pipeline.make_dataset(manifest['shards'], pipeline.PipelineOptions(
       seq_len=32, max_predictions=5, shuffle_buffer=8), vocab, batch_size=4, seed=0)
   for batch in dataset.take(3):

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from configs import videobert as videobert_config
-from vlm_jax.train import step as step_lib
-from vlm_jax.train import trainer
+from vlm_jax.videobert import step as step_lib
+from vlm_jax.videobert import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from vlm_jax.data import pipeline
-from vlm_jax.train import objectives
+from vlm_jax.videobert import objectives, pipeline
 
 VISUAL_OFFSET = 6  # 5 WordPieces + [>], then 3 visual tokens
 

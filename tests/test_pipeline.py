@@ -5,8 +5,10 @@ import collections
 import numpy as np
 import pytest
 
-from vlm_jax import vocab as vocab_lib
-from vlm_jax.data import pipeline, records
+from vlm_jax.data import files as files_lib
+from vlm_jax.data import records
+from vlm_jax.videobert import pipeline
+from vlm_jax.videobert import vocab as vocab_lib
 
 VOCAB = vocab_lib.JointVocab(text_vocab_size=30522, num_visual_tokens=512)
 
@@ -214,7 +216,7 @@ def test_truncated_tfrecord_names_the_file(tmp_path):
   bad.write_bytes(data[:len(data) - 7])
   files = good + [str(bad)]
   it = pipeline.BatchIterator(pipeline.make_dataset(files, options(), VOCAB, 4, 0), files)
-  with pytest.raises(pipeline.DataError, match='bad.tfrecord'):
+  with pytest.raises(files_lib.DataError, match='bad.tfrecord'):
     for _ in range(20):
       next(it)
 

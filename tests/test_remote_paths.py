@@ -280,8 +280,10 @@ def _handler_class(store: FakeGcs, tls_context: ssl.SSLContext):
 def _certificate(directory: str) -> tuple[str, str]:
   """A self-signed certificate for the googleapis.com hosts: (cert.pem, key.pem)."""
   from cryptography import x509  # pylint: disable=import-outside-toplevel
-  from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=import-outside-toplevel
-  from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
+  from cryptography.hazmat.primitives import (hashes,  # pylint: disable=import-outside-toplevel
+                                              serialization)
+  from cryptography.hazmat.primitives.asymmetric import \
+      ec  # pylint: disable=import-outside-toplevel
   from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
   key = ec.generate_private_key(ec.SECP256R1())
   name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'fake googleapis')])
@@ -358,8 +360,10 @@ def test_train_and_resume_with_workdir_and_data_on_gcs(fake_gcs, tmp_path, monke
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from vlm_jax.train import report, trainer  # pylint: disable=import-outside-toplevel
-  from vlm_jax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+
+  from vlm_jax.train import report  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videobert import step as step_lib  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videobert import trainer  # pylint: disable=import-outside-toplevel
   store, env = fake_gcs
   for key, value in env.items():
     monkeypatch.setenv(key, value)

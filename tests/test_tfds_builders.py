@@ -19,12 +19,14 @@ import tensorflow_datasets as tfds
 
 from configs import make_records as make_records_config
 from vlm_jax import datasets  # pylint: disable=unused-import  (registers the builders)
-from vlm_jax.data import codebook as codebook_lib
-from vlm_jax.data import pipeline
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.datasets import corpus
-from vlm_jax.jobs import make_records
+from vlm_jax.stages import make_records
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import pipeline
+from vlm_jax.videobert import vocab as vocab_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM, LEVELS, K = 8, 2, 3
@@ -119,8 +121,8 @@ def _assert_same(got: dict, expected: dict):
 
 def _check_pipeline_reads(spec, num_visual_tokens):
   """The training pipeline reads the tfds split through `data.train_files`."""
-  files = pipeline.list_files(spec)
-  vocab = tokenizer_lib.joint_vocab(tokenizer_lib.load(), num_visual_tokens)
+  files = files_lib.list_files(spec)
+  vocab = vocab_lib.from_tokenizer(tokenizer_lib.load(), num_visual_tokens)
   dataset = pipeline.make_dataset(files, pipeline.PipelineOptions(
       seq_len=32, max_predictions=5, shuffle_buffer=8), vocab, batch_size=4, seed=0)
   for batch in dataset.take(2):
@@ -152,17 +154,17 @@ def test_youcook2_style_equals_make_records(tmp_path):
   assert counts['clips'] == sum(CLIPS.values())
 
   data_dir = os.path.join(root, 'tfds')
-  assert pipeline.tfds_files('youcook2_style/demo', 'validation', data_dir) == sorted(
+  assert files_lib.tfds_files('youcook2_style/demo', 'validation', data_dir) == sorted(
       str(p) for p in builder.info.splits['validation'].filepaths)
   assert sorted(r.video_id for r in records.read(
-      pipeline.list_files(f'tfds:youcook2_style/demo?split=train&data_dir={data_dir}'))) == [
+      files_lib.list_files(f'tfds:youcook2_style/demo?split=train&data_dir={data_dir}'))) == [
           'pool', 'silent']
   _check_pipeline_reads(f'tfds:youcook2_style/demo?split=train&data_dir={data_dir}',
                         K**LEVELS)
   with pytest.raises(FileNotFoundError, match='no split'):
-    pipeline.tfds_files('youcook2_style/demo', 'test', data_dir)
+    files_lib.tfds_files('youcook2_style/demo', 'test', data_dir)
   with pytest.raises(ValueError, match='unknown options'):
-    pipeline.list_files(f'tfds:youcook2_style/demo?splits=train&data_dir={data_dir}')
+    files_lib.list_files(f'tfds:youcook2_style/demo?splits=train&data_dir={data_dir}')
 
 
 def test_youcook2_style_real_annotations(realdata, tmp_path):

@@ -13,9 +13,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import videobert as videobert_config
-from vlm_jax.data import pipeline
-from vlm_jax.train import partitioning, trainer
-from vlm_jax.train import step as step_lib
+from vlm_jax.train import loop, partitioning
+from vlm_jax.videobert import pipeline
+from vlm_jax.videobert import step as step_lib
+from vlm_jax.videobert import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,7 +126,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = small_config(num_steps=10, checkpoint_every=1)
   config.optim.learning_rate = 1e30
   config.optim.warmup_steps = 0
-  with pytest.raises(trainer.TrainingDiverged, match='last good checkpoint is step'):
+  with pytest.raises(loop.TrainingDiverged, match='last good checkpoint is step'):
     trainer.train(config, str(tmp_path))
   saved = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
   assert saved and saved[-1] < 10

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from configs import videobert as videobert_config
-from vlm_jax import vocab as vocab_lib
 from vlm_jax.convert import hf_bert
-from vlm_jax.models import bert, videobert
+from vlm_jax.models import bert
+from vlm_jax.videobert import model as videobert
+from vlm_jax.videobert import vocab as vocab_lib
 
 VOCAB = vocab_lib.JointVocab(text_vocab_size=30522, num_visual_tokens=48)
 

@@ -10,8 +10,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlm_jax.convert import hf_bert
-from vlm_jax.models import bert, videoclip
+from vlm_jax.models import bert
 from vlm_jax.train import contrastive
+from vlm_jax.videoclip import model as videoclip
 
 
 def _by_hand(zv, zt, temperature):

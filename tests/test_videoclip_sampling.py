@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vlm_jax.data import videoclip_sampling as sampling
+from vlm_jax.videoclip import sampling
 
 
 def _video(rng, num_sentences=40):

@@ -12,11 +12,16 @@ import pytest
 from configs import make_records as make_records_config
 from configs import videoclip as videoclip_config
 from vlm_jax import config_checks
-from vlm_jax.data import records, transcripts, videoclip_pipeline, videoclip_records
+from vlm_jax.data import files as files_lib
+from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.inference import videoclip as videoclip_inference
-from vlm_jax.jobs import make_records
-from vlm_jax.train import partitioning, videoclip_trainer
+from vlm_jax.data import transcripts
+from vlm_jax.stages import make_records
+from vlm_jax.train import partitioning
+from vlm_jax.videoclip import inference as videoclip_inference
+from vlm_jax.videoclip import pipeline as videoclip_pipeline
+from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.videoclip import trainer as videoclip_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 16
@@ -76,7 +81,7 @@ def test_truncated_record_file_is_named(tmp_path, record_files):
   data = open(record_files[0], 'rb').read()
   bad = tmp_path / 'bad.tfrecord'
   bad.write_bytes(data[:len(data) // 2])
-  with pytest.raises(videoclip_pipeline.DataError, match='bad.tfrecord'):
+  with pytest.raises(files_lib.DataError, match='bad.tfrecord'):
     videoclip_pipeline.load_corpus([str(bad)])
 
 

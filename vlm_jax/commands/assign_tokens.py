@@ -4,7 +4,7 @@
 
 For every `<video_id>.npy` in --features ([num_clips, D] float16 or float32),
 writes `<video_id>.npy` [num_clips] int32 leaf ids (0 .. k**levels - 1, by
-hierarchical descent of the tree; see vlm_jax.data.codebook.assign) to
+hierarchical descent of the tree; see vlm_jax.videobert.codebook.assign) to
 --output. Existing outputs are kept, so an interrupted run resumes; a bad input
 file is reported and skipped. `manifest.json` in --output lists the codebook,
 counts and failures.
@@ -18,7 +18,7 @@ import numpy as np
 import tqdm
 from absl import flags
 
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.videobert import codebook as codebook_lib
 
 # allow_override: build-codebook, assign-tokens and encode-text share flag
 # names, and tests import them into one process (the CLI imports only one).

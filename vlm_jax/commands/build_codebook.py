@@ -7,7 +7,7 @@
 Reads every `<video_id>.npy` in DIR ([num_clips, D] float16 or float32 clip
 features, e.g. S3D), clusters a seeded uniform sample of the clips into
 k**levels leaves and writes the codebook .npz (`leaf_centroids` [k**levels, D]
-is the visual-token table; see vlm_jax.data.codebook) with, for each leaf, the
+is the visual-token table; see vlm_jax.videobert.codebook) with, for each leaf, the
 training clip nearest its centroid as `nearest_video_id` / `nearest_clip_index`
 ('' / -1 for a leaf no clip reaches). `--beam 4 --refine_rounds 2` (the
 defaults) descend with a beam of 4 and refine the fitted tree twice: at 200k x
@@ -27,7 +27,7 @@ import numpy as np
 import tqdm
 from absl import flags
 
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.videobert import codebook as codebook_lib
 
 # allow_override: build-codebook, assign-tokens and encode-text share flag
 # names, and tests import them into one process (the CLI imports only one).

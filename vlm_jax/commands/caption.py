@@ -36,7 +36,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.jobs.caption import STAGES, run
+from vlm_jax.stages.caption import STAGES, run
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

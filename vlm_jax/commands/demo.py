@@ -32,9 +32,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from vlm_jax import config_checks
-from vlm_jax.data import pipeline
-from vlm_jax.demo import pipeline as demo_pipeline
-from vlm_jax.train import trainer
+from vlm_jax.data import files as files_lib
+from vlm_jax.demo import videobert as demo_pipeline
+from vlm_jax.train import loop
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -67,6 +67,6 @@ def main(argv):
       if _VIDEOS.value and not _TRANSCRIPTS.value:
         raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
       demo_pipeline.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value)
-  except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
+  except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,
           FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax demo: {e}') from e

@@ -86,7 +86,7 @@ def encode(checkpoint: str, texts: list[str], max_length: int = 512,
 def encode_videoclip(workdir: str, texts: list[str], output: str) -> None:
   """Writes OUTPUT.npy [N, hidden] and OUTPUT.txt (the texts, one per line)."""
   from vlm_jax.evaluate import _embeddings  # pylint: disable=import-outside-toplevel
-  from vlm_jax.inference import videoclip  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videoclip import inference as videoclip  # pylint: disable=import-outside-toplevel
   if not output.endswith('.npy'):
     raise ValueError(f'--output {output}: with --videoclip, give a .npy path')
   texts = [_embeddings.normalize_text(t) for t in texts]

@@ -22,8 +22,8 @@ import numpy as np
 import tqdm
 from absl import flags
 
-from vlm_jax.data import videoclip_records
-from vlm_jax.inference import videoclip as videoclip_inference
+from vlm_jax.videoclip import inference as videoclip_inference
+from vlm_jax.videoclip import records as videoclip_records
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A VideoCLIP `vlm-jax train` workdir.',
                                allow_override=True)

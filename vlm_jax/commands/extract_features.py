@@ -27,7 +27,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.jobs.extract_features import run
+from vlm_jax.stages.extract_features import run
 
 _VIDEOS = flags.DEFINE_string(
     'videos', None, 'Folder of videos (recursive), one video, or a text file of paths.',

@@ -18,9 +18,9 @@ import os
 
 from absl import app, flags
 
-from vlm_jax.data import codebook as codebook_lib
-from vlm_jax.inference import generation
-from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import generation
+from vlm_jax.videobert import inference as videobert_inference
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'vlm-jax train workdir.', allow_override=True)
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.',

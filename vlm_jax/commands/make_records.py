@@ -6,7 +6,7 @@
 
 For every `<video_id>.npy` in --features (extract-features' output, with its
 `<video_id>.times.npy` clip times): visual tokens = the codebook leaves of its
-clips (vlm_jax.data.codebook.assign; the .npz of build-codebook), sentences =
+clips (vlm_jax.videobert.codebook.assign; the .npz of build-codebook), sentences =
 the video's timed transcript sentences (vlm_jax.data.transcripts: VTT, SRT,
 HowTo100M or YouCook2 JSON; matched by video id) as BERT WordPieces. Videos
 without a transcript give video-only records; --transcripts may be left out
@@ -19,7 +19,7 @@ are rewritten (written aside, then renamed into place).
 
 VideoCLIP's records (`--config.format=videoclip`, no --codebook): per-second
 features (row t = the clip holding second t + 0.5; extract-features' s3dg preset
-makes 1-s clips) and the same timed sentences (vlm_jax.data.videoclip_records).
+makes 1-s clips) and the same timed sentences (vlm_jax.videoclip.records).
 """
 
 import os
@@ -27,7 +27,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.jobs.make_records import run
+from vlm_jax.stages.make_records import run
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

@@ -22,10 +22,8 @@ import tqdm
 from absl import flags
 from PIL import Image, ImageDraw
 
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import video
-
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg',
-                    '.flv', '.ogv', '.wmv', '.3gp')
 
 _VIDEOS = flags.DEFINE_string('videos', None, 'Video file, or a directory searched recursively.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output directory (PNGs and manifest.json).',
@@ -47,7 +45,7 @@ def video_files(path: str) -> list[str]:
     raise FileNotFoundError(f'{path}: no such file or directory')
   found = []
   for root, _, names in os.walk(path):
-    found += [os.path.join(root, n) for n in names if n.lower().endswith(VIDEO_EXTENSIONS)]
+    found += [os.path.join(root, n) for n in names if files_lib.is_video(n)]
   return sorted(found)
 
 

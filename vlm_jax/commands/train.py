@@ -22,8 +22,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from vlm_jax import config_checks
-from vlm_jax.data import pipeline
-from vlm_jax.train import trainer
+from vlm_jax.data import files as files_lib
+from vlm_jax.train import loop
+from vlm_jax.videobert import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and preset, e.g. configs/videobert.py:tiny.', lock_config=True)
@@ -45,6 +46,7 @@ REQUIRED_FLAGS = ['config', 'workdir']
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
   """jax.distributed.initialize; on CPU hosts, collectives go through gloo."""
   import jax  # pylint: disable=import-outside-toplevel
+
   # Without it, CPU devices of different processes cannot run collectives
   # (it changes nothing on TPU and GPU backends).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -58,10 +60,11 @@ def main(argv):
   try:
     config = _CONFIG.value
     if config.get('system') == 'videoclip':
-      from vlm_jax.train import videoclip_trainer  # pylint: disable=import-outside-toplevel
+      from vlm_jax.videoclip import \
+          trainer as videoclip_trainer  # pylint: disable=import-outside-toplevel
       videoclip_trainer.train(config, _WORKDIR.value)
     else:
       trainer.train(config, _WORKDIR.value)
-  except (config_checks.ConfigError, pipeline.DataError, trainer.TrainingDiverged,
+  except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,
           FileNotFoundError) as e:
     raise SystemExit(f'vlm-jax train: {e}') from e

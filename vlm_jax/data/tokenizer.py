@@ -5,7 +5,6 @@ import os
 
 import tokenizers
 
-from vlm_jax import vocab as vocab_lib
 from vlm_jax.convert import hf_bert
 
 
@@ -23,17 +22,14 @@ def load(vocab_file: str = '', lowercase: bool = True) -> tokenizers.Tokenizer:
   return tokenizers.BertWordPieceTokenizer(vocab_file, lowercase=lowercase)
 
 
-def joint_vocab(tokenizer: tokenizers.Tokenizer, num_visual_tokens: int) -> vocab_lib.JointVocab:
-  """The joint vocabulary with the special ids read from the tokenizer's vocab."""
+def special_ids(tokenizer: tokenizers.Tokenizer) -> dict[str, int]:
+  """The ids of BERT's special tokens ([PAD], [UNK], [CLS], [SEP], [MASK]) in this vocab."""
   ids = {tok: tokenizer.token_to_id(tok)
          for tok in ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')}
   missing = [tok for tok, i in ids.items() if i is None]
   if missing:
     raise ValueError(f'vocab file lacks the BERT special tokens {missing}')
-  return vocab_lib.JointVocab(
-      text_vocab_size=tokenizer.get_vocab_size(), num_visual_tokens=num_visual_tokens,
-      pad_id=ids['[PAD]'], unk_id=ids['[UNK]'], cls_id=ids['[CLS]'],
-      sep_id=ids['[SEP]'], mask_id=ids['[MASK]'])
+  return ids
 
 
 def wordpieces(tokenizer: tokenizers.Tokenizer, texts: list[str]) -> list[list[int]]:

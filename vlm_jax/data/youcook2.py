@@ -36,9 +36,9 @@ import os
 import re
 from typing import Any, Iterable, Optional, Sequence
 
+from vlm_jax.data import files as files_lib
+
 SUBSETS = ('training', 'validation')
-VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v', '.flv', '.mpg', '.mpeg',
-                    '.wmv', '.3gp', '.ts', '.ogv')
 LABELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'youcook2_labels')
 
 LABEL_RULE = (
@@ -211,8 +211,8 @@ def find_videos(folder: str) -> tuple[dict[str, str], list[list[str]]]:
   for root, dirs, files in os.walk(folder):
     dirs.sort()
     for name in sorted(files):
-      stem, ext = os.path.splitext(name)
-      if ext.lower() in VIDEO_EXTENSIONS and not name.startswith('.'):
+      stem = os.path.splitext(name)[0]
+      if files_lib.is_video(name):
         found.setdefault(stem, []).append(os.path.join(root, name))
   videos = {k: sorted(v)[0] for k, v in found.items()}
   duplicates = [[k] + sorted(v) for k, v in sorted(found.items()) if len(v) > 1]

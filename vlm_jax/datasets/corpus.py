@@ -3,12 +3,12 @@
 The builders (`youcook2_style`, `howto100m_style`) wrap the project's stages:
 videos -> S3D clip features (the extract-features job), features -> visual
 tokens (a codebook from build-codebook) and transcripts -> WordPieces, joined
-per video as make-records joins them (`vlm_jax.data.make_records`). An
+per video as make-records joins them (`vlm_jax.videobert.make_records`). An
 example carries the fields of the VideoBERT TFRecord schema
 (`vlm_jax.data.records`), nested as `text/...` and `video/...`; tfds writes
 them under the flat names `text/token_ids`, ..., so the training pipeline
 parses a tfds-prepared split with the same `records.parse` it uses for
-make-records' shards (`pipeline.tfds_files`).
+make-records' shards (`files.tfds_files`).
 
 manual_dir layout (the builders' MANUAL_DOWNLOAD_INSTRUCTIONS add their
 transcript file):
@@ -40,11 +40,11 @@ from absl import logging
 from etils import epath
 
 from configs import extract_features as extract_features_config
-from vlm_jax.data import codebook as codebook_lib
-from vlm_jax.data import make_records as join
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data.transcripts import TimedSentence
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import make_records as join
 
 CODEBOOK = 'codebook.npz'
 FEATURES_DIR = 'features'
@@ -168,7 +168,7 @@ class Report:
 def _extract(videos: str, manual_dir: str, cache_root: str, config: CorpusConfig,
              report: Report) -> str:
   """Runs extract-features over `videos`; returns the folder of features it wrote."""
-  from vlm_jax.jobs import extract_features  # pylint: disable=import-outside-toplevel
+  from vlm_jax.stages import extract_features  # pylint: disable=import-outside-toplevel
   ef_config = extract_features_config.get_config(config.features)
   unknown = sorted(set(config.feature_overrides) - set(ef_config.keys()))
   if unknown:

@@ -18,14 +18,13 @@ import numpy as np
 
 from vlm_jax.commands import encode_video
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.demo import pipeline as demo_pipeline
 from vlm_jax.demo import report
-from vlm_jax.inference import videoclip as videoclip_inference
-from vlm_jax.jobs import make_records
+from vlm_jax.demo import videobert as demo_pipeline
 from vlm_jax.metrics import retrieval
+from vlm_jax.stages import make_records
 from vlm_jax.train import report as train_report
-from vlm_jax.train import videoclip_trainer
-
+from vlm_jax.videoclip import inference as videoclip_inference
+from vlm_jax.videoclip import trainer as videoclip_trainer
 
 
 def _say(message: str) -> None:

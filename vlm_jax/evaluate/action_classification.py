@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import segments as segments_lib
-from vlm_jax.inference import action_classification
-from vlm_jax.inference import videobert as videobert_inference
 from vlm_jax.metrics import classification
+from vlm_jax.videobert import action_classification
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import inference as videobert_inference
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'vlm-jax train workdir.', allow_override=True)
 _SEGMENTS = flags.DEFINE_string('segments', None, 'Segments JSONL (video_id, start, end, '

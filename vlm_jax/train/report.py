@@ -7,6 +7,7 @@ All files go through tf.io.gfile, so a workdir may be a local path or a URL
 import json
 import os
 
+import ml_collections
 import tensorflow as tf
 
 
@@ -93,3 +94,16 @@ def open_run(workdir: str, config, start: int, enabled: bool = True) -> MetricWr
     with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   return MetricWriter(workdir, enabled=enabled)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """A run's config.json as a ConfigDict; local or gs:// (FileNotFoundError naming it)."""
+  path = os.path.join(workdir, 'config.json')
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: not a vlm-jax train workdir')
+  with tf.io.gfile.GFile(path) as f:
+    data = json.load(f)
+  if 'logical_axis_rules' in data:
+    # JSON turns the rules' tuples into lists; partitioning expects (name, axis) pairs.
+    data['logical_axis_rules'] = tuple(tuple(rule) for rule in data['logical_axis_rules'])
+  return ml_collections.ConfigDict(data)

@@ -1,7 +1,7 @@
 """VideoBERT (Sun et al. 2019): one BERT over WordPieces and visual tokens.
 
 Input: `[CLS] wordpieces [>] visual tokens [SEP]` in the joint vocabulary of
-`vlm_jax.vocab.JointVocab`. WordPieces and `[>]` are looked up in BERT's word
+`vlm_jax.videobert.vocab.JointVocab`. WordPieces and `[>]` are looked up in BERT's word
 table (extended by one row); visual tokens in a table of their own that can be
 initialised from the codebook centroids, projected when the centroid dimension
 differs from the hidden size, and frozen. The masked-token head scores the
@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlm_jax import vocab as vocab_lib
 from vlm_jax.models import bert
+from vlm_jax.videobert import vocab as vocab_lib
 
 Array = jax.Array
 

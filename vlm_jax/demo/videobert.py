@@ -20,14 +20,15 @@ import numpy as np
 
 from vlm_jax import config_checks
 from vlm_jax.commands import build_codebook, preview_video, synth_videos
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.data import files as files_lib
 from vlm_jax.demo import report
 from vlm_jax.evaluate import action_classification as action_eval
-from vlm_jax.inference import generation
-from vlm_jax.inference import videobert as videobert_inference
-from vlm_jax.jobs import caption, extract_features, make_records
 from vlm_jax.metrics import purity
-from vlm_jax.train import trainer
+from vlm_jax.stages import caption, extract_features, make_records
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import generation
+from vlm_jax.videobert import inference as videobert_inference
+from vlm_jax.videobert import trainer
 
 
 def _say(message: str) -> None:
@@ -95,9 +96,6 @@ def _feature_purity(features_dir: str, segments: list[dict]) -> dict[str, float]
           'noun_chance': purity.chance_purity(np.array(nouns)), 'num_clips': len(rows)}
 
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v')
-
-
 def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
                 seed: int) -> list[dict]:
   """The user's videos as the demo's video records, split into train and held-out test.
@@ -115,9 +113,9 @@ def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
   if not os.path.isdir(videos_dir):
     raise FileNotFoundError(f'--videos {videos_dir}: not a folder')
   paths = {os.path.splitext(n)[0]: os.path.join(videos_dir, n)
-           for n in sorted(os.listdir(videos_dir)) if n.lower().endswith(VIDEO_EXTENSIONS)}
+           for n in sorted(os.listdir(videos_dir)) if files_lib.is_video(n)}
   if not paths:
-    raise ValueError(f'--videos {videos_dir}: no video files ({", ".join(VIDEO_EXTENSIONS)})')
+    raise ValueError(f'--videos {videos_dir}: no video files ({", ".join(files_lib.VIDEO_EXTENSIONS)})')
   sentences = transcripts_lib.load_transcripts(transcripts, lenient=True)
   ids = sorted(paths)
   order = np.random.default_rng(seed).permutation(len(ids))

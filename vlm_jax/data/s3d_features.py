@@ -36,8 +36,6 @@ from vlm_jax.data import video as video_lib
 from vlm_jax.models import s3d
 from vlm_jax.train import partitioning
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg',
-                    '.flv', '.ogv', '.wmv', '.3gp')
 # The S3D-G embedding is always built (the checkpoint has it); `output` picks.
 S3DG_EMBED_DIM = 512
 OUTPUTS = {'s3d': ('features',), 's3dg': ('video_embedding', 'features')}
@@ -48,47 +46,6 @@ _S3D_HAS_POOL = 'pool' in {f.name for f in dataclasses.fields(s3d.S3DConfig)}
 
 
 # ------------------------------------------------------------------ inputs
-
-
-def list_videos(source: str) -> list[tuple[str, str]]:
-  """(video_id, path) pairs, id = file stem, in a stable order.
-
-  Args:
-    source: a folder (searched recursively for files with VIDEO_EXTENSIONS), a
-      single video file, or a text file with one video path per line (blank
-      lines and lines starting with '#' skipped; relative paths are taken from
-      the list file's folder).
-
-  Raises:
-    FileNotFoundError: `source` does not exist.
-    ValueError: two videos share a file stem (their outputs would collide).
-  """
-  source = os.fspath(source)
-  if os.path.isdir(source):
-    paths = []
-    for root, _, names in os.walk(source):
-      paths += [os.path.join(root, n) for n in names if n.lower().endswith(VIDEO_EXTENSIONS)]
-    paths.sort()
-  elif os.path.isfile(source):
-    if source.lower().endswith(VIDEO_EXTENSIONS):
-      paths = [source]
-    else:
-      base = os.path.dirname(os.path.abspath(source))
-      with open(source, encoding='utf-8') as f:
-        lines = [line.strip() for line in f]
-      paths = [os.path.join(base, line) for line in lines if line and not line.startswith('#')]
-  else:
-    raise FileNotFoundError(f'{source}: no such file or folder')
-  seen: dict[str, str] = {}
-  pairs = []
-  for path in paths:
-    video_id = os.path.splitext(os.path.basename(path))[0]
-    if video_id in seen:
-      raise ValueError(f'video id {video_id!r} (the file stem) is shared by {seen[video_id]} '
-                       f'and {path}; their features would overwrite each other')
-    seen[video_id] = path
-    pairs.append((video_id, path))
-  return pairs
 
 
 def sha256_file(path: str) -> str:

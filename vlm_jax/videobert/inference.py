@@ -6,8 +6,6 @@ one modality at each masked position.
 """
 
 import dataclasses
-import json
-import os
 from typing import Any, Sequence
 
 import jax
@@ -15,9 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vlm_jax import vocab as vocab_lib
-from vlm_jax.train import checkpoints
-from vlm_jax.train import step as step_lib
+from vlm_jax.train import checkpoints, report
+from vlm_jax.videobert import step as step_lib
+from vlm_jax.videobert import vocab as vocab_lib
 
 TEXT, VISUAL = 'text', 'visual'
 
@@ -32,20 +30,9 @@ class Loaded:
   step: int
 
 
-def config_from_json(path: str) -> ml_collections.ConfigDict:
-  """A run's config.json as a ConfigDict (FileNotFoundError naming a missing file)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: not a vlm-jax train workdir')
-  with open(path) as f:
-    data = json.load(f)
-  # JSON turns the rules' tuples into lists; partitioning expects (name, axis) pairs.
-  data['logical_axis_rules'] = tuple(tuple(rule) for rule in data['logical_axis_rules'])
-  return ml_collections.ConfigDict(data)
-
-
 def load(workdir: str, step: int | None = None) -> Loaded:
   """The config, tokenizer, model and parameters of a training run (latest step by default)."""
-  config = config_from_json(os.path.join(workdir, 'config.json'))
+  config = report.read_config(workdir)
   config.mesh.data, config.mesh.model = 1, 1
   tok, vocab = step_lib.load_vocab(config)
   setup = step_lib.build(config, vocab, devices=jax.devices()[:1])

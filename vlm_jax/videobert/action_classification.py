@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.videobert import inference as videobert_inference
 
 TEMPLATE = 'now let me show you how to {verb} the {noun}.'
 

@@ -3,7 +3,7 @@
   vlm-jax train --config configs/videoclip.py:tiny --workdir runs/vc \\
       --config.data.train_files='records/*.tfrecord'
 
-Each epoch starts with a plan (vlm_jax.data.videoclip_pipeline): with
+Each epoch starts with a plan (vlm_jax.videoclip.pipeline): with
 `data.retrieval`, every training video is embedded by the current model (mean
 over sampled pairs of (z_video + z_text) / 2), a faiss IVF index clusters them
 and each batch is k videos of one seed's 2k neighbours; without it, a random
@@ -29,10 +29,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlm_jax import config_checks
 from vlm_jax.convert import hf_bert
-from vlm_jax.data import pipeline, videoclip_pipeline
-from vlm_jax.models import bert, videoclip
+from vlm_jax.data import files as files_lib
+from vlm_jax.models import bert
 from vlm_jax.train import checkpoints, contrastive, optim, partitioning, report
-from vlm_jax.train.trainer import PreemptionWatcher, check_finite, say
+from vlm_jax.train.loop import PreemptionWatcher, check_finite, say
+from vlm_jax.videoclip import model as videoclip
+from vlm_jax.videoclip import pipeline as videoclip_pipeline
 
 
 @dataclasses.dataclass
@@ -189,7 +191,7 @@ def load_training_corpus(config) -> videoclip_pipeline.Corpus:
     raise config_checks.ConfigError(
         'config.data.train_files: a glob of VideoCLIP TFRecords is required '
         '(vlm-jax make-records --config.format=videoclip)')
-  return videoclip_pipeline.load_corpus(pipeline.list_files(config.data.train_files))
+  return videoclip_pipeline.load_corpus(files_lib.list_files(config.data.train_files))
 
 
 def with_corpus_size(config, num_videos: int):

@@ -2,7 +2,7 @@
 
 The encoder reads a segment as a sequence of feature vectors [batch, inputs,
 feature_dim]; the decoder writes WordPieces of the BERT uncased vocab (by ids
-of a caption vocabulary, vlm_jax.train.captioner.CaptionVocab), starting from
+of a caption vocabulary, vlm_jax.captioning.train.CaptionVocab), starting from
 `[CLS]` and ending with `[SEP]`. VideoBERT's caption feature is one vector per
 segment (video-token mean, masked-text mean, optionally pooled S3D,
 concatenated), so `vlm-jax caption` feeds sequences of length one; the encoder

@@ -10,6 +10,8 @@ Layout of ids (one embedding table row each):
 
 import dataclasses
 
+from vlm_jax.data import tokenizer as tokenizer_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class JointVocab:
@@ -43,3 +45,12 @@ class JointVocab:
   def visual_id(self, cluster):
     """Joint id of a visual cluster index (works on ints and arrays)."""
     return cluster + self.visual_offset
+
+
+def from_tokenizer(tokenizer, num_visual_tokens: int) -> JointVocab:
+  """The joint vocabulary with the special ids read from a WordPiece tokenizer's vocab."""
+  ids = tokenizer_lib.special_ids(tokenizer)
+  return JointVocab(
+      text_vocab_size=tokenizer.get_vocab_size(), num_visual_tokens=num_visual_tokens,
+      pad_id=ids['[PAD]'], unk_id=ids['[UNK]'], cls_id=ids['[CLS]'],
+      sep_id=ids['[SEP]'], mask_id=ids['[MASK]'])

@@ -25,20 +25,15 @@ sees the same batches as an uninterrupted one.
 """
 
 import dataclasses
-import glob as glob_lib
-import os
-import urllib.parse
 from typing import Sequence
 
 import tensorflow as tf
 
-from vlm_jax import vocab as vocab_lib
 from vlm_jax.data import records
-from vlm_jax.data.regimes import REGIME_NAMES, TEXT, VIDEO, VIDEO_TEXT  # pylint: disable=unused-import
-
-
-class DataError(RuntimeError):
-  """A training file that cannot be read; the message names it."""
+from vlm_jax.data.files import DataError
+from vlm_jax.videobert import vocab as vocab_lib
+from vlm_jax.videobert.regimes import (REGIME_NAMES, TEXT, VIDEO,  # pylint: disable=unused-import
+                                       VIDEO_TEXT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,60 +62,6 @@ class PipelineOptions:
         segment_len_no_asr=data_config.segment_len_no_asr,
         negative_prob=data_config.negative_prob,
         shuffle_buffer=data_config.shuffle_buffer)
-
-
-def tfds_files(name: str, split: str = 'train', data_dir: str | None = None) -> list[str]:
-  """The TFRecord files of a tfds-prepared split in the records schema.
-
-  A dataset prepared by the builders of vlm_jax.datasets (`tfds build`)
-  stores the `records.FEATURES` fields under the same names, so its files
-  feed `make_dataset` like make-records' shards.
-
-  Args:
-    name: tfds name, e.g. 'youcook2_style', 'youcook2_style/demo:1.0.0'.
-    split: a split of it ('train', 'validation').
-    data_dir: the tfds data_dir; None = tfds's default.
-
-  Raises:
-    FileNotFoundError: not prepared there, or no such split.
-    ValueError: a dataset with other features than the records schema.
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  # Registered builders (import vlm_jax.datasets) and prepared datasets alike.
-  builder = tfds.builder(name, data_dir=data_dir or None)
-  if not builder.is_prepared():
-    raise FileNotFoundError(f'tfds dataset {name!r} is not prepared under {builder.data_dir}')
-  stored = set(tfds.core.utils.flatten_nest_dict(builder.info.features.get_serialized_info()))
-  if stored != set(records.FEATURES):
-    raise ValueError(f'tfds dataset {name!r} has features {sorted(stored)}, not the records '
-                     f'schema {sorted(records.FEATURES)}')
-  if split not in builder.info.splits:
-    raise FileNotFoundError(f'tfds dataset {name!r} has no split {split!r} '
-                            f'(it has {sorted(builder.info.splits)})')
-  return sorted(os.fspath(p) for p in builder.info.splits[split].filepaths)
-
-
-def list_files(pattern: str) -> list[str]:
-  """Sorted TFRecord files matching a glob (comma-separated globs allowed).
-
-  An item `tfds:NAME[?split=SPLIT&data_dir=DIR]` names a tfds-prepared split
-  instead (`tfds_files`; split 'train' and tfds's data_dir by default).
-  """
-  files = []
-  for p in pattern.split(','):
-    if p.startswith('tfds:'):
-      name, _, query = p[len('tfds:'):].partition('?')
-      options = dict(urllib.parse.parse_qsl(query, strict_parsing=bool(query)))
-      unknown = set(options) - {'split', 'data_dir'}
-      if unknown:
-        raise ValueError(f'{p!r}: unknown options {sorted(unknown)} (split, data_dir)')
-      files.extend(tfds_files(name, options.get('split', 'train'), options.get('data_dir')))
-      continue
-    matched = tf.io.gfile.glob(p) if '://' in p else glob_lib.glob(os.path.expanduser(p))
-    files.extend(matched)
-  if not files:
-    raise FileNotFoundError(f'data.train_files={pattern!r} matches no file')
-  return sorted(set(files))
 
 
 class _Rng:

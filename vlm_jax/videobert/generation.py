@@ -19,7 +19,7 @@ import numpy as np
 
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import video as video_lib
-from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.videobert import inference as videobert_inference
 
 
 def text_to_video(loaded, sentences: Sequence[str], num_tokens: int = 4) -> list[list[int]]:

@@ -15,11 +15,12 @@ import optax
 from jax.sharding import Mesh
 
 from vlm_jax import config_checks
-from vlm_jax import vocab as vocab_lib
 from vlm_jax.convert import hf_bert
 from vlm_jax.data import tokenizer
-from vlm_jax.models import videobert
-from vlm_jax.train import objectives, optim, partitioning
+from vlm_jax.train import optim, partitioning
+from vlm_jax.videobert import model as videobert
+from vlm_jax.videobert import objectives
+from vlm_jax.videobert import vocab as vocab_lib
 
 TrainState = partitioning.TrainState
 
@@ -48,7 +49,7 @@ def load_vocab(config):
   if not vocab_file and config.model.init_checkpoint:
     vocab_file = os.path.join(hf_bert.resolve(config.model.init_checkpoint), 'vocab.txt')
   tok = tokenizer.load(vocab_file)
-  vocab = tokenizer.joint_vocab(tok, config.model.num_visual_tokens)
+  vocab = vocab_lib.from_tokenizer(tok, config.model.num_visual_tokens)
   if vocab.text_vocab_size != config.model.text_vocab_size:
     raise config_checks.ConfigError(
         f'config.model.text_vocab_size: {config.model.text_vocab_size}, but the vocab file '

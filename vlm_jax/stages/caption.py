@@ -11,11 +11,11 @@ from typing import Any, Optional
 import numpy as np
 import tqdm
 
-from vlm_jax.data import codebook as codebook_lib
+from vlm_jax.captioning import train as captioner
 from vlm_jax.data import segments as segments_lib
-from vlm_jax.inference import caption_features
-from vlm_jax.inference import videobert as videobert_inference
-from vlm_jax.train import captioner
+from vlm_jax.videobert import caption_features
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import inference as videobert_inference
 
 STAGES = ('features', 'train', 'predict')
 SPLITS = ('train', 'test')

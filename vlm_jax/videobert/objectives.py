@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vlm_jax.data import regimes
+from vlm_jax.videobert import regimes
 
 MLM_TERMS = (('text_mlm', regimes.TEXT), ('video_mlm', regimes.VIDEO),
              ('video_text_mlm', regimes.VIDEO_TEXT))

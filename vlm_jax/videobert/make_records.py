@@ -19,10 +19,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tokenizers
 
-from vlm_jax.data import codebook as codebook_lib
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data.transcripts import TimedSentence
+from vlm_jax.videobert import codebook as codebook_lib
 
 
 @dataclasses.dataclass

@@ -12,8 +12,6 @@ os-level calls that only know the local disk.
 
 import json
 import os
-import signal
-import threading
 import time
 
 import jax
@@ -21,53 +19,20 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 import tqdm
-from jax.experimental import multihost_utils
 
 from vlm_jax import config_checks
-from vlm_jax.data import pipeline, synthetic, tokenizer
+from vlm_jax.data import files as files_lib
+from vlm_jax.data import synthetic, tokenizer
 from vlm_jax.train import checkpoints, partitioning, report
-from vlm_jax.train import step as step_lib
-
-
-def say(message: str) -> None:
-  if jax.process_index() == 0:
-    tqdm.tqdm.write(f'[vlm-jax] {message}')
-
-
-class TrainingDiverged(RuntimeError):
-  """The loss or gradients became NaN or infinite."""
-
-
-class PreemptionWatcher:
-  """Notices SIGTERM, which a preemptible or spot TPU VM gets before it is taken.
-
-  With several processes, all of them must stop at the same step to save one
-  checkpoint together: JAX's preemption sync point decides that step.
-  """
-
-  def __init__(self):
-    self._signalled = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self._signalled = True
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._signalled
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+from vlm_jax.train.loop import PreemptionWatcher, check_finite, say
+from vlm_jax.videobert import pipeline
+from vlm_jax.videobert import step as step_lib
 
 
 def training_files(config, tok) -> list[str]:
   """The configured TFRecords, or the synthetic corpus (made once, then reused)."""
   if config.data.train_files:
-    return pipeline.list_files(config.data.train_files)
+    return files_lib.list_files(config.data.train_files)
   root = os.environ.get('VLM_JAX_DATA', 'data')
   name = (f'synthetic_tokens_v{synthetic.VERSION}_k{config.model.num_visual_tokens}_'
           f'n{config.data.synthetic_videos}_s{config.seed}')
@@ -101,15 +66,6 @@ def _drop_stale_data_states(workdir: str, keep_steps) -> None:
     name = name.rstrip('/')
     if int(name.split('_')[1]) not in keep_steps:
       tf.io.gfile.rmtree(os.path.join(directory, name))
-
-
-def check_finite(step: int, metrics: dict, last_good: int | None, workdir: str) -> None:
-  for key in ('loss', 'l2_grads'):
-    if not np.isfinite(metrics[key]):
-      where = (f'the last good checkpoint is step {last_good} in {workdir}/checkpoints'
-               if last_good is not None else 'no checkpoint was saved')
-      raise TrainingDiverged(f'{key} is {metrics[key]} at step {step}; stopping ({where}). '
-                             'Lower config.optim.learning_rate or check the data.')
 
 
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:

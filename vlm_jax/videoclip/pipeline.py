@@ -1,10 +1,10 @@
 """VideoCLIP's input pipeline: records in memory, epoch plans, batches of sampled pairs.
 
-The corpus (per-second features and timed sentences, vlm_jax.data.videoclip_records)
+The corpus (per-second features and timed sentences, vlm_jax.videoclip.records)
 is read once into host memory: retrieval-augmented batching needs random access
 to any video at any step. An epoch is a plan, [num_batches, k] video indices:
 a random partition, or the clusters of a faiss index over the videos'
-embeddings (vlm_jax.data.videoclip_sampling.retrieval_batches). A tf.data
+embeddings (vlm_jax.videoclip.sampling.retrieval_batches). A tf.data
 pipeline walks the plan and samples each video's overlapped pairs inside
 `tf.numpy_function`, with randomness keyed by (seed, epoch, video), so a batch
 is the same whichever process builds it and after any resume.
@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from vlm_jax.data import videoclip_records, videoclip_sampling
-from vlm_jax.data.pipeline import DataError
+from vlm_jax.data.files import DataError
+from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.videoclip import sampling as videoclip_sampling
 
 CLS_ID, SEP_ID = 101, 102
 

@@ -3,7 +3,7 @@
 Used by `vlm-jax make-records` and the demos; see that command for the details.
 `config.format` picks the schema: 'videobert' (visual tokens from a codebook,
 vlm_jax.data.records) or 'videoclip' (per-second features, no codebook,
-vlm_jax.data.videoclip_records).
+vlm_jax.videoclip.records).
 """
 
 import glob
@@ -17,13 +17,12 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vlm_jax.data import codebook as codebook_lib
-from vlm_jax.data import make_records as join
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
-from vlm_jax.data import videoclip_records
-
+from vlm_jax.videobert import codebook as codebook_lib
+from vlm_jax.videobert import make_records as join
+from vlm_jax.videoclip import records as videoclip_records
 
 TIMES_SUFFIX = '.times.npy'
 

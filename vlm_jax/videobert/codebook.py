@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import faiss
 import numpy as np
 
+
 @dataclasses.dataclass
 class Codebook:
   """A complete hierarchical k-means tree.

@@ -28,8 +28,8 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
+from vlm_jax.captioning import model as captioner_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.models import captioner as captioner_lib
 from vlm_jax.train import checkpoints, optim, report
 
 MODEL_FILE = 'model.json'
@@ -201,11 +201,6 @@ def _build_cached(model_config: captioner_lib.CaptionerConfig, optim_json: str, 
                 jax.jit(train_step, donate_argnums=0), abstract, jax.jit(decode))
 
 
-def _config_from_json(path: str) -> ml_collections.ConfigDict:
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Sequence[str],
           workdir: str, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
   """Trains the captioner on (feature, caption) pairs until config.train.num_steps.
@@ -315,7 +310,7 @@ def load(workdir: str) -> Trained:
   """The captioner of a `train` workdir at its latest checkpoint."""
   if not os.path.exists(os.path.join(workdir, MODEL_FILE)):
     raise FileNotFoundError(f'{workdir} is not a captioner workdir (needs {MODEL_FILE})')
-  config = _config_from_json(os.path.join(workdir, 'config.json'))
+  config = report.read_config(workdir)
   with open(os.path.join(workdir, MODEL_FILE)) as f:
     shape = json.load(f)
   tok = tokenizer_lib.load(config.vocab_file)

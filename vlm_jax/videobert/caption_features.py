@@ -17,7 +17,7 @@ import numpy as np
 
 from vlm_jax.data import segments as segments_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.inference import videobert as videobert_inference
+from vlm_jax.videobert import inference as videobert_inference
 
 TEMPLATE = "now let's [MASK] the [MASK] to the [MASK], and then [MASK] the [MASK]."
 MASK = '[MASK]'

@@ -15,9 +15,9 @@ import numpy as np
 
 from vlm_jax.convert import hf_bert
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.data import videoclip_pipeline
-from vlm_jax.inference.videobert import config_from_json
-from vlm_jax.train import checkpoints, videoclip_trainer
+from vlm_jax.train import checkpoints, report
+from vlm_jax.videoclip import pipeline as videoclip_pipeline
+from vlm_jax.videoclip import trainer as videoclip_trainer
 
 
 @dataclasses.dataclass
@@ -43,7 +43,7 @@ def vocab_file(config) -> str:
 
 def load(workdir: str, step: int | None = None) -> Loaded:
   """The config, model and parameters of a VideoCLIP run (latest checkpoint by default)."""
-  config = config_from_json(os.path.join(workdir, 'config.json'))
+  config = report.read_config(workdir)
   if config.get('system') != 'videoclip':
     raise ValueError(f'{workdir} holds a {config.get("system", "videobert")} run, not VideoCLIP')
   config.mesh.data, config.mesh.model = 1, 1

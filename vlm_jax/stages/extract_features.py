@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vlm_jax.inference import video_features
-
+from vlm_jax.data import files as files_lib
+from vlm_jax.data import s3d_features as video_features
 
 TIMES_SUFFIX = '.times.npy'
 # Fields that change the features: an output folder holds one setting of them.
@@ -65,7 +65,7 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   """
   started = time.perf_counter()
   video_features.check_config(config)
-  pairs = video_features.list_videos(videos)
+  pairs = files_lib.list_videos(videos)
   weights_sha = video_features.sha256_file(config.weights) if config.weights else 'random'
   params = parameters(config, weights_sha)
   manifest_file = os.path.join(output, 'manifest.json')

@@ -1,1 +1,0 @@
-"""Using trained models: loading a run, masked prediction, zero-shot tasks, generation."""

@@ -1,1 +1,0 @@
-"""Runnable stages (run() writes outputs and a manifest), shared by commands and the demo."""

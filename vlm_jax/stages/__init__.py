@@ -1,0 +1,1 @@
+"""Every stage as a flag-free run(): the commands, the demo and the tests call these."""

@@ -1,0 +1,1 @@
+"""VideoBERT: joint vocabulary, records pipeline, model, objectives, step, trainer, inference."""

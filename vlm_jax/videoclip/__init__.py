@@ -1,0 +1,1 @@
+"""VideoCLIP: dual encoder, overlapped pair sampling, retrieval-augmented epochs, trainer, inference."""
