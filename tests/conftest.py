@@ -54,6 +54,5 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def loaded(run_dir):
   """That run, loaded for inference."""
-  from vlm_jax.videobert import \
-      inference as videobert_inference  # pylint: disable=import-outside-toplevel
+  from vlm_jax.videobert import inference as videobert_inference  # pylint: disable=import-outside-toplevel
   return videobert_inference.load(str(run_dir))

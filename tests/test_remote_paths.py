@@ -280,10 +280,8 @@ def _handler_class(store: FakeGcs, tls_context: ssl.SSLContext):
 def _certificate(directory: str) -> tuple[str, str]:
   """A self-signed certificate for the googleapis.com hosts: (cert.pem, key.pem)."""
   from cryptography import x509  # pylint: disable=import-outside-toplevel
-  from cryptography.hazmat.primitives import (hashes,  # pylint: disable=import-outside-toplevel
-                                              serialization)
-  from cryptography.hazmat.primitives.asymmetric import \
-      ec  # pylint: disable=import-outside-toplevel
+  from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=import-outside-toplevel
+  from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
   from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
   key = ec.generate_private_key(ec.SECP256R1())
   name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'fake googleapis')])

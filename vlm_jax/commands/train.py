@@ -60,8 +60,7 @@ def main(argv):
   try:
     config = _CONFIG.value
     if config.get('system') == 'videoclip':
-      from vlm_jax.videoclip import \
-          trainer as videoclip_trainer  # pylint: disable=import-outside-toplevel
+      from vlm_jax.videoclip import trainer as videoclip_trainer  # pylint: disable=import-outside-toplevel
       videoclip_trainer.train(config, _WORKDIR.value)
     else:
       trainer.train(config, _WORKDIR.value)
