@@ -8,6 +8,8 @@ adds one line.
 import importlib
 import types
 
+from vlm_jax import config_checks
+
 # name -> the module with its `train(config, workdir, *, stop_at=None) -> dict`.
 TRAINERS = {
     'videobert': 'vlm_jax.videobert.trainer',
@@ -17,10 +19,10 @@ NAMES = tuple(TRAINERS)
 
 
 def name_of(config) -> str:
-  """The config's system, checked (ValueError naming config.system)."""
+  """The config's system, checked (ConfigError naming config.system)."""
   name = config.get('system')
   if name not in TRAINERS:
-    raise ValueError(f'config.system: {name!r}; one of {", ".join(NAMES)}')
+    raise config_checks.ConfigError(f'config.system: {name!r}; one of {", ".join(NAMES)}')
   return name
 
 
