@@ -35,7 +35,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from configs import videoclip as videoclip_config  # pylint: disable=wrong-import-position
 from vlm_jax import host_memory  # pylint: disable=wrong-import-position
 from vlm_jax.train import partitioning  # pylint: disable=wrong-import-position
-from vlm_jax.videoclip import trainer as videoclip_trainer  # pylint: disable=wrong-import-position
+from vlm_jax.videoclip import step as videoclip_step  # pylint: disable=wrong-import-position
 
 VIDEOS, PAIRS, DIM, SECONDS, TEXT = 8, 4, 512, 32, 63
 
@@ -77,8 +77,7 @@ def steps_per_second(step, steps: int) -> float:
 
 
 def vlm_jax_step(preset: str, dropout_rng: str):
-  setup = videoclip_trainer.build(benchmark_config(preset, dropout_rng),
-                                  devices=jax.devices()[:1])
+  setup = videoclip_step.build(benchmark_config(preset, dropout_rng), devices=jax.devices()[:1])
   holder = {'state': setup.sharded.create_state(setup.sharded.init_params(jax.random.key(0)))}
   batch = partitioning.device_batch(random_batch(np.random.default_rng(0)), setup.mesh)
 

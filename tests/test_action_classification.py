@@ -122,7 +122,7 @@ def _write_two_colour_video(path, fps=20, clip_frames=30):
 
 
 def test_generate_command(run_dir, tmp_path):
-  from vlm_jax.commands import generate  # pylint: disable=import-outside-toplevel
+  from vlm_jax.stages import generate  # pylint: disable=import-outside-toplevel
   from vlm_jax.videobert import generation  # pylint: disable=import-outside-toplevel
   videos = tmp_path / 'videos'
   videos.mkdir()

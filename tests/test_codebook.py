@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from vlm_jax.commands import assign_tokens, build_codebook
+from vlm_jax.stages import assign_tokens, build_codebook
 from vlm_jax.videobert import codebook as codebook_lib
 
 LEVELS, K, DIM = 3, 4, 16

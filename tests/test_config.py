@@ -6,8 +6,11 @@ import sys
 import pytest
 
 from configs import videobert as videobert_config
+from configs import videoclip as videoclip_config
 from vlm_jax import config_checks
+from vlm_jax.videobert import checks as videobert_checks
 from vlm_jax.videobert import step as step_lib
+from vlm_jax.videoclip import checks as videoclip_checks
 
 
 def test_presets():
@@ -21,7 +24,7 @@ def test_presets():
   tiny = videobert_config.get_config('tiny')
   assert tiny.model.init_checkpoint == 'minilm'
   for preset in ('tiny', 'base', 'large', 'tiny,runlocal'):
-    config_checks.validate(videobert_config.get_config(preset), num_devices=4)
+    videobert_checks.validate(videobert_config.get_config(preset), num_devices=4)
 
 
 def test_unknown_preset_and_option():
@@ -49,7 +52,41 @@ def test_bad_values_name_their_field(field, value, message):
   section, key = field.split('.')
   config[section][key] = value
   with pytest.raises(config_checks.ConfigError) as error:
-    config_checks.validate(config, num_devices=4)
+    videobert_checks.validate(config, num_devices=4)
+  assert message in str(error.value)
+
+
+def _videoclip(preset='tiny,runlocal', steps_per_epoch=6):
+  config = videoclip_config.get_config(preset)
+  config.train.steps_per_epoch = steps_per_epoch  # what the trainer fills in from the corpus
+  return config
+
+
+def test_videoclip_presets_pass():
+  for preset in ('tiny', 'base', 'tiny,runlocal'):
+    config = _videoclip(preset, steps_per_epoch=100)  # base warms up for 1,000 steps
+    videoclip_checks.validate(config, 4, 1, 4 * config.data.videos_per_batch)
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('mesh.model', 3, 'config.mesh.model: 3 does not divide the 4 devices'),
+    ('model.dtype', 'bfloat17', "config.model.dtype: unknown dtype 'bfloat17'"),
+    ('model.video_layers', 3, 'config.model.video_layers: must be in [1, model.num_layers=2]'),
+    ('data.videos_per_batch', 16, 'config.data.videos_per_batch: 24 training videos with '
+     'sentences cannot fill a batch of 16 videos drawn from 32 neighbours'),
+    ('data.videos_per_batch', 3, 'config.data.videos_per_batch: the batch of 3 x 2 pairs is not '
+     'divisible by the data-parallel size 4'),
+    ('optim.warmup_steps', 12, 'config.optim.warmup_steps: must be in [0, 12 steps of training '
+     '(2 epochs x 6 batches)), got 12'),
+    ('optim.grad_accum_steps', 2, 'config.optim.grad_accum_steps: must be 1 for a contrastive'),
+    ('train.encode_batch_size', 0, 'config.train.encode_batch_size: must be >= 1, got 0'),
+])
+def test_videoclip_bad_values_name_their_field(field, value, message):
+  config = _videoclip()
+  section, key = field.split('.')
+  config[section][key] = value
+  with pytest.raises(config_checks.ConfigError) as error:
+    videoclip_checks.validate(config, 4, 1, 24)
   assert message in str(error.value)
 
 

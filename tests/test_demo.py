@@ -84,9 +84,9 @@ def test_colab_notebook_runs_on_cpu(demo_dir):
 
 
 def test_videoclip_demo_on_the_same_corpus(demo_dir):
-  """--system videoclip reuses the corpus and features, trains twice, scores retrieval."""
-  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', '--system', 'videoclip',
-                        f'--workdir={demo_dir}', '--config', 'configs/demo.py:runlocal'],
+  """config.system=videoclip reuses the corpus and features, trains twice, scores retrieval."""
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={demo_dir}',
+                        '--config', 'configs/demo.py:runlocal', '--config.system=videoclip'],
                        cwd=REPO, check=True, capture_output=True, text=True)
   report = demo_dir / 'report_videoclip'
   metrics = json.loads((report / 'metrics.json').read_text())

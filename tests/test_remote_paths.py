@@ -418,3 +418,39 @@ def test_train_and_resume_with_workdir_and_data_on_gcs(fake_gcs, tmp_path, monke
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(_params(f'{workdir}/checkpoints', 4)),
                           jax.tree.leaves(_params(os.path.join(local, 'checkpoints'), 4))):
     np.testing.assert_allclose(x, y, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_captioner_trains_and_loads_on_gcs(fake_gcs, tmp_path, monkeypatch):
+  """The captioner's workdir on gs://: its files on the bucket, and the same model as locally."""
+  pytest.importorskip('google.cloud.storage',
+                      reason='Orbax lists gs:// checkpoints through google-cloud-storage')
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from configs import captioner as captioner_config  # pylint: disable=import-outside-toplevel
+  from vlm_jax.captioning import train as captioner  # pylint: disable=import-outside-toplevel
+  store, env = fake_gcs
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  monkeypatch.chdir(tmp_path)  # where a URL taken as a local path would make 'gs:/'
+  config = captioner_config.get_config('runlocal')
+  config.train.num_steps, config.train.batch_size = 20, 8
+  config.train.log_every, config.train.checkpoint_every = 10, 10
+  sentences = ['slice the tomato', 'stir the soup in the pot', 'peel the onion and chop it',
+               'pour the eggs into the pan']
+  features = np.random.default_rng(0).normal(size=(4, 24)).astype(np.float32)
+
+  workdir = f'gs://{BUCKET}/runs/captioner'
+  captioner.train(config, features, sentences, workdir, progress=False)
+  names = set(store.names(BUCKET))
+  for name in ('model.json', 'config.json', 'metrics.jsonl', 'manifest.json', 'curves.png',
+               'checkpoints/20/_CHECKPOINT_METADATA'):
+    assert f'runs/captioner/{name}' in names, name
+  local = str(tmp_path / 'captioner')
+  captioner.train(config, features, sentences, local, progress=False)
+  assert os.listdir(tmp_path) == ['captioner']  # no local 'gs:' directory
+  remote, here = captioner.load(workdir), captioner.load(local)
+  assert remote.step == here.step == 20
+  for x, y in zip(jax.tree.leaves(remote.params), jax.tree.leaves(here.params)):
+    np.testing.assert_array_equal(x, y)
+  assert captioner.captions(remote, features) == captioner.captions(here, features)

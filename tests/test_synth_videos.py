@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from vlm_jax.commands import synth_videos
+from vlm_jax.stages import synth_videos
 from vlm_jax.data import synthetic_videos, transcripts, video
 from vlm_jax.metrics import purity
 

@@ -1,4 +1,5 @@
-"""The sharded trainer: mesh equivalence, resumption, accumulation, NaN stop, CLI."""
+"""The sharded trainer and its loop: mesh equivalence, resumption, accumulation, NaN stop,
+loading parameters only, CLI."""
 
 import json
 import os
@@ -8,12 +9,16 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import videobert as videobert_config
-from vlm_jax.train import loop, partitioning
+from vlm_jax.train import checkpoints, loop, partitioning
 from vlm_jax.videobert import pipeline
 from vlm_jax.videobert import step as step_lib
 from vlm_jax.videobert import trainer
@@ -132,6 +137,100 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert saved and saved[-1] < 10
   params = restore_params(str(tmp_path), saved[-1])
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def _toy_run(plan_reads: list) -> loop.Run:
+  """Linear regression on a 4-device mesh; an 'epoch' of 3 steps starts by reading the state.
+
+  `plan_reads` gets (first step of the epoch, state.step read then) per epoch start.
+  """
+  mesh = partitioning.make_mesh(ml_collections.ConfigDict(dict(data=-1, model=1)))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  tx = optax.adam(0.3)
+
+  def create():
+    params = {'w': jnp.zeros(4), 'b': jnp.zeros(())}
+    return partitioning.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+  def step_fn(state, batch):
+    def loss_fn(params):
+      return jnp.mean((batch['x'] @ params['w'] + params['b'] - batch['y']) ** 2)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return (partitioning.TrainState(state.step + 1, optax.apply_updates(state.params, updates),
+                                    opt_state),
+            dict(loss=loss, l2_grads=optax.tree.norm(grads)))
+
+  def batches(state, start):
+    for step in range(start + 1, 1000):
+      if step % 3 == 1:
+        plan_reads.append((step, int(state().step)))
+      x = np.random.default_rng(step).normal(size=(8, 4)).astype(np.float32)
+      yield dict(x=x, y=x @ np.arange(4, dtype=np.float32) + 1)
+
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          jax.eval_shape(create))
+  return loop.Run(mesh=mesh, abstract_state=abstract,
+                  create_state=jax.jit(create, out_shardings=replicated),
+                  train_step=jax.jit(step_fn, out_shardings=(replicated, None), donate_argnums=0),
+                  num_steps=7, batches=batches, examples_per_step=8,
+                  manifest={'toy': True}, log_fields=lambda step: {'epoch': (step - 1) // 3})
+
+
+def _toy_config():
+  return ml_collections.ConfigDict(
+      dict(train=dict(log_every=2, checkpoint_every=3, keep_checkpoints=2)))
+
+
+@pytest.fixture(scope='module')
+def toy_runs(tmp_path_factory):
+  """(straight workdir, resumed workdir, plan reads of the resumed run's two halves)."""
+  straight, resumed = tmp_path_factory.mktemp('toy_straight'), tmp_path_factory.mktemp('toy')
+  loop.train(_toy_config(), str(straight), _toy_run([]), progress=False)
+  first, second = [], []
+  loop.train(_toy_config(), str(resumed), _toy_run(first), stop_at=5, progress=False)
+  loop.train(_toy_config(), str(resumed), _toy_run(second), progress=False)
+  return straight, resumed, (first, second)
+
+
+def test_loop_logs_checkpoints_resumes_and_hands_batches_the_current_state(toy_runs):
+  straight, resumed, (first, second) = toy_runs
+  # Each epoch is planned from the state after the step before it, also when resumed.
+  assert first == [(1, 0), (4, 3)] and second == [(7, 6)]
+  rows = [json.loads(l) for l in open(resumed / 'metrics.jsonl')]
+  assert [r['step'] for r in rows] == [2, 4, 5, 6, 7]  # 5: where the first run stopped
+  assert [r['epoch'] for r in rows] == [0, 1, 1, 1, 2]
+  assert all(r['examples_per_second'] == pytest.approx(8 * r['steps_per_second']) for r in rows)
+  manifest = json.loads((resumed / 'manifest.json').read_text())
+  assert manifest['toy'] and manifest['resumed_from_step'] == 5 and manifest['final_step'] == 7
+  assert manifest['checkpoint_steps'] == [6, 7]  # every 3, the end, keep 2
+  assert (resumed / 'curves.png').stat().st_size > 0
+  straight_rows = [json.loads(l) for l in open(straight / 'metrics.jsonl')]
+  assert straight_rows[-1]['loss'] == rows[-1]['loss'] < rows[0]['loss']
+  np.testing.assert_array_equal(restore_params(str(resumed), 7)['w'],
+                                restore_params(str(straight), 7)['w'])
+
+
+def test_restore_params_reads_no_optimizer_state(toy_runs, monkeypatch):
+  workdir = str(toy_runs[0])
+  abstract = _toy_run([]).abstract_state
+  state, step = checkpoints.restore_latest(workdir, abstract)
+  read = []
+  deserialize = ocp.type_handlers.ArrayHandler.deserialize
+
+  async def spy(self, infos, args=None):
+    read.extend(info.name for info in infos)
+    return await deserialize(self, infos, args)
+
+  monkeypatch.setattr(ocp.type_handlers.ArrayHandler, 'deserialize', spy)
+  params, params_step = checkpoints.restore_params(workdir, abstract.params)
+  assert params_step == step == 7
+  assert sorted(read) == ['params.b', 'params.w']  # no Adam moments, no step counter
+  for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(state.params)):
+    assert x.sharding == y.sharding
+    np.testing.assert_array_equal(x, y)
+  earlier, _ = checkpoints.restore_params(workdir, abstract.params, step=6)
+  assert not np.array_equal(earlier['w'], params['w'])
 
 
 def test_train_command_end_to_end(tmp_path):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from vlm_jax.commands import parse_transcripts
+from vlm_jax.stages import parse_transcripts
 from vlm_jax.data import tokenizer
 from vlm_jax.data import transcripts
 from vlm_jax.data.transcripts import TimedSentence, TimedWord

@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from vlm_jax.commands import preview_video
+from vlm_jax.stages import preview_video
 from vlm_jax.data import video
 
 TRUNCATED = 'edge_cases/truncated_header_only.mkv'

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from configs import videoclip as videoclip_config
 from vlm_jax.convert import hf_bert
+from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.models import bert
 from vlm_jax.train import contrastive
+from vlm_jax.videoclip import inference as videoclip_inference
 from vlm_jax.videoclip import model as videoclip
+from vlm_jax.videoclip import pipeline as videoclip_pipeline
+from vlm_jax.videoclip import sampling as videoclip_sampling
 
 
 def _by_hand(zv, zt, temperature):
@@ -130,9 +135,11 @@ def test_both_towers_load_the_checkpoint():
   shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), features,
                                         np.ones((1, 3), np.int32), ids, np.ones_like(ids)))
   shapes = shapes['params']
+  special = tokenizer_lib.special_ids(
+      tokenizer_lib.load(tokenizer_lib.resolve_vocab_file('', 'minilm')))
   params = videoclip.with_pretrained(
       {k: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v) for k, v in shapes.items()},
-      bert_params, 4)
+      bert_params, 4, cls_id=special['[CLS]'], sep_id=special['[SEP]'])
   assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape, dict(shapes))
   words = bert_params['embeddings']['word_embeddings']['embedding']
   np.testing.assert_array_equal(
@@ -140,3 +147,39 @@ def test_both_towers_load_the_checkpoint():
   zt = model.apply({'params': params}, ids, np.ones_like(ids), method='encode_text')
   hidden, _ = bert.BertModel(config).apply({'params': bert_params}, ids, np.ones_like(ids))
   np.testing.assert_allclose(zt[0], np.asarray(hidden)[0, 1:].mean(0), atol=1e-5)
+
+
+def _shuffled_vocab(tmp_path):
+  """A vocab.txt whose [CLS] and [SEP] are not BERT uncased's 101 and 102."""
+  words = ['[PAD]', '[SEP]', 'the', 'pour', 'water', '[UNK]', '[MASK]', 'into', 'a', 'pan',
+           '[CLS]', 'cut', 'onion']
+  path = tmp_path / 'vocab.txt'
+  path.write_text(''.join(w + '\n' for w in words), encoding='utf-8')
+  return str(path), words.index('[CLS]'), words.index('[SEP]')
+
+
+def test_text_inputs_frame_with_the_vocabs_cls_and_sep(tmp_path):
+  vocab_file, cls_id, sep_id = _shuffled_vocab(tmp_path)
+  config = videoclip_config.get_config('tiny,runlocal')
+  config.data.vocab_file = vocab_file
+  # Training pairs: sampling_options reads the ids from the config's vocab.
+  opts = videoclip_pipeline.sampling_options(config)
+  assert (opts.cls_id, opts.sep_id) == (cls_id, sep_id) == (10, 1)
+  pairs = [videoclip_sampling.Pair([3, 4], (0.0, 2.0), 0, 2),
+           videoclip_sampling.Pair([11], (0.0, 1.0), 1, 2)]
+  arrays = videoclip_pipeline.pair_arrays(pairs, np.ones((3, 4), np.float16), opts)
+  np.testing.assert_array_equal(arrays['input_ids'][:, :4], [[10, 3, 4, 1], [10, 11, 1, 0]])
+  np.testing.assert_array_equal(arrays['attention_mask'][:, :4], [[1, 1, 1, 1], [1, 1, 1, 0]])
+  # Inference texts: the run's tokenizer (the same vocab) gives the same framing.
+  loaded = videoclip_inference.Loaded(config, None, None, 0, tokenizer_lib.load(vocab_file))
+  ids, mask = videoclip_inference.text_inputs(loaded, ['pour water', 'cut a onion'])
+  np.testing.assert_array_equal(ids[:, :5], [[10, 3, 4, 1, 0], [10, 11, 8, 12, 1]])
+  np.testing.assert_array_equal(mask.sum(1), [4, 5])
+  assert ids.shape == (2, config.data.text_tokens_cap + 2)
+
+
+def test_default_vocab_ids_are_bert_uncased():
+  # Without data.vocab_file the ids come from the init checkpoint's / the default vocab.
+  for preset in ('tiny', 'tiny,runlocal'):
+    opts = videoclip_pipeline.sampling_options(videoclip_config.get_config(preset))
+    assert (opts.cls_id, opts.sep_id) == (101, 102)

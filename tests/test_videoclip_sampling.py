@@ -5,6 +5,8 @@ import pytest
 
 from vlm_jax.videoclip import sampling
 
+CLS, SEP = 101, 102  # BERT uncased's; sampling itself never reads them
+
 
 def _video(rng, num_sentences=40):
   lengths = rng.integers(2, 15, num_sentences)
@@ -16,7 +18,7 @@ def _video(rng, num_sentences=40):
 
 def test_sampling_respects_the_parameters():
   rng = np.random.default_rng(0)
-  opts = sampling.SamplingOptions()
+  opts = sampling.SamplingOptions(cls_id=CLS, sep_id=SEP)
   video_lengths, text_lengths = [], []
   for _ in range(60):
     sentences, times, seconds = _video(rng)
@@ -45,7 +47,7 @@ def test_sampling_respects_the_parameters():
 
 def test_short_videos_and_single_sentences():
   rng = np.random.default_rng(1)
-  opts = sampling.SamplingOptions(pairs_per_video=50)
+  opts = sampling.SamplingOptions(cls_id=CLS, sep_id=SEP, pairs_per_video=50)
   pairs = sampling.sample_video(rng, [[1, 2, 3]], np.array([[0.0, 2.0]]), 2, opts)
   assert all(p.text_ids == [1, 2, 3] for p in pairs)
   assert all((p.video_start, p.video_end) == (0, 2) for p in pairs)

@@ -18,9 +18,11 @@ from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts
 from vlm_jax.stages import make_records
 from vlm_jax.train import partitioning
+from vlm_jax.videoclip import checks as videoclip_checks
 from vlm_jax.videoclip import inference as videoclip_inference
 from vlm_jax.videoclip import pipeline as videoclip_pipeline
 from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.videoclip import step as videoclip_step
 from vlm_jax.videoclip import trainer as videoclip_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,8 +100,7 @@ def test_make_records_videoclip_format(tmp_path):
   (transcript_dir / 'vid.vtt').write_text(
       'WEBVTT\n\n00:00:00.000 --> 00:00:03.000\nnow let me show you how to slice the tomato.\n\n'
       '00:00:04.000 --> 00:00:08.000\nnext we boil the egg.\n')
-  c = make_records_config.get_config()
-  c.format = 'videoclip'
+  c = make_records_config.get_config('videoclip')
   manifest = make_records.run(str(features), None, str(transcript_dir), str(tmp_path / 'out'), c,
                               progress=False)
   assert manifest['counts']['videos'] == 2 and manifest['codebook'] is None
@@ -120,7 +121,7 @@ def test_make_records_videoclip_format(tmp_path):
 
 def test_batches_follow_the_sampling_and_split_over_processes(record_files):
   corpus = videoclip_pipeline.load_corpus(record_files)
-  opts = videoclip_pipeline.sampling_options(_config(record_files).data)
+  opts = videoclip_pipeline.sampling_options(_config(record_files))
   plan = videoclip_pipeline.random_plan(len(corpus), 4, np.random.default_rng(0))
   whole = list(videoclip_pipeline.make_dataset(corpus, plan, 3, 7, opts).as_numpy_iterator())
   halves = [list(videoclip_pipeline.make_dataset(corpus, plan, 3, 7, opts, 0, p, 2)
@@ -161,14 +162,14 @@ def test_sharded_step_equals_single_device(record_files):
   config = _config(record_files)
   corpus = videoclip_pipeline.load_corpus(record_files)
   config = videoclip_trainer.with_corpus_size(config, len(corpus))
-  opts = videoclip_pipeline.sampling_options(config.data)
+  opts = videoclip_pipeline.sampling_options(config)
   batch = videoclip_pipeline.batch_of_videos(corpus, [0, 5, 9, 14], 0, 0, opts)
   batch.pop('video_index')
   losses = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
     c = config.copy_and_resolve_references()
-    setup = videoclip_trainer.build(c, devices)
-    state = setup.sharded.create_state(videoclip_trainer.initial_params(setup))
+    setup = videoclip_step.build(c, devices)
+    state = setup.sharded.create_state(videoclip_step.initial_params(setup))
     state, metrics = setup.train_step(state, partitioning.device_batch(batch, setup.mesh))
     losses.append((float(metrics['loss']), jax.device_get(state.params)))
   assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-5)
@@ -180,11 +181,11 @@ def test_config_checks_name_the_field(record_files):
   config = videoclip_trainer.with_corpus_size(_config(record_files), 24)
   config.data.videos_per_batch = 16
   with pytest.raises(config_checks.ConfigError, match='data.videos_per_batch'):
-    config_checks.validate_videoclip(config, 4, 1, 24)
+    videoclip_checks.validate(config, 4, 1, 24)
   config.data.videos_per_batch = 4
   config.optim.grad_accum_steps = 2
   with pytest.raises(config_checks.ConfigError, match='optim.grad_accum_steps'):
-    config_checks.validate_videoclip(config, 4, 1, 24)
+    videoclip_checks.validate(config, 4, 1, 24)
 
 
 @pytest.fixture(scope='module')

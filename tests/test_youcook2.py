@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vlm_jax.commands import prepare_youcook2
+from vlm_jax.stages import prepare_youcook2
 from vlm_jax.data import youcook2
 
 VERBS = youcook2.load_labels('verbs')
@@ -148,7 +148,7 @@ def test_prepare_youcook2_real_validation(realdata, tmp_path):
   (videos / f'{training_id}.mp4').write_bytes(b'')  # not in the subset: ignored
   out = tmp_path / 'out'
   proc = subprocess.run(
-      [sys.executable, '-m', 'vlm_jax.commands.prepare_youcook2', '--annotations', str(path),
+      [sys.executable, '-m', 'vlm_jax.cli', 'prepare-youcook2', '--annotations', str(path),
        '--videos', str(videos), '--output', str(out)],
       capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,9 @@
 """`vlm-jax <subcommand> [flags]`: one entry point for every stage.
 
-Each subcommand is a module with absl flags and a `main(argv)`; only the chosen
-one is imported, so their flags never collide and start-up stays fast.
+Each subcommand is a module of vlm_jax/commands with absl flags and a
+`main(argv)` that calls its stage (vlm_jax/stages); only the chosen one is
+imported, so their flags never collide and start-up stays fast. Nothing else
+imports a command.
 """
 
 import importlib
@@ -43,7 +45,11 @@ SUBCOMMANDS = {
     'caption': ('vlm_jax.commands.caption',
                 'VideoBERT captioning: segment features, a transformer captioner, captions.'),
 }
-# `vlm-jax eval <task>` runs vlm_jax.evaluate.<task> (hyphens become underscores).
+# `vlm-jax eval <task>` runs vlm_jax.evaluate.<task> (hyphens become underscores), or one of
+# these: evaluations that need a system, which the shared vlm_jax.evaluate may not import.
+EVAL_COMMANDS = {
+    'action-classification': 'vlm_jax.commands.eval_action_classification',
+}
 EVAL = ('eval', 'Evaluation binaries: vlm-jax eval <task> --help (tasks listed by vlm-jax eval).')
 
 USAGE = """usage: vlm-jax <subcommand> [--flags]
@@ -69,6 +75,10 @@ def main(argv=None) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's start-up chatter
   if os.environ.get('VLM_JAX_MALLOC', 'retain') == 'retain':
     host_memory.retain_freed_memory()  # before JAX's first computation
+  import jax  # pylint: disable=import-outside-toplevel
+  # Random numbers that shard: sharded and unsharded init (and dropout) draw the
+  # same values. Set before any computation, for every subcommand alike.
+  jax.config.update('jax_threefry_partitionable', True)
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
     print(usage())
@@ -84,11 +94,14 @@ def main(argv=None) -> None:
   _run(SUBCOMMANDS[name][0], f'vlm-jax {name}', argv[2:])
 
 
-def eval_tasks() -> list[str]:
+def eval_tasks() -> dict[str, str]:
+  """{task: module}: the modules of vlm_jax.evaluate, and EVAL_COMMANDS."""
   import pkgutil  # pylint: disable=import-outside-toplevel
   from vlm_jax import evaluate  # pylint: disable=import-outside-toplevel
-  return sorted(m.name.replace('_', '-') for m in pkgutil.iter_modules(evaluate.__path__)
-                if not m.name.startswith('_'))
+  tasks = {m.name.replace('_', '-'): f'vlm_jax.evaluate.{m.name}'
+           for m in pkgutil.iter_modules(evaluate.__path__) if not m.name.startswith('_')}
+  tasks.update(EVAL_COMMANDS)
+  return dict(sorted(tasks.items()))
 
 
 def _run_eval(argv: list[str]) -> None:
@@ -100,8 +113,7 @@ def _run_eval(argv: list[str]) -> None:
     if given:
       sys.exit(2)
     return
-  module = 'vlm_jax.evaluate.' + argv[2].replace('-', '_')
-  _run(module, f'vlm-jax eval {argv[2]}', argv[3:])
+  _run(tasks[argv[2]], f'vlm-jax eval {argv[2]}', argv[3:])
 
 
 def _run(module_name: str, program: str, args: list[str]) -> None:

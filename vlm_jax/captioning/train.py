@@ -1,49 +1,41 @@
 """Training and running the captioner: caption ids, batches, step, checkpoints, decoding.
 
   train(config, features, sentences, workdir)   teacher-forced cross-entropy, Adam
-                                                with linear decay; resumes from the
-                                                latest orbax checkpoint in workdir
+                                                with linear decay, on the training
+                                                loop (vlm_jax.train.loop): resumes
+                                                from the latest checkpoint in workdir
   load(workdir) -> Trained; captions(trained, features) -> greedy captions
 
 One device and all the data in memory: a segment's feature is a few KiB and
 YouCook2 has about 10k training segments. The batch of a step depends only on
 (seed, step), so a resumed run sees the same batches as an uninterrupted one.
 Features are standardised per dimension with the training set's mean and
-spread, kept in the workdir's model.json for captioning new segments.
+spread, kept in the workdir's model.json for captioning new segments. The
+workdir may be a local path or a URL (gs://bucket/run).
 """
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
-import time
 from typing import Any, Callable, ClassVar, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
+import tensorflow as tf
 import tqdm
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlm_jax.captioning import model as captioner_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.train import checkpoints, optim, report
+from vlm_jax.train import checkpoints, loop, optim, partitioning, report
 
 MODEL_FILE = 'model.json'
-
-
-class TrainingDiverged(RuntimeError):
-  """The loss became NaN or infinite."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+TrainState = partitioning.TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,33 +129,37 @@ def encoder_inputs(features: np.ndarray, max_inputs: int) -> tuple[np.ndarray, n
   return np.pad(features, ((0, 0), (0, pad), (0, 0))), mask
 
 
-@dataclasses.dataclass(frozen=True)
-class _Built:
-  model: captioner_lib.Captioner
-  create_state: Callable[[jax.Array], TrainState]
-  train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
-  abstract_state: TrainState  # ShapeDtypeStructs on the one device
-  decode: Callable[[Any, np.ndarray, np.ndarray], jax.Array]  # greedy, [batch, length]
-
-
 def standardize(features: np.ndarray, mask: np.ndarray, mean: np.ndarray,
                 std: np.ndarray) -> np.ndarray:
   """Per-dimension z-scores of [N, L, D] encoder inputs; padded positions stay 0."""
   return ((features - mean) / std * mask[..., None]).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Built:
+  model: captioner_lib.Captioner
+  mesh: Mesh  # one device
+  create_state: Callable[[jax.Array], TrainState]  # rng -> step-0 state
+  train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  abstract_state: TrainState  # ShapeDtypeStructs on the one device
+  decode: Callable[[Any, np.ndarray, np.ndarray], jax.Array]  # greedy, [batch, length]
+
+
 def _build(config, feature_dim: int, vocab_size: int) -> _Built:
   """The model and its jitted functions; built once per shape and optimizer in a process."""
   model_config = captioner_lib.CaptionerConfig.from_config(config.model, feature_dim, vocab_size)
+  # 'rbg' unless the config says otherwise: on one device its masks need not be the
+  # same under every sharding, and it compiles several times faster than threefry on
+  # CPU. The config.json of a run from before train.dropout_rng existed lacks the field.
   return _build_cached(model_config, config.optim.to_json(), config.train.num_steps,
-                       config.seed)
+                       config.seed, config.train.get('dropout_rng', 'rbg'))
 
 
 # Compiling dominates a small run on CPU: a resumed run, or one in a process that
 # already trained the same shape, reuses the executables.
 @functools.lru_cache(maxsize=4)
 def _build_cached(model_config: captioner_lib.CaptionerConfig, optim_json: str, num_steps: int,
-                  seed: int) -> _Built:
+                  seed: int, dropout_rng: str) -> _Built:
   model = captioner_lib.Captioner(model_config)
   tx, schedule = optim.make(ml_collections.ConfigDict(json.loads(optim_json)), num_steps)
   inputs, length = model_config.max_inputs, model_config.max_caption_len
@@ -174,9 +170,7 @@ def _build_cached(model_config: captioner_lib.CaptionerConfig, optim_json: str, 
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
   def train_step(state, batch):
-    # One device, so rbg's masks need not be sharding-independent, and it
-    # compiles several times faster than threefry on CPU.
-    rng = jax.random.fold_in(jax.random.key(seed, impl='rbg'), state.step)
+    rng = jax.random.fold_in(jax.random.key(seed, impl=dropout_rng), state.step)
 
     def loss_fn(params):
       logits = model.apply({'params': params}, batch['features'], batch['feature_mask'],
@@ -194,11 +188,14 @@ def _build_cached(model_config: captioner_lib.CaptionerConfig, optim_json: str, 
     return captioner_lib.greedy_decode(model, params, features, feature_mask, CaptionVocab.bos,
                                        length)
 
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  mesh = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), partitioning.MESH_AXES)
+  device = NamedSharding(mesh, PartitionSpec())
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           jax.eval_shape(create_state, jax.random.key(0)))
-  return _Built(model, jax.jit(create_state, out_shardings=device),
-                jax.jit(train_step, donate_argnums=0), abstract, jax.jit(decode))
+  step = jax.jit(train_step, in_shardings=(device, partitioning.batch_sharding(mesh)),
+                 out_shardings=(device, None), donate_argnums=0)
+  return _Built(model, mesh, jax.jit(create_state, out_shardings=device), step, abstract,
+                jax.jit(decode))
 
 
 def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Sequence[str],
@@ -209,7 +206,8 @@ def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Se
     config: configs/captioner.py's config.
     features: [N, D] segment features (or [N, L, D] sequences of L <= max_inputs).
     sentences: N reference captions.
-    workdir: checkpoints/, metrics.jsonl, config.json, model.json and manifest.json go here.
+    workdir: a local path or a URL; checkpoints/, metrics.jsonl, config.json, model.json
+      and manifest.json go here.
     progress: show a tqdm bar.
     stop_at: stop (with a checkpoint) after this step instead, as if interrupted.
 
@@ -218,8 +216,7 @@ def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Se
   """
   if len(features) != len(sentences) or not len(sentences):
     raise ValueError(f'{len(features)} features for {len(sentences)} captions')
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = loop.make_workdir(workdir)
   tok = tokenizer_lib.load(config.vocab_file)
   features, feature_mask = encoder_inputs(features, config.model.max_inputs)
   feature_dim = features.shape[-1]
@@ -233,65 +230,26 @@ def train(config: ml_collections.ConfigDict, features: np.ndarray, sentences: Se
   vocab = CaptionVocab.build(tok, pieces)
   captions = caption_arrays(vocab, pieces, config.model.max_caption_len)
   built = _build(config, feature_dim, vocab.size)
-  num_steps, batch_size = config.train.num_steps, config.train.batch_size
-  end = min(num_steps, stop_at) if stop_at else num_steps
-
-  # --- Checkpoints: resume from the latest one if there is one.
-  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
-  state, start, resumed = checkpoints.restore_or_create(
-      manager, built.abstract_state, lambda: built.create_state(jax.random.key(config.seed)))
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(metrics_path):
-    report.truncate_metrics(metrics_path, after_step=start)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  with open(os.path.join(workdir, MODEL_FILE), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(workdir, MODEL_FILE), 'w') as f:
     json.dump({'feature_dim': feature_dim, 'bert_ids': vocab.bert_ids,
                'feature_mean': mean.tolist(), 'feature_std': std.tolist()}, f)
-  writer = report.MetricWriter(workdir)
 
-  # --- Loop.
-  started, window, logged, first = time.time(), [], {}, None
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc='caption-train', unit='step',
-                  disable=not progress, dynamic_ncols=True)
-  try:
-    for step in range(start + 1, end + 1):
-      rows = batch_indices(len(features), batch_size, step, config.seed)
-      batch = dict(features=features[rows], feature_mask=feature_mask[rows],
-                   **{k: v[rows] for k, v in captions.items()})
-      state, metrics = built.train_step(state, batch)
-      window.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-      if not np.isfinite(window[-1]['loss']):
-        raise TrainingDiverged(f'loss is {window[-1]["loss"]} at step {step}; lower '
-                               'config.optim.learning_rate')
-      first = window[-1]['loss'] if first is None else first
-      bar.update(1)
-      if step % config.train.log_every == 0 or step == end:
-        logged = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-        writer.write(step, logged)
-        bar.set_postfix(loss=f'{logged["loss"]:.3f}')
-        window = []
-      if step % config.train.checkpoint_every == 0 or step == end:
-        manager.save(step, args=ocp.args.StandardSave(state))
-  finally:
-    bar.close()
-    manager.wait_until_finished()
-    writer.close()
-  report.write_manifest(os.path.join(workdir, 'manifest.json'), {
-      'command': 'caption train',
-      'workdir': workdir,
-      'examples': len(sentences),
-      'caption_vocab_size': vocab.size,
-      'feature_dim': feature_dim,
-      'resumed_from_step': start if resumed else None,
-      'final_step': max(start, end),
-      'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),
-      'first_loss_this_run': first,
-      'wall_seconds': time.time() - started,
-      'last_metrics': logged,
-  })
-  manager.close()
-  return logged
+  def batches(state, start):  # pylint: disable=unused-argument
+    """Host batches [batch_size, ...] of steps start + 1, ...: rows drawn from (seed, step)."""
+    for step in itertools.count(start + 1):
+      rows = batch_indices(len(features), config.train.batch_size, step, config.seed)
+      yield dict(features=features[rows], feature_mask=feature_mask[rows],
+                 **{k: v[rows] for k, v in captions.items()})
+
+  run = loop.Run(
+      mesh=built.mesh, abstract_state=built.abstract_state,
+      create_state=lambda: built.create_state(jax.random.key(config.seed)),
+      train_step=built.train_step, num_steps=config.train.num_steps, batches=batches,
+      examples_per_step=config.train.batch_size,
+      manifest={'command': 'caption train', 'examples': len(sentences),
+                'caption_vocab_size': vocab.size, 'feature_dim': feature_dim},
+      name='caption-train')
+  return loop.train(config, workdir, run, stop_at=stop_at, progress=progress)
 
 
 @dataclasses.dataclass
@@ -307,17 +265,21 @@ class Trained:
 
 
 def load(workdir: str) -> Trained:
-  """The captioner of a `train` workdir at its latest checkpoint."""
-  if not os.path.exists(os.path.join(workdir, MODEL_FILE)):
+  """The captioner of a `train` workdir (local or a URL) at its latest checkpoint.
+
+  Only the parameters are read, not the optimizer's moments.
+  """
+  model_file = os.path.join(workdir, MODEL_FILE)
+  if not tf.io.gfile.exists(model_file):
     raise FileNotFoundError(f'{workdir} is not a captioner workdir (needs {MODEL_FILE})')
   config = report.read_config(workdir)
-  with open(os.path.join(workdir, MODEL_FILE)) as f:
+  with tf.io.gfile.GFile(model_file) as f:
     shape = json.load(f)
   tok = tokenizer_lib.load(config.vocab_file)
   vocab = CaptionVocab(tuple(shape['bert_ids']))
   built = _build(config, shape['feature_dim'], vocab.size)
-  state, step = checkpoints.restore_latest(workdir, built.abstract_state)
-  return Trained(config, tok, vocab, built, state.params, step,
+  params, step = checkpoints.restore_params(workdir, built.abstract_state.params)
+  return Trained(config, tok, vocab, built, params, step,
                  np.asarray(shape['feature_mean'], np.float32),
                  np.asarray(shape['feature_std'], np.float32))
 

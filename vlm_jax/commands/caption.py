@@ -36,21 +36,18 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.stages.caption import STAGES, run
+from vlm_jax.stages import caption
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     'configs', 'captioner.py')
 
-# allow_override: subcommands share flag names and tests import several into
-# one process (the CLI imports only one).
 _VIDEOBERT = flags.DEFINE_string('videobert', None, 'vlm-jax train workdir of the VideoBERT '
                                  '(not needed with --config.features.inputs=s3d).')
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy clip features and '
-                                '<video_id>.times.npy clip times.', allow_override=True)
+                                '<video_id>.times.npy clip times.')
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook (not '
-                                'needed with --config.features.inputs=s3d).',
-                                allow_override=True)
+                                'needed with --config.features.inputs=s3d).')
 _TEST_FEATURES = flags.DEFINE_string('test_features', None, 'Folder of the test videos\' '
                                      'features when apart from --features (the demo keeps '
                                      'features/train and features/test).')
@@ -58,25 +55,27 @@ _TRAIN_SEGMENTS = flags.DEFINE_string('train_segments', None, 'Training segments
                                       '(video_id, start, end, sentence).')
 _TEST_SEGMENTS = flags.DEFINE_string('test_segments', None, 'Segments to caption (JSONL: '
                                      'video_id, start, end; sentence to score).')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Output folder.')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG, 'Config file (default configs/captioner.py, preset paper).',
-    lock_config=True, allow_override=True)
-_STAGES = flags.DEFINE_list('stages', list(STAGES), 'Stages to run, in order: '
-                            + ', '.join(STAGES) + '.')
+    lock_config=True)
+_STAGES = flags.DEFINE_list('stages', list(caption.STAGES), 'Stages to run, in order: '
+                            + ', '.join(caption.STAGES) + '.')
 _SCORE = flags.DEFINE_bool('score', True, 'Score the predictions against the test sentences '
                            '(COCO caption code; METEOR needs Java).')
-# Marked required by the CLI when this command runs (not on import: tests
-# import commands as libraries).
+# Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['features', 'train_segments', 'test_segments', 'output']
 
 
 def main(argv):
   del argv
+  # Read before running: the predict stage imports the captioning eval binary,
+  # whose flags (its own --output among them) are defined on import.
+  output = _OUTPUT.value
   try:
-    manifest = run(_CONFIG.value, _FEATURES.value, _TRAIN_SEGMENTS.value, _TEST_SEGMENTS.value,
-                   _OUTPUT.value, _VIDEOBERT.value, _CODEBOOK.value, _STAGES.value,
-                   _SCORE.value, _TEST_FEATURES.value)
+    manifest = caption.run(_CONFIG.value, _FEATURES.value, _TRAIN_SEGMENTS.value,
+                           _TEST_SEGMENTS.value, output, _VIDEOBERT.value, _CODEBOOK.value,
+                           _STAGES.value, _SCORE.value, _TEST_FEATURES.value)
   except (ValueError, FileNotFoundError) as e:  # SegmentsError is a ValueError
     raise SystemExit(f'vlm-jax caption: {e}') from e
   predict = manifest.get('predict', {})
@@ -86,4 +85,4 @@ def main(argv):
                      for m in ('Bleu_3', 'Bleu_4', 'METEOR', 'ROUGE_L', 'CIDEr')
                      if scores.get(m) is not None)
     print(f'{predict["predictions"]} captions: {shown}')
-  print(f'wrote {_OUTPUT.value} (see {os.path.join(_OUTPUT.value, "manifest.json")})')
+  print(f'wrote {output} (see {os.path.join(output, "manifest.json")})')

@@ -18,7 +18,8 @@ transcripts (WebVTT, SRT, HowTo100M or YouCook2 JSON); a share of the videos
 needs the rendered corpus's labels and is left out; captioning, text-to-video
 and forecasting run on the held-out videos' narration.
 
-  vlm-jax demo --system videoclip --workdir runs/demo [--config.videoclip.train.num_epochs=30]
+  vlm-jax demo --config.system=videoclip --workdir runs/demo \\
+      [--config.videoclip.train.num_epochs=30]
 
 runs VideoCLIP on the same corpus and features (shared when the workdir is the
 same): trains it with retrieval-augmented and with random batches, scores
@@ -27,13 +28,14 @@ writes WORKDIR/report_videoclip/index.html and metrics.json.
 """
 
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
 
 from vlm_jax import config_checks
 from vlm_jax.data import files as files_lib
-from vlm_jax.demo import videobert as demo_pipeline
+from vlm_jax.stages import demo
 from vlm_jax.train import loop
 
 _DEFAULT_CONFIG = os.path.join(
@@ -41,32 +43,27 @@ _DEFAULT_CONFIG = os.path.join(
     'configs', 'demo.py')
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Demo config (default configs/demo.py).', lock_config=True,
-    allow_override=True)
-_SYSTEM = flags.DEFINE_enum('system', 'videobert', ['videobert', 'videoclip'],
-                            'Which system the demo trains and evaluates.')
+    'config', _DEFAULT_CONFIG, 'Demo config (default configs/demo.py).', lock_config=True)
+_SYSTEM = flags.DEFINE_enum('system', None, ['videobert', 'videoclip'],
+                            'Deprecated: --config.system.')
 _VIDEOS = flags.DEFINE_string(
     'videos', None, 'Your own videos (a folder of video files) instead of the rendered corpus; '
-    'config.corpus.test_fraction of them are held out.', allow_override=True)
+    'config.corpus.test_fraction of them are held out.')
 _TRANSCRIPTS = flags.DEFINE_string(
     'transcripts', None, 'With --videos: their transcripts (a .vtt/.srt/HowTo100M/YouCook2 file '
-    'or a folder), matched to videos by id (file stem).', allow_override=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage writes.', allow_override=True)
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
+    'or a folder), matched to videos by id (file stem).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage writes.')
+# Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['workdir']
 
 
 def main(argv):
   del argv
+  if _SYSTEM.value:
+    print(f'vlm-jax demo: --system is deprecated; use --config.system={_SYSTEM.value}',
+          file=sys.stderr)
   try:
-    if _SYSTEM.value == 'videoclip':
-      from vlm_jax.demo import videoclip  # pylint: disable=import-outside-toplevel
-      videoclip.run(_WORKDIR.value, _CONFIG.value)
-    else:
-      if _VIDEOS.value and not _TRANSCRIPTS.value:
-        raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
-      demo_pipeline.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value)
+    demo.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value, _SYSTEM.value)
   except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,
           FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax demo: {e}') from e

@@ -27,30 +27,28 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.stages.extract_features import run
+from vlm_jax.stages import extract_features
 
 _VIDEOS = flags.DEFINE_string(
-    'videos', None, 'Folder of videos (recursive), one video, or a text file of paths.',
-    allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy features.',
-                              allow_override=True)
+    'videos', None, 'Folder of videos (recursive), one video, or a text file of paths.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy features.')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and preset, e.g. configs/extract_features.py:s3d.',
-    lock_config=True, allow_override=True)
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
+    lock_config=True)
+# Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['videos', 'output', 'config']
 
 
 def main(argv):
   del argv
+  output = _OUTPUT.value
   try:
-    manifest = run(_VIDEOS.value, _OUTPUT.value, _CONFIG.value)
+    manifest = extract_features.run(_VIDEOS.value, output, _CONFIG.value)
   except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
     raise SystemExit(f'vlm-jax extract-features: {e}') from e
   c, t = manifest['counts'], manifest['timings']
-  print(f'{_OUTPUT.value}: wrote {c["written_this_run"]} videos ({c["clips_this_run"]} clips, '
+  print(f'{output}: wrote {c["written_this_run"]} videos ({c["clips_this_run"]} clips, '
         f'{t["clips_per_second"]} clips/s), kept {c["skipped_existing"]} existing, '
         f'{c["failed"]} failed; D = {manifest["feature_dim"]}'
         f'{", RANDOM weights" if manifest["random_weights"] else ""} '
-        f'(see {os.path.join(_OUTPUT.value, "manifest.json")})')
+        f'(see {os.path.join(output, "manifest.json")})')

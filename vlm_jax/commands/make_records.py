@@ -17,7 +17,7 @@ features, failures. A file that cannot be used is reported and skipped. A
 re-run with the same inputs and parameters does nothing; otherwise the shards
 are rewritten (written aside, then renamed into place).
 
-VideoCLIP's records (`--config.format=videoclip`, no --codebook): per-second
+VideoCLIP's records (`--config.system=videoclip`, no --codebook): per-second
 features (row t = the clip holding second t + 0.5; extract-features' s3dg preset
 makes 1-s clips) and the same timed sentences (vlm_jax.videoclip.records).
 """
@@ -27,46 +27,41 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.stages.make_records import run
+from vlm_jax.stages import make_records
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     'configs', 'make_records.py')
 
-# allow_override: several commands share these flag names and tests import
-# them into one process (the CLI imports only one).
 _FEATURES = flags.DEFINE_string(
-    'features', None, 'Folder of <video_id>.npy features and <video_id>.times.npy clip times.',
-    allow_override=True)
+    'features', None, 'Folder of <video_id>.npy features and <video_id>.times.npy clip times.')
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook '
-                                '(not with --config.format=videoclip).',
-                                allow_override=True)
+                                '(not with --config.system=videoclip).')
 _TRANSCRIPTS = flags.DEFINE_string(
     'transcripts', None, 'Transcript file or folder (.vtt, .srt, HowTo100M/YouCook2 .json); '
     'optional: without it every record is video-only.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for the TFRecord shards.',
-                              allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for the TFRecord shards.')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG, 'Config file (default configs/make_records.py).',
-    lock_config=True, allow_override=True)
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
+    lock_config=True)
+# Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['features', 'output']
 
 
 def main(argv):
   del argv
+  output = _OUTPUT.value
   try:
-    manifest = run(_FEATURES.value, _CODEBOOK.value, _TRANSCRIPTS.value, _OUTPUT.value,
-                   _CONFIG.value)
+    manifest = make_records.run(_FEATURES.value, _CODEBOOK.value, _TRANSCRIPTS.value, output,
+                                _CONFIG.value)
   except (ValueError, FileNotFoundError, KeyError) as e:  # TranscriptError is a ValueError
     raise SystemExit(f'vlm-jax make-records: {e}') from e
   if manifest['skipped']:
-    print(f'{_OUTPUT.value} is up to date (same inputs and parameters); nothing to do')
+    print(f'{output} is up to date (same inputs and parameters); nothing to do')
     return
   c = manifest['counts']
-  print(f'{_OUTPUT.value}: {c["videos"]} videos ({c["with_transcript"]} with transcripts, '
+  print(f'{output}: {c["videos"]} videos ({c["with_transcript"]} with transcripts, '
         f'{c["without_transcript"]} video-only), {c["sentences"]} sentences, {c["clips"]} '
         f'clips in {len(manifest["shards"])} shards; {c["failed"]} failed, '
         f'{c["transcripts_without_features"]} transcripts without features '
-        f'(see {os.path.join(_OUTPUT.value, "manifest.json")})')
+        f'(see {os.path.join(output, "manifest.json")})')

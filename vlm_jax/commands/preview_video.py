@@ -13,133 +13,27 @@ failures. A video that cannot be decoded is reported (manifest and stderr) and
 skipped; a re-run skips videos whose PNG already exists.
 """
 
-import json
-import os
-import sys
-
-import numpy as np
-import tqdm
 from absl import flags
-from PIL import Image, ImageDraw
 
-from vlm_jax.data import files as files_lib
-from vlm_jax.data import video
+from vlm_jax.stages import preview_video
 
 _VIDEOS = flags.DEFINE_string('videos', None, 'Video file, or a directory searched recursively.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output directory (PNGs and manifest.json).',
-    allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Output directory (PNGs and manifest.json).')
 _FPS = flags.DEFINE_float('fps', 20.0, 'Output frame rate: 20 for VideoBERT, 30 for S3D-G.')
 _CLIP_FRAMES = flags.DEFINE_integer('clip_frames', 30, 'Frames per clip.')
 _SIZE = flags.DEFINE_integer('size', 224, 'Frame side after short-side resize and centre crop.')
 _COLUMNS = flags.DEFINE_integer('columns', 6, 'Frames shown per clip (one row per clip).')
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
+# Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['videos', 'output']
-
-
-def video_files(path: str) -> list[str]:
-  """`path` itself, or the video files under the directory `path`, sorted."""
-  if os.path.isfile(path):
-    return [path]
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'{path}: no such file or directory')
-  found = []
-  for root, _, names in os.walk(path):
-    found += [os.path.join(root, n) for n in names if files_lib.is_video(n)]
-  return sorted(found)
-
-
-def video_ids(paths: list[str], root: str) -> list[str]:
-  """File stems, or for stems that collide the path under `root` made flat."""
-  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-  ids = []
-  for p, stem in zip(paths, stems):
-    if stems.count(stem) > 1:
-      rel = os.path.relpath(p, root) if os.path.isdir(root) else os.path.basename(p)
-      stem = rel.replace(os.sep, '_').replace('.', '_')
-    ids.append(stem)
-  return ids
-
-
-def clip_row(clip: video.Clip, columns: int) -> np.ndarray:
-  """[size, columns * size, 3] uint8: `columns` real frames spread over the clip."""
-  picks = np.linspace(0, clip.num_real_frames - 1, columns).round().astype(int)
-  frames = (clip.frames[picks] * 255.0 + 0.5).astype(np.uint8)
-  return np.concatenate(list(frames), axis=1)
-
-
-def preview(path: str, png: str, fps: float, clip_frames: int, size: int,
-            columns: int) -> dict:
-  """Decodes one video and writes its grid to `png`; returns its manifest entry."""
-  rows, starts, frames = [], [], 0
-  for clip in video.iter_clips(path, fps, clip_frames, size, last_clip='pad'):
-    # Keep only the shown frames: a long video never sits in memory.
-    rows.append(clip_row(clip, columns))
-    starts.append(clip.start)
-    frames += clip.num_real_frames
-  image = Image.fromarray(np.concatenate(rows, axis=0))
-  draw = ImageDraw.Draw(image)
-  for i, start in enumerate(starts):
-    draw.text((3, i * size + 2), f'{start:.1f}s', fill=(255, 255, 0), stroke_width=1,
-              stroke_fill=(0, 0, 0))
-  # Write under a temporary name: a PNG that exists is a finished one (resume).
-  tmp = png + '.tmp'
-  image.save(tmp, format='PNG')
-  os.replace(tmp, png)
-  return {'num_clips': len(rows), 'num_frames': frames, 'fps': fps,
-          'duration': frames / fps}
-
-
-def run(videos: str, output: str, fps: float = 20.0, clip_frames: int = 30,
-        size: int = 224, columns: int = 6) -> dict:
-  """Previews every video under `videos` into `output`; returns the manifest."""
-  paths = video_files(videos)
-  os.makedirs(output, exist_ok=True)
-  manifest_path = os.path.join(output, 'manifest.json')
-  previous = {}
-  if os.path.exists(manifest_path):
-    with open(manifest_path, encoding='utf-8') as f:
-      previous = json.load(f).get('videos', {})
-  entries, failures = {}, []
-  for path, vid in zip(tqdm.tqdm(paths, desc='preview-video', unit='video'),
-                       video_ids(paths, videos)):
-    png = os.path.join(output, vid + '.png')
-    if os.path.exists(png):
-      entry = dict(previous.get(vid, {}), status='skipped: PNG exists')
-    else:
-      try:
-        entry = dict(preview(path, png, fps, clip_frames, size, columns), status='done')
-      except video.VideoDecodeError as e:
-        failures.append({'video': path, 'error': str(e)})
-        tqdm.tqdm.write(f'vlm-jax preview-video: skipped {e}', file=sys.stderr)
-        continue
-      try:
-        entry['source_fps'] = video.probe(path)['fps']
-      except video.VideoDecodeError:
-        entry['source_fps'] = None
-    entry.update(path=path, png=png)
-    entries[vid] = entry
-  manifest = {
-      'inputs': paths,
-      'output': output,
-      'parameters': {'fps': fps, 'clip_frames': clip_frames, 'size': size,
-                     'columns': columns},
-      'num_videos': len(entries),
-      'videos': entries,
-      'num_failures': len(failures),
-      'failures': failures,
-  }
-  with open(manifest_path, 'w', encoding='utf-8') as f:
-    json.dump(manifest, f, indent=2)
-  return manifest
 
 
 def main(argv):
   del argv
+  output = _OUTPUT.value
   try:
-    manifest = run(_VIDEOS.value, _OUTPUT.value, _FPS.value, _CLIP_FRAMES.value,
-                   _SIZE.value, _COLUMNS.value)
+    manifest = preview_video.run(_VIDEOS.value, output, _FPS.value, _CLIP_FRAMES.value,
+                                 _SIZE.value, _COLUMNS.value)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax preview-video: {e}') from e
-  print(f'wrote {manifest["num_videos"]} previews to {_OUTPUT.value} '
+  print(f'wrote {manifest["num_videos"]} previews to {output} '
         f'({manifest["num_failures"]} failed; see manifest.json)')

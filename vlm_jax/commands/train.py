@@ -1,8 +1,8 @@
 """vlm-jax train: pretrain a model from a config.
 
-  vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb \
+  vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb \\
       [--config.train.num_steps=100 ...]
-  vlm-jax train --config configs/videoclip.py:tiny --workdir /tmp/vc \
+  vlm-jax train --config configs/videoclip.py:tiny --workdir /tmp/vc \\
       --config.data.train_files='records/*.tfrecord'
 
 The config says which system trains: VideoBERT (configs/videobert.py) or
@@ -12,7 +12,7 @@ Writes checkpoints, metrics.jsonl, TensorBoard events, curves.png and
 manifest.json to the workdir; re-running with the same workdir resumes.
 The workdir and --config.data.train_files may be local or on Cloud Storage:
 
-  vlm-jax train --config configs/videobert.py:base --workdir gs://BUCKET/runs/vb \
+  vlm-jax train --config configs/videobert.py:base --workdir gs://BUCKET/runs/vb \\
       --config.data.train_files='gs://BUCKET/tokens/train-*.tfrecord'
 
 (Orbax lists gs:// checkpoints through the google-cloud-storage package.)
@@ -23,8 +23,8 @@ from ml_collections import config_flags
 
 from vlm_jax import config_checks
 from vlm_jax.data import files as files_lib
+from vlm_jax.stages import train
 from vlm_jax.train import loop
-from vlm_jax.videobert import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and preset, e.g. configs/videobert.py:tiny.', lock_config=True)
@@ -38,32 +38,16 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'With --multihost off a TPU/cluster: host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
+# Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['config', 'workdir']
-
-
-def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
-  """jax.distributed.initialize; on CPU hosts, collectives go through gloo."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  # Without it, CPU devices of different processes cannot run collectives
-  # (it changes nothing on TPU and GPU backends).
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def main(argv):
   del argv
   if _MULTIHOST.value:
-    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    config = _CONFIG.value
-    if config.get('system') == 'videoclip':
-      from vlm_jax.videoclip import trainer as videoclip_trainer  # pylint: disable=import-outside-toplevel
-      videoclip_trainer.train(config, _WORKDIR.value)
-    else:
-      trainer.train(config, _WORKDIR.value)
+    train.run(_CONFIG.value, _WORKDIR.value)
   except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,
           FileNotFoundError) as e:
     raise SystemExit(f'vlm-jax train: {e}') from e

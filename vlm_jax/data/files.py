@@ -12,10 +12,6 @@ import os
 import urllib.parse
 from typing import Iterator
 
-import tensorflow as tf
-
-from vlm_jax.data import records
-
 # Containers PyAV (FFmpeg) decodes; matched case-insensitively.
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
                     '.ogv', '.wmv', '.3gp', '.ts')
@@ -76,6 +72,7 @@ def tfds_files(name: str, split: str = 'train', data_dir: str | None = None) -> 
     ValueError: a dataset with other features than the records schema.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from vlm_jax.data import records  # pylint: disable=import-outside-toplevel
 
   # Registered builders (import vlm_jax.datasets) and prepared datasets alike.
   builder = tfds.builder(name, data_dir=data_dir or None)
@@ -107,7 +104,13 @@ def list_files(pattern: str) -> list[str]:
         raise ValueError(f'{p!r}: unknown options {sorted(unknown)} (split, data_dir)')
       files.extend(tfds_files(name, options.get('split', 'train'), options.get('data_dir')))
       continue
-    matched = tf.io.gfile.glob(p) if '://' in p else glob_lib.glob(os.path.expanduser(p))
+    if '://' in p:
+      # Imported here: TensorFlow takes ~4 s to import, and most users of this
+      # module (atomic writes, video lists) never need it.
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      matched = tf.io.gfile.glob(p)
+    else:
+      matched = glob_lib.glob(os.path.expanduser(p))
     files.extend(matched)
   if not files:
     raise FileNotFoundError(f'data.train_files={pattern!r} matches no file')

@@ -13,6 +13,21 @@ def default_vocab_file() -> str:
   return os.path.join(hf_bert.minilm_checkpoint_dir(), 'vocab.txt')
 
 
+def resolve_vocab_file(vocab_file: str = '', init_checkpoint: str = '') -> str:
+  """The vocab.txt of a model: `vocab_file`, else its init checkpoint's, else the default.
+
+  Args:
+    vocab_file: a config's data.vocab_file ('' = not set).
+    init_checkpoint: its model.init_checkpoint: a Hugging Face BERT folder,
+      'minilm' (vlm_jax.convert.hf_bert.resolve), or '' (random init).
+  """
+  if vocab_file:
+    return vocab_file
+  if init_checkpoint:
+    return os.path.join(hf_bert.resolve(init_checkpoint), 'vocab.txt')
+  return default_vocab_file()
+
+
 @functools.lru_cache(maxsize=8)
 def load(vocab_file: str = '', lowercase: bool = True) -> tokenizers.Tokenizer:
   """Returns a BERT WordPiece tokenizer (the same as BertTokenizerFast)."""

@@ -1,1 +1,1 @@
-"""The demo main job: every stage on rendered videos, and its HTML report."""
+"""The demos (`vlm-jax demo`): a system's every stage on rendered videos, and a report."""

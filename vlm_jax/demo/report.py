@@ -1,9 +1,10 @@
 """The demo's report: index.html with tables and pictures, and metrics.json."""
 
 import html
-import json
 import os
 from typing import Any, Sequence
+
+from vlm_jax.data import files as files_lib
 
 _STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -34,18 +35,14 @@ def write(report_dir: str, title: str, sections: Sequence[tuple[str, str]],
           metrics: dict[str, Any]) -> str:
   """Writes index.html (sections: (heading, HTML body)) and metrics.json; returns the HTML path."""
   os.makedirs(report_dir, exist_ok=True)
-  with open(os.path.join(report_dir, 'metrics.json'), 'w') as f:
-    json.dump(metrics, f, indent=2, default=str)
+  files_lib.write_json(os.path.join(report_dir, 'metrics.json'), metrics)
   parts = [f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
            f'</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>']
   for heading, body in sections:
     parts.append(f'<h2>{html.escape(heading)}</h2>\n{body}')
   parts.append('</body></html>\n')
   path = os.path.join(report_dir, 'index.html')
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write('\n'.join(parts))
-  os.replace(tmp, path)
+  files_lib.write_text(path, '\n'.join(parts))
   return path
 
 

@@ -12,59 +12,19 @@ Stages (each resumable, so a re-run continues where the last one stopped):
 
 import json
 import os
-import resource
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from vlm_jax import config_checks
-from vlm_jax.commands import build_codebook, preview_video, synth_videos
-from vlm_jax.data import files as files_lib
-from vlm_jax.demo import report
-from vlm_jax.evaluate import action_classification as action_eval
+from vlm_jax.demo import common, report
 from vlm_jax.metrics import purity
-from vlm_jax.stages import caption, extract_features, make_records
+from vlm_jax.stages import action_classification as action_eval
+from vlm_jax.stages import build_codebook, caption, make_records, preview_video
 from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import generation
 from vlm_jax.videobert import inference as videobert_inference
 from vlm_jax.videobert import trainer
-
-
-def _say(message: str) -> None:
-  print(f'[vlm-jax demo] {message}', flush=True)
-
-
-class Stages:
-  """Runs named stages, recording wall time and the process's peak memory after each."""
-
-  def __init__(self):
-    self.timings: dict[str, dict[str, float]] = {}
-
-  def run(self, name: str, fn: Callable[[], Any]) -> Any:
-    _say(f'stage {name}')
-    start = time.perf_counter()
-    result = fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    self.timings[name] = {'seconds': round(time.perf_counter() - start, 1),
-                          'peak_rss_gib_so_far': round(peak, 2)}
-    return result
-
-
-def _write_list(path: str, paths: list[str]) -> str:
-  with open(path, 'w') as f:
-    f.write(''.join(p + '\n' for p in paths))
-  return path
-
-
-def _read_steps(corpus: str) -> list[dict]:
-  with open(os.path.join(corpus, 'steps.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _labels(path: str) -> list[str]:
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
 
 
 def _train_config(config, records_dir: str, num_visual_tokens: int):
@@ -96,73 +56,6 @@ def _feature_purity(features_dir: str, segments: list[dict]) -> dict[str, float]
           'noun_chance': purity.chance_purity(np.array(nouns)), 'num_clips': len(rows)}
 
 
-def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
-                seed: int) -> list[dict]:
-  """The user's videos as the demo's video records, split into train and held-out test.
-
-  Args:
-    videos_dir: a folder of video files (not recursive); id = file stem.
-    transcripts: a transcript file or folder (vlm_jax.data.transcripts), matched by id.
-    test_fraction: share of the videos held out (at least one when there are two or more).
-    seed: seeds the split.
-
-  Returns:
-    [{video_id, split, path, steps: [{start, end, sentence}]}], steps = timed sentences.
-  """
-  from vlm_jax.data import transcripts as transcripts_lib  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(videos_dir):
-    raise FileNotFoundError(f'--videos {videos_dir}: not a folder')
-  paths = {os.path.splitext(n)[0]: os.path.join(videos_dir, n)
-           for n in sorted(os.listdir(videos_dir)) if files_lib.is_video(n)}
-  if not paths:
-    raise ValueError(f'--videos {videos_dir}: no video files ({", ".join(files_lib.VIDEO_EXTENSIONS)})')
-  sentences = transcripts_lib.load_transcripts(transcripts, lenient=True)
-  ids = sorted(paths)
-  order = np.random.default_rng(seed).permutation(len(ids))
-  num_test = 0 if len(ids) < 2 else max(1, int(round(test_fraction * len(ids))))
-  test = {ids[i] for i in order[:num_test]}
-  return [dict(video_id=i, split='test' if i in test else 'train', path=paths[i],
-               steps=[dict(start=t.start, end=t.end, sentence=t.text)
-                      for t in sentences.get(i, [])])
-          for i in ids]
-
-
-def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = None,
-              transcripts: str | None = None) -> dict[str, list[dict]]:
-  """The corpus and its clip features (WORKDIR/features/<split>).
-
-  The corpus is rendered (WORKDIR/corpus), or with `videos_dir` it is the
-  user's videos and `transcripts` (`user_corpus`).
-
-  Returns:
-    {'train': videos, 'test': videos}, each video a steps.jsonl-like record with `path`.
-  """
-  if videos_dir:
-    videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
-  else:
-    corpus = os.path.join(workdir, 'corpus')
-    stages.run('corpus', lambda: synth_videos.run(
-        corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
-    videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
-              for v in _read_steps(corpus)]
-  by_split = {split: [v for v in videos if v['split'] == split] for split in ('train', 'test')}
-
-  def features():
-    for split, items in by_split.items():
-      listing = _write_list(os.path.join(workdir, f'{split}_videos.txt'),
-                            [v['path'] for v in items])
-      extract_features.run(listing, os.path.join(workdir, 'features', split), config.features)
-  stages.run('features', features)
-  return by_split
-
-
-def segments(videos: list[dict]) -> list[dict]:
-  """Every step of `videos`: video_id, start, end, verb, noun, sentence."""
-  return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s.get('verb'),
-               noun=s.get('noun'), sentence=s['sentence'])
-          for v in videos for s in v['steps']]
-
-
 def run(workdir: str, config, videos_dir: str | None = None,
         transcripts: str | None = None) -> dict[str, Any]:
   """Runs (or resumes) every stage under `workdir`; returns the metrics of the report.
@@ -177,7 +70,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
           f'config.corpus.{field}: must be >= 1, got {config.corpus[field]}')
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  stages = Stages()
+  stages = common.Stages()
   corpus = os.path.join(workdir, 'corpus')
   features_dir = {split: os.path.join(workdir, 'features', split) for split in ('train', 'test')}
   codebook_path = os.path.join(workdir, 'codebook.npz')
@@ -186,7 +79,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
   report_dir = os.path.join(workdir, 'report')
   os.makedirs(report_dir, exist_ok=True)
 
-  by_split = front_end(workdir, config, stages, videos_dir, transcripts)
+  by_split = common.front_end(workdir, config, stages, videos_dir, transcripts)
   if not by_split['train'] or not by_split['test']:
     raise ValueError('the demo needs at least one training and one held-out test video')
   transcripts = transcripts or os.path.join(corpus, 'transcripts')
@@ -209,7 +102,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
     files = {}
     for split in ('train', 'test'):
       files[split] = os.path.join(workdir, f'{split}_steps.jsonl')
-      text = ''.join(json.dumps(s) + '\n' for s in segments(by_split[split]))
+      text = ''.join(json.dumps(s) + '\n' for s in common.segments(by_split[split]))
       # Rewritten only when it changes: the caption job compares its inputs'
       # mtimes to know whether its features (and so its captioner) still hold.
       if not os.path.exists(files[split]) or open(files[split]).read() != text:
@@ -219,10 +112,10 @@ def run(workdir: str, config, videos_dir: str | None = None,
                        os.path.join(workdir, 'caption'), videobert=train_dir,
                        codebook=codebook_path, test_features_dir=features_dir['test'])
   captions = None
-  if segments(by_split['train']) and segments(by_split['test']):
+  if common.segments(by_split['train']) and common.segments(by_split['test']):
     captions = stages.run('caption', captioning)
 
-  test_segments = segments(by_split['test'])
+  test_segments = common.segments(by_split['test'])
 
   def evaluate():
     loaded = videobert_inference.load(train_dir)
@@ -230,8 +123,8 @@ def run(workdir: str, config, videos_dir: str | None = None,
                                                [v['video_id'] for v in by_split['test']])
     result = {'missing_videos': missing}
     if labelled:
-      verbs = _labels(os.path.join(corpus, 'verbs.txt'))
-      nouns = _labels(os.path.join(corpus, 'nouns.txt'))
+      verbs = common.read_labels(os.path.join(corpus, 'verbs.txt'))
+      nouns = common.read_labels(os.path.join(corpus, 'nouns.txt'))
       result.update(action_eval.evaluate(loaded, test_segments, tokens, verbs, nouns))
       result['feature_purity_test'] = _feature_purity(features_dir['test'], test_segments)
     frames = generation.TokenFrames(codebook, videos_dir or os.path.join(corpus, 'videos'),
@@ -285,7 +178,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
     metrics['feature_purity_test'] = result['feature_purity_test']
     metrics['predictions'] = result['predictions']
   html = write_report(report_dir, metrics)
-  _say(f'report: {html}')
+  common.say(f'report: {html}')
   return metrics
 
 

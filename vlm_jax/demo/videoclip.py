@@ -1,4 +1,4 @@
-"""`vlm-jax demo --system videoclip`: the synthetic corpus through VideoCLIP, end to end.
+"""`vlm-jax demo --config.system=videoclip`: the synthetic corpus through VideoCLIP, end to end.
 
 Stages (each resumable):
   corpus, features  as the VideoBERT demo (shared: the same folders of a workdir)
@@ -16,19 +16,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from vlm_jax.commands import encode_video
 from vlm_jax.data import tokenizer as tokenizer_lib
-from vlm_jax.demo import report
-from vlm_jax.demo import videobert as demo_pipeline
+from vlm_jax.demo import common, report
 from vlm_jax.metrics import retrieval
-from vlm_jax.stages import make_records
+from vlm_jax.stages import encode_video, make_records
 from vlm_jax.train import report as train_report
 from vlm_jax.videoclip import inference as videoclip_inference
+from vlm_jax.videoclip import step as videoclip_step
 from vlm_jax.videoclip import trainer as videoclip_trainer
-
-
-def _say(message: str) -> None:
-  print(f'[vlm-jax demo] {message}', flush=True)
 
 
 def _train_config(config, records_dir: str, retrieval_batches: bool):
@@ -45,8 +40,8 @@ def untrained(train_config, num_videos: int) -> videoclip_inference.Loaded:
   c = videoclip_trainer.with_corpus_size(train_config, num_videos)
   with c.unlocked():
     c.mesh.data, c.mesh.model = 1, 1
-  setup = videoclip_trainer.build(c, devices=jax.devices()[:1])
-  params = jax.device_get(videoclip_trainer.initial_params(setup))
+  setup = videoclip_step.build(c, devices=jax.devices()[:1])
+  params = jax.device_get(videoclip_step.initial_params(setup))
   return videoclip_inference.Loaded(c, setup.model, params, 0,
                                     tokenizer_lib.load(videoclip_inference.vocab_file(c)))
 
@@ -75,15 +70,15 @@ def run(workdir: str, config) -> dict[str, Any]:
   """Runs (or resumes) every stage under `workdir`; returns the report's metrics."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  stages = demo_pipeline.Stages()
+  stages = common.Stages()
   report_dir = os.path.join(workdir, 'report_videoclip')
   os.makedirs(report_dir, exist_ok=True)
-  by_split = demo_pipeline.front_end(workdir, config, stages)
+  by_split = common.front_end(workdir, config, stages)
   features_dir = {split: os.path.join(workdir, 'features', split) for split in by_split}
   records_dir = os.path.join(workdir, 'records_videoclip')
   records_config = config.records.copy_and_resolve_references()
   with records_config.unlocked():
-    records_config.format = 'videoclip'
+    records_config.system = 'videoclip'
   manifest = stages.run('records', lambda: make_records.run(
       features_dir['train'], None, os.path.join(workdir, 'corpus', 'transcripts'), records_dir,
       records_config, progress=True))
@@ -95,7 +90,7 @@ def run(workdir: str, config) -> dict[str, Any]:
     stages.run(f'train_{name}', lambda n=name, f=flag: videoclip_trainer.train(
         _train_config(config, records_dir, f), os.path.join(workdir, f'videoclip_{n}')))
 
-  test_steps = demo_pipeline.segments(by_split['test'])
+  test_steps = common.segments(by_split['test'])
   sentences = [s['sentence'] for s in test_steps]
 
   def evaluate():
@@ -123,7 +118,7 @@ def run(workdir: str, config) -> dict[str, Any]:
       'stages': stages.timings,
   }
   html = write_report(report_dir, metrics)
-  _say(f'report: {html}')
+  common.say(f'report: {html}')
   return metrics
 
 

@@ -1,4 +1,4 @@
-"""The embedding files shared by the zero-shot evaluation binaries (not a task).
+"""The embedding files and command-line frame shared by the zero-shot evaluation binaries.
 
 File interface (what `vlm-jax encode-video` / `encode-text` write for VideoCLIP):
 
@@ -20,11 +20,15 @@ A missing, unreadable, wrongly shaped or non-finite file is reported with its
 reason and the items that need it are skipped, never fatal.
 """
 
+import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from absl import flags
+
+from vlm_jax.data import files as files_lib
 
 
 def normalize_text(text: str) -> str:
@@ -123,30 +127,95 @@ def write_texts(path: str, texts) -> int:
   if any(not t for t in unique):
     raise ValueError('an empty text cannot be written as a line')
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(''.join(t + '\n' for t in unique))
+  files_lib.write_text(path, ''.join(t + '\n' for t in unique))
   return len(unique)
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
   """Writes `data` atomically (a crash leaves the old file or none)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(data, f, indent=1, ensure_ascii=False)
-  os.replace(tmp, path)
+  files_lib.write_text(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
-def write_texts_or_check(write_texts_path: str | None, texts, features: str | None,
-                         text_embeddings: str | None, output: str | None) -> bool:
-  """The binaries' two modes. With --write_texts, writes `texts()` there and returns True
-  (nothing else to do); otherwise checks that the inputs an evaluation needs are given."""
-  if write_texts_path:
-    n = write_texts(write_texts_path, texts())
-    print(f'wrote {n} texts to {write_texts_path}')
-    return True
-  for name, value in (('features', features), ('text_embeddings', text_embeddings),
-                      ('output', output)):
-    if not value:
-      raise ValueError(f'--{name} is required (unless --write_texts)')
-  return False
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """The flags every binary has, beside its annotations."""
+  features: flags.FlagHolder
+  text_embeddings: flags.FlagHolder
+  texts: flags.FlagHolder
+  output: flags.FlagHolder
+  write_texts: flags.FlagHolder
+
+
+def define_flags(module_name: str, features_help: str) -> Flags:
+  """Defines a binary's --features, --text_embeddings, --texts, --output and --write_texts.
+
+  Args:
+    module_name: the binary's `__name__`: its --help lists them (vlm_jax.cli).
+    features_help: what --features holds for this task.
+  """
+  def define(name, text):
+    # allow_override: the binaries share these names and tests import several
+    # into one process (the CLI imports only one).
+    return flags.DEFINE_string(name, None, text, allow_override=True, module_name=module_name)
+
+  return Flags(
+      features=define('features', features_help),
+      text_embeddings=define('text_embeddings', 'Text embeddings .npy [N, D].'),
+      texts=define('texts', 'Texts of the embedding rows, one per line (default: the .npy '
+                   'path with .txt).'),
+      output=define('output', 'Metrics JSON to write.'),
+      write_texts=define('write_texts', 'Write the texts to encode here and exit.'))
+
+
+def run_binary(task: str, common: Flags, required: Sequence[flags.FlagHolder],
+               texts: Callable[[], list[str]],
+               evaluate: Callable[..., dict[str, Any]]) -> Optional[dict[str, Any]]:
+  """A binary's two modes: --write_texts, or the evaluation.
+
+  Args:
+    task: the binary's name in messages, e.g. 'video-qa'.
+    common: its define_flags.
+    required: the flags both modes need (its annotations).
+    texts: the texts the annotations need (what --write_texts writes).
+    evaluate: runs the evaluation, given the values of --features,
+      --text_embeddings, --output and --texts (the order of the binaries' `run`
+      arguments after their annotations); returns the metrics JSON dict.
+
+  Returns:
+    evaluate()'s dict, or None after --write_texts.
+
+  Raises:
+    SystemExit: `vlm-jax eval <task>: <why>` for a missing flag or an unusable input.
+  """
+  try:
+    absent = [f'--{f.name}' for f in required if not f.value]
+    if absent:
+      raise ValueError(f'{" and ".join(absent)} {"is" if len(absent) == 1 else "are"} required')
+    if common.write_texts.value:
+      n = write_texts(common.write_texts.value, texts())
+      print(f'wrote {n} texts to {common.write_texts.value}')
+      return None
+    for holder in (common.features, common.text_embeddings, common.output):
+      if not holder.value:
+        raise ValueError(f'--{holder.name} is required (unless --write_texts)')
+    return evaluate(common.features.value, common.text_embeddings.value, common.output.value,
+                    common.texts.value)
+  except (ValueError, OSError, KeyError) as e:
+    raise SystemExit(f'vlm-jax eval {task}: {e}') from e
+
+
+def report(output: Optional[str], task: str, inputs: dict[str, str],
+           **fields) -> dict[str, Any]:
+  """The metrics JSON dict, written to `output` when given.
+
+  Args:
+    output: the metrics JSON path, or None.
+    task: its `task` field, e.g. 'video_qa'.
+    inputs: the input paths by field name (stored absolute), in order.
+    **fields: the rest (parameters, metrics, counts, skipped items).
+  """
+  result = dict(task=task, **{k: os.path.abspath(v) for k, v in inputs.items()}, **fields)
+  if output:
+    write_json(output, result)
+  return result

@@ -26,7 +26,6 @@ accuracy of predicting background everywhere). A video with a missing or bad
 features file is listed under `missing_videos` and skipped.
 """
 
-import os
 from typing import Any, Optional
 
 from absl import app, flags
@@ -35,15 +34,7 @@ from vlm_jax.evaluate import _embeddings
 from vlm_jax.metrics import segmentation
 
 _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COIN.json.', allow_override=True)
-_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy per-second '
-                                'states.', allow_override=True)
-_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
-                                       allow_override=True)
-_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
-                             '(default: the .npy path with .txt).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
-                                   'exit.', allow_override=True)
+_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy per-second states.')
 _SUBSET = flags.DEFINE_string('subset', 'testing', 'COIN subset to evaluate.',
                               allow_override=True)
 _LABELS = flags.DEFINE_string('labels', None, 'Label list, one text per line (default: from '
@@ -117,42 +108,30 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
     predictions.append(segmentation.predict_seconds(states, label_embeddings, gamma))
     targets.append(segmentation.seconds_labels(len(states), segments))
   metrics = segmentation.frame_accuracy(predictions, targets)
-  result = dict(
-      task='action_segmentation', annotations=os.path.abspath(annotations),
-      features=os.path.abspath(features), text_embeddings=os.path.abspath(text_embeddings),
+  return _embeddings.report(
+      output, 'action_segmentation',
+      dict(annotations=annotations, features=features, text_embeddings=text_embeddings),
       parameters=dict(subset=subset, labels=labels_path, gamma=gamma,
                       rule='label if max similarity > gamma else background'),
       metrics=dict(metrics, videos=len(targets)),
       counts=dict(labels=len(labels), videos=len(videos), evaluated=len(targets),
                   missing_videos=len(missing)),
       missing_videos=missing)
-  if output:
-    _embeddings.write_json(output, result)
-  return result
 
 
 def main(argv):
   del argv
-
-  def texts():  # what --write_texts writes
-    labels, _ = read_coin(_ANNOTATIONS.value, _SUBSET.value, _LABELS.value)
-    return labels
-
-  try:
-    if not _ANNOTATIONS.value:
-      raise ValueError('--annotations is required')
-    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
-                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
-      return
-    result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
-                 _TEXTS.value, _SUBSET.value, _LABELS.value)
-  except (ValueError, OSError, KeyError) as e:
-    raise SystemExit(f'vlm-jax eval action-segmentation: {e}') from e
+  result = _embeddings.run_binary(
+      'action-segmentation', _COMMON, [_ANNOTATIONS],
+      texts=lambda: read_coin(_ANNOTATIONS.value, _SUBSET.value, _LABELS.value)[0],
+      evaluate=lambda *common: run(_ANNOTATIONS.value, *common, _SUBSET.value, _LABELS.value))
+  if result is None:
+    return
   m, c = result['metrics'], result['counts']
   print(f'action-segmentation: frame accuracy {m["frame_accuracy"]} (all-background '
         f'{m["background_baseline_accuracy"]}) over {m["seconds"]} seconds of {c["evaluated"]} '
         f'of {c["videos"]} videos, gamma {result["parameters"]["gamma"]:.4f}; wrote '
-        f'{_OUTPUT.value}')
+        f'{_COMMON.output.value}')
 
 
 if __name__ == '__main__':

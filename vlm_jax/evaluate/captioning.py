@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional
 
 from absl import flags
 
+from vlm_jax.data import files as files_lib
 from vlm_jax.metrics import caption
 
 # allow_override: evaluation binaries share flag names and tests may import
@@ -156,12 +157,8 @@ def run(references: str, predictions: str, output: str, tokenizer: str = 'auto',
                   references_without_prediction=sum(k not in preds for k in refs)),
       skipped_no_reference=skipped,
       references=os.path.abspath(references), predictions=os.path.abspath(predictions))
-  parent = os.path.dirname(os.path.abspath(output))
-  os.makedirs(parent, exist_ok=True)
-  tmp = output + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=1)
-  os.replace(tmp, output)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  files_lib.write_json(output, result, indent=1)
   return result
 
 

@@ -38,15 +38,7 @@ from vlm_jax.metrics import moments
 
 _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'DiDeMo *_data.json.',
                                    allow_override=True)
-_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video>.npy per-second states.',
-                                allow_override=True)
-_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
-                                       allow_override=True)
-_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
-                             '(default: the .npy path with .txt).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
-                                   'exit.', allow_override=True)
+_COMMON = _embeddings.define_flags(__name__, 'Folder of <video>.npy per-second states.')
 REQUIRED_FLAGS = ['annotations']
 
 
@@ -106,38 +98,27 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
     ranks.append(rank)
     ious.append(overlap)
     top[q['annotation_id']] = list(ranking[0])
-  result = dict(
-      task='moment_ranking', annotations=os.path.abspath(annotations),
-      features=os.path.abspath(features), text_embeddings=os.path.abspath(text_embeddings),
+  return _embeddings.report(
+      output, 'moment_ranking',
+      dict(annotations=annotations, features=features, text_embeddings=text_embeddings),
       metrics=moments.didemo_metrics(ranks, ious),
       counts=dict(queries=len(queries), evaluated=len(ranks), skipped=len(skipped),
                   videos=len(videos), missing_videos=len(missing)),
       missing_videos=missing, skipped_queries=skipped, top_moment=top)
-  if output:
-    _embeddings.write_json(output, result)
-  return result
 
 
 def main(argv):
   del argv
-
-  def texts():  # what --write_texts writes
-    return [q['description'] for q in read_queries(_ANNOTATIONS.value)]
-
-  try:
-    if not _ANNOTATIONS.value:
-      raise ValueError('--annotations is required')
-    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
-                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
-      return
-    result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
-                 _TEXTS.value)
-  except (ValueError, OSError, KeyError) as e:
-    raise SystemExit(f'vlm-jax eval moment-ranking: {e}') from e
+  result = _embeddings.run_binary(
+      'moment-ranking', _COMMON, [_ANNOTATIONS],
+      texts=lambda: [q['description'] for q in read_queries(_ANNOTATIONS.value)],
+      evaluate=lambda *common: run(_ANNOTATIONS.value, *common))
+  if result is None:
+    return
   m, c = result['metrics'], result['counts']
   print(f'moment-ranking: rank@1 {m["rank@1"]} rank@5 {m["rank@5"]} mIoU {m["mIoU"]} over '
         f'{c["evaluated"]} of {c["queries"]} queries ({c["missing_videos"]} videos missing); '
-        f'wrote {_OUTPUT.value}')
+        f'wrote {_COMMON.output.value}')
 
 
 if __name__ == '__main__':

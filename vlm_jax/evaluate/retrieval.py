@@ -35,7 +35,6 @@ mean_rank is null and median_rank is null unless half the queries are within k.
 
 import csv
 import json
-import os
 import time
 from typing import Any, Optional
 
@@ -47,15 +46,7 @@ from vlm_jax.metrics import retrieval
 
 _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'MSR-VTT CSV, YouCook2 JSON or JSONL '
                                    'query list.', allow_override=True)
-_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy embeddings.',
-                                allow_override=True)
-_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
-                                       allow_override=True)
-_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
-                             '(default: the .npy path with .txt).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
-                                   'exit.', allow_override=True)
+_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy embeddings.')
 _SUBSET = flags.DEFINE_string('subset', 'validation', 'YouCook2 subset (JSON annotations).',
                               allow_override=True)
 _BACKEND = flags.DEFINE_enum('backend', 'numpy', ['numpy', 'faiss'], 'Ranking backend.',
@@ -134,9 +125,9 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
   else:
     ranks = np.zeros(0)
   metrics = retrieval.retrieval_metrics(ranks, KS)
-  result = dict(
-      task='retrieval', annotations=os.path.abspath(annotations),
-      features=os.path.abspath(features), text_embeddings=os.path.abspath(text_embeddings),
+  return _embeddings.report(
+      output, 'retrieval',
+      dict(annotations=annotations, features=features, text_embeddings=text_embeddings),
       parameters=dict(backend=backend, faiss_k=faiss_k if backend == 'faiss' else None,
                       ties=ties, subset=subset, median='numpy median of 1-based ranks'),
       metrics=metrics,
@@ -144,31 +135,21 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
                   videos=len(targets), gallery=len(gallery), missing_videos=len(missing)),
       seconds=round(time.perf_counter() - started, 3),
       missing_videos=missing, skipped_queries=skipped)
-  if output:
-    _embeddings.write_json(output, result)
-  return result
 
 
 def main(argv):
   del argv
-
-  def texts():  # what --write_texts writes
-    return [q['text'] for q in read_queries(_ANNOTATIONS.value, _SUBSET.value)]
-
-  try:
-    if not _ANNOTATIONS.value:
-      raise ValueError('--annotations is required')
-    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
-                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
-      return
-    result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
-                 _TEXTS.value, _SUBSET.value, _BACKEND.value, _FAISS_K.value, _TIES.value)
-  except (ValueError, OSError, KeyError) as e:
-    raise SystemExit(f'vlm-jax eval retrieval: {e}') from e
+  result = _embeddings.run_binary(
+      'retrieval', _COMMON, [_ANNOTATIONS],
+      texts=lambda: [q['text'] for q in read_queries(_ANNOTATIONS.value, _SUBSET.value)],
+      evaluate=lambda *common: run(_ANNOTATIONS.value, *common, _SUBSET.value, _BACKEND.value,
+                                   _FAISS_K.value, _TIES.value))
+  if result is None:
+    return
   m, c = result['metrics'], result['counts']
   print(f'retrieval: R@1 {m["R@1"]} R@5 {m["R@5"]} R@10 {m["R@10"]} MdR {m["median_rank"]} '
         f'MnR {m["mean_rank"]} over {c["evaluated"]} of {c["queries"]} queries, gallery '
-        f'{c["gallery"]} videos ({c["missing_videos"]} missing); wrote {_OUTPUT.value}')
+        f'{c["gallery"]} videos ({c["missing_videos"]} missing); wrote {_COMMON.output.value}')
 
 
 if __name__ == '__main__':

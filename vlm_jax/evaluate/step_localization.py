@@ -43,15 +43,7 @@ _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'Folder of <task>_<video
                                    'annotations.', allow_override=True)
 _VIDEOS = flags.DEFINE_string('videos', None, 'Optional task,video,url list to evaluate.',
                               allow_override=True)
-_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy per-second '
-                                'states.', allow_override=True)
-_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
-                                       allow_override=True)
-_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
-                             '(default: the .npy path with .txt).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
-                                   'exit.', allow_override=True)
+_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy per-second states.')
 REQUIRED_FLAGS = ['tasks', 'annotations']
 
 
@@ -136,41 +128,29 @@ def run(tasks_path: str, annotations: str, features: str, text_embeddings: str,
         len(states), k, read_segments(os.path.join(annotations, f'{task}_{vid}.csv')))
     counts.setdefault(task, []).append(step_localization.video_counts(y_true, y_pred))
   recalls = step_localization.task_recalls(counts)
-  result = dict(
-      task='step_localization', tasks=os.path.abspath(tasks_path),
-      annotations=os.path.abspath(annotations), features=os.path.abspath(features),
-      text_embeddings=os.path.abspath(text_embeddings),
+  return _embeddings.report(
+      output, 'step_localization',
+      dict(tasks=tasks_path, annotations=annotations, features=features,
+           text_embeddings=text_embeddings),
       metrics=dict(recall=float(np.mean(list(recalls.values()))) if recalls else None,
                    per_task=recalls, tasks=len(recalls)),
       counts=dict(tasks=len(tasks), videos=len(pairs),
                   evaluated=sum(len(v) for v in counts.values()), skipped=len(skipped),
                   annotated_steps={t: sum(n for _, n in v) for t, v in counts.items()}),
       skipped_videos=skipped)
-  if output:
-    _embeddings.write_json(output, result)
-  return result
 
 
 def main(argv):
   del argv
-
-  def texts():  # what --write_texts writes
-    tasks = read_task_info(_TASKS.value)
-    return [s for t in tasks.values() for s in t['steps']]
-
-  try:
-    if not _TASKS.value or not _ANNOTATIONS.value:
-      raise ValueError('--tasks and --annotations are required')
-    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
-                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
-      return
-    result = run(_TASKS.value, _ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value,
-                 _OUTPUT.value, _TEXTS.value, _VIDEOS.value)
-  except (ValueError, OSError, KeyError) as e:
-    raise SystemExit(f'vlm-jax eval step-localization: {e}') from e
+  result = _embeddings.run_binary(
+      'step-localization', _COMMON, [_TASKS, _ANNOTATIONS],
+      texts=lambda: [s for t in read_task_info(_TASKS.value).values() for s in t['steps']],
+      evaluate=lambda *common: run(_TASKS.value, _ANNOTATIONS.value, *common, _VIDEOS.value))
+  if result is None:
+    return
   m, c = result['metrics'], result['counts']
   print(f'step-localization: recall {m["recall"]} over {m["tasks"]} tasks, {c["evaluated"]} of '
-        f'{c["videos"]} videos ({c["skipped"]} skipped); wrote {_OUTPUT.value}')
+        f'{c["videos"]} videos ({c["skipped"]} skipped); wrote {_COMMON.output.value}')
 
 
 if __name__ == '__main__':

@@ -25,7 +25,6 @@ chance (the mean of 1 / number of options).
 """
 
 import json
-import os
 from typing import Any, Optional
 
 import numpy as np
@@ -36,15 +35,7 @@ from vlm_jax.metrics import retrieval
 
 _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'Multiple-choice JSONL or JSON list.',
                                    allow_override=True)
-_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy embeddings.',
-                                allow_override=True)
-_TEXT_EMBEDDINGS = flags.DEFINE_string('text_embeddings', None, 'Text embeddings .npy [N, D].',
-                                       allow_override=True)
-_TEXTS = flags.DEFINE_string('texts', None, 'Texts of the embedding rows, one per line '
-                             '(default: the .npy path with .txt).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-_WRITE_TEXTS = flags.DEFINE_string('write_texts', None, 'Write the texts to encode here and '
-                                   'exit.', allow_override=True)
+_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy embeddings.')
 _TIES = flags.DEFINE_enum('ties', 'pessimistic', list(retrieval.TIES), 'Tie convention.',
                           allow_override=True)
 REQUIRED_FLAGS = ['annotations']
@@ -104,40 +95,29 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
         scores[None], np.array([q['answer']]), ties)[0]))
     chance.append(1.0 / len(q['options']))
     predictions[q['qid']] = int(np.argmax(scores))
-  result = dict(
-      task='video_qa', annotations=os.path.abspath(annotations),
-      features=os.path.abspath(features), text_embeddings=os.path.abspath(text_embeddings),
+  return _embeddings.report(
+      output, 'video_qa',
+      dict(annotations=annotations, features=features, text_embeddings=text_embeddings),
       parameters=dict(ties=ties),
       metrics=dict(accuracy=float(np.mean(correct)) if correct else None,
                    chance=float(np.mean(chance)) if chance else None, count=len(correct)),
       counts=dict(questions=len(questions), evaluated=len(correct), skipped=len(skipped),
                   videos=len(videos), missing_videos=len(missing)),
       missing_videos=missing, skipped_questions=skipped, predictions=predictions)
-  if output:
-    _embeddings.write_json(output, result)
-  return result
 
 
 def main(argv):
   del argv
-
-  def texts():  # what --write_texts writes
-    return [o for q in read_questions(_ANNOTATIONS.value) for o in q['options']]
-
-  try:
-    if not _ANNOTATIONS.value:
-      raise ValueError('--annotations is required')
-    if _embeddings.write_texts_or_check(_WRITE_TEXTS.value, texts, _FEATURES.value,
-                                        _TEXT_EMBEDDINGS.value, _OUTPUT.value):
-      return
-    result = run(_ANNOTATIONS.value, _FEATURES.value, _TEXT_EMBEDDINGS.value, _OUTPUT.value,
-                 _TEXTS.value, _TIES.value)
-  except (ValueError, OSError, KeyError) as e:
-    raise SystemExit(f'vlm-jax eval video-qa: {e}') from e
+  result = _embeddings.run_binary(
+      'video-qa', _COMMON, [_ANNOTATIONS],
+      texts=lambda: [o for q in read_questions(_ANNOTATIONS.value) for o in q['options']],
+      evaluate=lambda *common: run(_ANNOTATIONS.value, *common, _TIES.value))
+  if result is None:
+    return
   m, c = result['metrics'], result['counts']
   print(f'video-qa: accuracy {m["accuracy"]} (chance {m["chance"]}) over {c["evaluated"]} of '
         f'{c["questions"]} questions ({c["missing_videos"]} videos missing); wrote '
-        f'{_OUTPUT.value}')
+        f'{_COMMON.output.value}')
 
 
 if __name__ == '__main__':

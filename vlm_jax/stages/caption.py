@@ -1,7 +1,7 @@
 """The caption job: VideoBERT caption features, the captioner, scored captions.
 
 Used by `vlm-jax caption` and the demo; see that command for the stages and
-files. Kept apart from the command so that importing it defines no flags.
+files.
 """
 
 import json
@@ -12,6 +12,7 @@ import numpy as np
 import tqdm
 
 from vlm_jax.captioning import train as captioner
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import segments as segments_lib
 from vlm_jax.videobert import caption_features
 from vlm_jax.videobert import codebook as codebook_lib
@@ -114,10 +115,10 @@ def _features_stage(config, videobert: Optional[str], features_dirs: dict[str, s
     _say(f'{split}: features of {len(kept)} segments ({inputs})')
     array = caption_features.segment_features([s for _, s in kept], videos, loaded, inputs,
                                               config.features.batch_size)
-    tmp = target + '.tmp.npz'
-    np.savez(tmp, ids=np.array([i for i, _ in kept]), features=array,
-             sentences=np.array([str(s.get('sentence', '')) for _, s in kept]))
-    os.replace(tmp, target)
+    # A file object: np.savez would append '.npz' to the temporary name.
+    with files_lib.atomic_path(target) as tmp, open(tmp, 'wb') as f:
+      np.savez(f, ids=np.array([i for i, _ in kept]), features=array,
+               sentences=np.array([str(s.get('sentence', '')) for _, s in kept]))
     meta = dict(inputs=wanted, segments=len(kept), feature_dim=int(array.shape[1]),
                 skipped=skipped,
                 videobert_step=loaded.step if loaded is not None else None)
@@ -162,10 +163,9 @@ def _predict_stage(output: str, score: bool) -> dict[str, Any]:
   data = _load_split(output, 'test')
   predicted = captioner.captions(trained, data['features'], progress=True)
   predictions = os.path.join(output, 'predictions.jsonl')
-  with open(predictions + '.tmp', 'w', encoding='utf-8') as f:
-    for i, text in zip(data['ids'], predicted):
-      f.write(json.dumps({'id': str(i), 'caption': text}, ensure_ascii=False) + '\n')
-  os.replace(predictions + '.tmp', predictions)
+  files_lib.write_text(predictions, ''.join(
+      json.dumps({'id': str(i), 'caption': text}, ensure_ascii=False) + '\n'
+      for i, text in zip(data['ids'], predicted)))
   references = {str(i): [str(s)] for i, s in zip(data['ids'], data['sentences']) if s}
   result: dict[str, Any] = dict(predictions=len(predicted), references=len(references),
                                 captioner_step=trained.step)
@@ -211,7 +211,5 @@ def run(config, features_dir: str, train_segments: str, test_segments: str, outp
     manifest['train'] = _train_stage(config, output)
   if 'predict' in stages:
     manifest['predict'] = _predict_stage(output, score)
-  with open(manifest_path + '.tmp', 'w') as f:
-    json.dump(manifest, f, indent=1, default=str)
-  os.replace(manifest_path + '.tmp', manifest_path)
+  files_lib.write_json(manifest_path, manifest, indent=1)
   return manifest

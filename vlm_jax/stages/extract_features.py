@@ -38,12 +38,9 @@ def parameters(config: ml_collections.ConfigDict, weights_sha256: str) -> dict[s
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:
-  # A crash never leaves a partial file under the final name, which a re-run
-  # would take as done.
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:  # a file object: np.save would append '.npy' to a name
+  # A file object: np.save would append '.npy' to the temporary name.
+  with files_lib.atomic_path(path) as tmp, open(tmp, 'wb') as f:
     np.save(f, array)
-  os.replace(tmp, path)
 
 
 def _warn_random(config) -> None:
@@ -143,7 +140,5 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
                    device_wait_seconds=round(timings.device_wait, 3),
                    batches=timings.batches,
                    clips_per_second=round(timings.clips / wall, 3) if timings.clips else None))
-  with open(manifest_file + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(manifest_file + '.tmp', manifest_file)
+  files_lib.write_json(manifest_file, manifest, indent=1)
   return manifest

@@ -1,7 +1,7 @@
 """The make-records job: features, a codebook and transcripts into sharded TFRecords.
 
 Used by `vlm-jax make-records` and the demos; see that command for the details.
-`config.format` picks the schema: 'videobert' (visual tokens from a codebook,
+`config.system` picks the schema: 'videobert' (visual tokens from a codebook,
 vlm_jax.data.records) or 'videoclip' (per-second features, no codebook,
 vlm_jax.videoclip.records).
 """
@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
@@ -82,11 +83,13 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
         and all(os.path.exists(p) for p in previous.get('shards', []))):
       return dict(previous, skipped=True)
 
-  videoclip = config.format == 'videoclip'
-  if config.format not in ('videobert', 'videoclip'):
-    raise ValueError(f"config.format: 'videobert' or 'videoclip', got {config.format!r}")
+  # Until configs/make_records.py names the field `system`, it is `format`.
+  system = config.get('system', config.get('format'))
+  videoclip = system == 'videoclip'
+  if system not in ('videobert', 'videoclip'):
+    raise ValueError(f"config.system: 'videobert' or 'videoclip', got {system!r}")
   if not videoclip and not codebook:
-    raise ValueError("--codebook is required for config.format='videobert'")
+    raise ValueError("--codebook is required for config.system='videobert'")
   book = None if videoclip else codebook_lib.Codebook.load(codebook)
   tokenizer = tokenizer_lib.load(vocab_file, config.lowercase)
   transcript_failures: list = []
@@ -151,7 +154,7 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
   counts['failed'] = len(failures)
 
   manifest = dict(
-      format=config.format, features=os.path.abspath(features),
+      system=system, features=os.path.abspath(features),
       codebook=os.path.abspath(codebook) if codebook else None,
       transcripts=os.path.abspath(transcripts) if transcripts else None,
       output=os.path.abspath(output), vocab_file=os.path.abspath(vocab_file),
@@ -160,7 +163,5 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
       codebook_shape=dict(levels=book.levels, k=book.k, dim=book.dim) if book else None,
       shards=shards, counts=counts, transcripts_without_features=orphans,
       failures=failures, transcript_failures=[str(f) for f in transcript_failures])
-  with open(manifest_file + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(manifest_file + '.tmp', manifest_file)
+  files_lib.write_json(manifest_file, manifest, indent=1)
   return dict(manifest, skipped=False)

@@ -1,12 +1,37 @@
-"""The one training loop that every system fills in (see `Run`)."""
+"""The one training loop: every system fills in a `Run` and calls `train`.
 
+  run = loop.Run(mesh, abstract_state, create_state, train_step, num_steps, batches, ...)
+  last_metrics = loop.train(config, workdir, run)
+
+The loop owns what all systems share: the workdir (a local path or a URL such as
+gs://bucket/run; every file goes through tf.io.gfile or Orbax, never os-level
+calls that only know the local disk), resuming from the latest checkpoint,
+putting host batches on the mesh, metrics (TensorBoard, metrics.jsonl, a tqdm
+bar), checkpoint cadence, the NaN stop, SIGTERM, curves.png and manifest.json.
+
+The host never waits for a step it has just dispatched: step s's metrics are
+read after step s + 1 is dispatched (and before any log line or checkpoint),
+so the device always has the next step queued.
+"""
+
+import dataclasses
+import os
 import signal
 import threading
+import time
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+import tensorflow as tf
 import tqdm
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from vlm_jax.train import checkpoints, partitioning, report
+
+TrainState = partitioning.TrainState
 
 
 def say(message: str) -> None:
@@ -16,6 +41,48 @@ def say(message: str) -> None:
 
 class TrainingDiverged(RuntimeError):
   """The loss or gradients became NaN or infinite."""
+
+
+# --- What a system fills in.
+
+
+@dataclasses.dataclass
+class Run:
+  """One system's training run, as the loop sees it.
+
+  Attributes:
+    mesh: the devices; host batches are split over its 'data' axis.
+    abstract_state: ShapeDtypeStructs with shardings; checkpoints restore into it.
+    create_state: the sharded step-0 state; only called when there is no checkpoint.
+    train_step: (state, device batch) -> (next state, scalar device metrics), with at
+      least 'loss' and 'l2_grads' (the NaN stop checks them).
+    num_steps: steps of the whole run.
+    batches: (state getter, start step) -> host batches ({name: [batch, ...] array},
+      this process's share) of steps start + 1, start + 2, ... The getter returns the
+      state after the step before the batch asked for (for plans made from the current
+      parameters); calling it waits for that step.
+    examples_per_step: the global batch size (for examples_per_second).
+    manifest: system-specific fields of manifest.json (may replace 'command').
+    save_data: path prefix -> None: saves the position of `batches` next to a checkpoint.
+    restore_data: path prefix -> None: restores it before `batches` is called.
+    log_fields: step -> fields logged with step's metrics (e.g. the epoch).
+    name: the progress bar's label.
+  """
+  mesh: Mesh
+  abstract_state: TrainState
+  create_state: Callable[[], TrainState]
+  train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  num_steps: int
+  batches: Callable[[Callable[[], TrainState], int], Iterator[dict[str, np.ndarray]]]
+  examples_per_step: int
+  manifest: dict[str, Any] = dataclasses.field(default_factory=dict)
+  save_data: Callable[[str], None] | None = None
+  restore_data: Callable[[str], None] | None = None
+  log_fields: Callable[[int], dict[str, Any]] | None = None
+  name: str = 'train'
+
+
+# --- Pieces of the loop.
 
 
 class PreemptionWatcher:
@@ -51,3 +118,146 @@ def check_finite(step: int, metrics: dict, last_good: int | None, workdir: str) 
                if last_good is not None else 'no checkpoint was saved')
       raise TrainingDiverged(f'{key} is {metrics[key]} at step {step}; stopping ({where}). '
                              'Lower config.optim.learning_rate or check the data.')
+
+
+def make_workdir(workdir: str) -> str:
+  """Makes WORKDIR; returns it absolute when local (Orbax wants that), a URL as it is."""
+  if '://' not in workdir:
+    workdir = os.path.abspath(workdir)
+  tf.io.gfile.makedirs(workdir)
+  return workdir
+
+
+def data_state_path(workdir: str, step: int) -> str:
+  """Where this process's data position at checkpoint `step` goes (a path prefix)."""
+  return os.path.join(workdir, 'data_state', f'step_{step}', f'process_{jax.process_index()}')
+
+
+def _drop_stale_data_states(workdir: str, keep_steps) -> None:
+  directory = os.path.join(workdir, 'data_state')
+  if not tf.io.gfile.isdir(directory):
+    return
+  for name in tf.io.gfile.listdir(directory):
+    # Object stores list "directories" with a trailing slash.
+    name = name.rstrip('/')
+    if int(name.split('_')[1]) not in keep_steps:
+      tf.io.gfile.rmtree(os.path.join(directory, name))
+
+
+# --- The loop.
+
+
+def train(config, workdir: str, run: Run, *, stop_at: int | None = None,
+          progress: bool = True) -> dict[str, float]:
+  """Trains `run` until run.num_steps (or `stop_at`); returns the last logged metrics.
+
+  Reads config.train.log_every, checkpoint_every and keep_checkpoints; writes
+  config.json (all of `config`), metrics.jsonl, tensorboard/, checkpoints/,
+  data_state/, curves.png and manifest.json under `workdir`.
+
+  Raises:
+    TrainingDiverged: a step's loss or gradient norm is not finite; no checkpoint
+      is saved after the last finite step.
+  """
+  workdir = make_workdir(workdir)
+  is_chief = jax.process_index() == 0
+  end = min(run.num_steps, stop_at) if stop_at else run.num_steps
+  train_config = config.train
+
+  # --- Checkpoints: resume from the latest one if there is one.
+  manager = checkpoints.manager(workdir, train_config.keep_checkpoints)
+  state, start, resumed = checkpoints.restore_or_create(manager, run.abstract_state,
+                                                        run.create_state)
+  if resumed:
+    say(f'resumed from the checkpoint at step {start} in {workdir}')
+    if run.restore_data:
+      run.restore_data(data_state_path(workdir, start))
+
+  # --- Metrics: console, metrics.jsonl and TensorBoard, from process 0.
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  writer = report.open_run(workdir, config, start, enabled=is_chief)
+
+  started = time.time()
+  last_good = start if resumed else None
+  window, window_start, logged, first_loss = [], time.time(), {}, None
+  bar = tqdm.tqdm(total=end, initial=start, desc=run.name, unit='step',
+                  disable=not (is_chief and progress), dynamic_ncols=True)
+  pending = None  # (step, device metrics) of the last dispatched step, not read yet
+
+  def flush():
+    """Reads the pending step's metrics (waiting for that step) into the window."""
+    nonlocal pending, first_loss
+    if pending is not None:
+      step_done, device_metrics = pending
+      host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+      check_finite(step_done, host, last_good, workdir)
+      first_loss = host['loss'] if first_loss is None else first_loss
+      window.append(host)
+      pending = None
+
+  def current_state():
+    # A state that is read must not be a diverged one.
+    flush()
+    return state
+
+  watcher = PreemptionWatcher()
+  preempted, step = False, start
+  try:
+    batches = run.batches(current_state, start)
+    for step in range(start + 1, end + 1):
+      batch = partitioning.device_batch(next(batches), run.mesh)
+      state, metrics = run.train_step(state, batch)
+      flush()
+      pending = (step, metrics)
+      bar.update(1)
+      preempted = watcher.reached(step)
+      is_last = step == end or preempted
+      if step % train_config.log_every == 0 or is_last:
+        flush()
+        elapsed = time.time() - window_start
+        logged = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        extra = run.log_fields(step) if run.log_fields else {}
+        logged.update(extra, steps_per_second=len(window) / elapsed,
+                      examples_per_second=len(window) * run.examples_per_step / elapsed)
+        writer.write(step, logged)
+        postfix = dict(loss=f'{logged["loss"]:.3f}', **extra)
+        if 'learning_rate' in logged:
+          postfix['lr'] = f'{logged["learning_rate"]:.2e}'
+        bar.set_postfix(postfix)
+        window, window_start = [], time.time()
+      if step % train_config.checkpoint_every == 0 or is_last:
+        flush()
+        manager.save(step, args=ocp.args.StandardSave(state))
+        if run.save_data:
+          run.save_data(data_state_path(workdir, step))
+        last_good = step
+      if preempted:
+        break
+  finally:
+    # Also on errors: the last good checkpoint must finish writing.
+    watcher.close()
+    bar.close()
+    manager.wait_until_finished()
+  if preempted:
+    say(f'SIGTERM: saved the checkpoint at step {step}; run the same command to resume')
+  _drop_stale_data_states(workdir, set(manager.all_steps()))
+  writer.close()
+
+  if is_chief:
+    report.plot_curves(metrics_path, os.path.join(workdir, 'curves.png'))
+    report.write_manifest(os.path.join(workdir, 'manifest.json'), {
+        'command': 'train',
+        'workdir': workdir,
+        **run.manifest,
+        'devices': [str(d) for d in jax.devices()],
+        'mesh': dict(zip(run.mesh.axis_names, run.mesh.devices.shape)),
+        'resumed_from_step': start if resumed else None,
+        'final_step': step,
+        'preempted': preempted,
+        'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),
+        'first_loss_this_run': first_loss,
+        'wall_seconds': time.time() - started,
+        'last_metrics': logged,
+    })
+  manager.close()
+  return logged

@@ -15,9 +15,6 @@ from vlm_jax import config_checks
 
 MESH_AXES = ('data', 'model')
 
-# Random numbers that shard: sharded and unsharded init (and dropout) give the same values.
-jax.config.update('jax_threefry_partitionable', True)
-
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
   """A ('data', 'model') mesh over all devices.

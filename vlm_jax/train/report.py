@@ -69,7 +69,8 @@ def plot_curves(metrics_path: str, output_png: str) -> None:
   losses.set(xlabel='step', ylabel='loss', title='losses')
   accuracies.set(xlabel='step', ylabel='accuracy', title='accuracies', ylim=(0, 1))
   for ax in (losses, accuracies):
-    ax.legend(fontsize=7)
+    if ax.lines:  # a run may log no accuracy
+      ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   fig.tight_layout()
   # Through a gfile handle: matplotlib itself only writes local files.

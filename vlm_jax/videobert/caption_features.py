@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlm_jax.data import batching
 from vlm_jax.data import segments as segments_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.videobert import inference as videobert_inference
@@ -96,22 +97,20 @@ def videobert_features(loaded: videobert_inference.Loaded,
                                 deterministic=True)['hidden']
     return pool(hidden.astype(jnp.float32), video_weights, mask_weights)
 
-  out = []
-  for start in range(0, len(qs), batch_size):
-    chunk = qs[start:start + batch_size]
-    # Fixed shapes ([batch_size, seq_len]): one compilation for every chunk.
-    ids = np.zeros((batch_size, seq_len), np.int32)
-    types, mask = np.zeros_like(ids), np.zeros_like(ids)
-    video_weights = np.zeros((batch_size, seq_len), np.float32)
-    mask_weights = np.zeros_like(video_weights)
-    for row, q in enumerate(chunk):
-      ids[row, :len(q.ids)], types[row, :len(q.ids)], mask[row, :len(q.ids)] = q.ids, q.types, 1
-      video_weights[row, list(q.video_positions)] = 1
-      mask_weights[row, list(q.mask_positions)] = 1
-    result = features(loaded.params, ids, types, mask, video_weights, mask_weights)
-    out.append(np.asarray(result)[:len(chunk)])
-  return np.concatenate(out) if out else np.zeros((0, 2 * loaded.config.model.hidden_size),
-                                                  np.float32)
+  if not qs:
+    return np.zeros((0, 2 * loaded.config.model.hidden_size), np.float32)
+  # All queries as [n, seq_len] rows; map_padded feeds them in [batch_size, seq_len] chunks
+  # (fixed shapes: one compilation).
+  ids = np.zeros((len(qs), seq_len), np.int32)
+  types, mask = np.zeros_like(ids), np.zeros_like(ids)
+  video_weights = np.zeros((len(qs), seq_len), np.float32)
+  mask_weights = np.zeros_like(video_weights)
+  for row, q in enumerate(qs):
+    ids[row, :len(q.ids)], types[row, :len(q.ids)], mask[row, :len(q.ids)] = q.ids, q.types, 1
+    video_weights[row, list(q.video_positions)] = 1
+    mask_weights[row, list(q.mask_positions)] = 1
+  return batching.map_padded(lambda *inputs: features(loaded.params, *inputs),
+                             (ids, types, mask, video_weights, mask_weights), batch_size)
 
 
 def pooled_clip_features(features: np.ndarray, times: np.ndarray, start: float,

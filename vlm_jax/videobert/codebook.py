@@ -29,6 +29,8 @@ from typing import Optional, Sequence
 import faiss
 import numpy as np
 
+from vlm_jax.data import files as files_lib
+
 
 @dataclasses.dataclass
 class Codebook:
@@ -82,11 +84,9 @@ class Codebook:
     if clash:
       raise ValueError(f'extras clash with codebook keys: {sorted(clash)}')
     arrays.update(self.extras)
-    tmp = f'{path}.tmp'
     # A file object, because np.savez appends '.npz' to a name that lacks it.
-    with open(tmp, 'wb') as f:
+    with files_lib.atomic_path(path) as tmp, open(tmp, 'wb') as f:
       np.savez(f, **arrays)
-    os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str) -> 'Codebook':

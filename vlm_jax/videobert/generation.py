@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import video as video_lib
 from vlm_jax.videobert import inference as videobert_inference
@@ -112,7 +113,7 @@ def save_strips(path: str, rows: Sequence[tuple[str, Sequence[int]]], frames: To
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=90)
+  with files_lib.atomic_path(path) as tmp:
+    # format: matplotlib would read it from the temporary name's extension.
+    fig.savefig(tmp, dpi=90, format='png')
   plt.close(fig)
-  os.replace(tmp, path)

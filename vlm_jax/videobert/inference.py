@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vlm_jax.data import batching
 from vlm_jax.train import checkpoints, report
 from vlm_jax.videobert import step as step_lib
 from vlm_jax.videobert import vocab as vocab_lib
@@ -36,8 +37,8 @@ def load(workdir: str, step: int | None = None) -> Loaded:
   config.mesh.data, config.mesh.model = 1, 1
   tok, vocab = step_lib.load_vocab(config)
   setup = step_lib.build(config, vocab, devices=jax.devices()[:1])
-  state, step = checkpoints.restore_latest(workdir, setup.abstract_state, step)
-  return Loaded(config, tok, vocab, setup.model, state.params, step)
+  params, step = checkpoints.restore_params(workdir, setup.abstract_state.params, step)
+  return Loaded(config, tok, vocab, setup.model, params, step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,17 +91,14 @@ def masked_log_probs(loaded: Loaded, queries: Sequence[Query], modality: str,
                                 deterministic=True)['mlm_logits'][..., lo:hi]
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
-  out = []
-  for start in range(0, len(queries), batch_size):
-    chunk = queries[start:start + batch_size]
-    # Fixed shapes ([batch_size, seq_len]): one compilation for every chunk.
-    ids = np.zeros((batch_size, seq_len), np.int32)
-    types = np.zeros_like(ids)
-    mask = np.zeros_like(ids)
-    positions = np.zeros((batch_size, num_positions), np.int32)
-    for row, q in enumerate(chunk):
-      ids[row, :len(q.ids)], types[row, :len(q.ids)], mask[row, :len(q.ids)] = q.ids, q.types, 1
-      positions[row, :len(q.positions)] = q.positions
-    log_probs = np.asarray(predict(loaded.params, ids, types, mask, positions))
-    out.extend(log_probs[row, :len(q.positions)] for row, q in enumerate(chunk))
-  return out
+  # All queries as [n, seq_len] rows; map_padded feeds them in [batch_size, seq_len] chunks
+  # (fixed shapes: one compilation).
+  ids = np.zeros((len(queries), seq_len), np.int32)
+  types, mask = np.zeros_like(ids), np.zeros_like(ids)
+  positions = np.zeros((len(queries), num_positions), np.int32)
+  for row, q in enumerate(queries):
+    ids[row, :len(q.ids)], types[row, :len(q.ids)], mask[row, :len(q.ids)] = q.ids, q.types, 1
+    positions[row, :len(q.positions)] = q.positions
+  log_probs = batching.map_padded(lambda *inputs: predict(loaded.params, *inputs),
+                                  (ids, types, mask, positions), batch_size)
+  return [log_probs[row, :len(q.positions)] for row, q in enumerate(queries)]

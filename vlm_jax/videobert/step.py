@@ -5,7 +5,6 @@ accelerator machines can build a step without the input pipeline's dependencies.
 """
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
@@ -45,15 +44,13 @@ class Setup:
 
 def load_vocab(config):
   """The WordPiece tokenizer and the joint vocabulary; checks their sizes agree."""
-  vocab_file = config.data.vocab_file
-  if not vocab_file and config.model.init_checkpoint:
-    vocab_file = os.path.join(hf_bert.resolve(config.model.init_checkpoint), 'vocab.txt')
+  vocab_file = tokenizer.resolve_vocab_file(config.data.vocab_file, config.model.init_checkpoint)
   tok = tokenizer.load(vocab_file)
   vocab = vocab_lib.from_tokenizer(tok, config.model.num_visual_tokens)
   if vocab.text_vocab_size != config.model.text_vocab_size:
     raise config_checks.ConfigError(
         f'config.model.text_vocab_size: {config.model.text_vocab_size}, but the vocab file '
-        f'{vocab_file or tokenizer.default_vocab_file()} has {vocab.text_vocab_size} entries')
+        f'{vocab_file} has {vocab.text_vocab_size} entries')
   return tok, vocab
 
 

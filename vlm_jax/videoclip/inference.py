@@ -6,18 +6,16 @@ embeddings, per-second states are the windows' states in order.
 """
 
 import dataclasses
-import os
 from typing import Any, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from vlm_jax.convert import hf_bert
+from vlm_jax.data import batching
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.train import checkpoints, report
-from vlm_jax.videoclip import pipeline as videoclip_pipeline
-from vlm_jax.videoclip import trainer as videoclip_trainer
+from vlm_jax.videoclip import step as step_lib
 
 
 @dataclasses.dataclass
@@ -34,11 +32,8 @@ class Loaded:
 
 
 def vocab_file(config) -> str:
-  if config.data.vocab_file:
-    return config.data.vocab_file
-  if config.model.init_checkpoint:
-    return os.path.join(hf_bert.resolve(config.model.init_checkpoint), 'vocab.txt')
-  return tokenizer_lib.default_vocab_file()
+  """The run's vocab.txt (data.vocab_file, else the init checkpoint's, else the default)."""
+  return tokenizer_lib.resolve_vocab_file(config.data.vocab_file, config.model.init_checkpoint)
 
 
 def load(workdir: str, step: int | None = None) -> Loaded:
@@ -47,39 +42,37 @@ def load(workdir: str, step: int | None = None) -> Loaded:
   if config.get('system') != 'videoclip':
     raise ValueError(f'{workdir} holds a {config.get("system", "videobert")} run, not VideoCLIP')
   config.mesh.data, config.mesh.model = 1, 1
-  setup = videoclip_trainer.build(config, devices=jax.devices()[:1])
-  state, step = checkpoints.restore_latest(workdir, setup.sharded.abstract_state, step)
-  return Loaded(config, setup.model, state.params, step,
+  setup = step_lib.build(config, devices=jax.devices()[:1])
+  params, step = checkpoints.restore_params(workdir, setup.sharded.abstract_state.params, step)
+  return Loaded(config, setup.model, params, step,
                 tokenizer_lib.load(vocab_file(config)))
 
 
-def _batches(n: int, batch_size: int):
-  for start in range(0, n, batch_size):
-    yield start, min(start + batch_size, n)
-
-
 def text_inputs(loaded: Loaded, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-  """`[CLS] WordPieces (cut to data.text_tokens_cap) [SEP]`, padded: ids and mask [n, cap + 2]."""
+  """`[CLS] WordPieces (cut to data.text_tokens_cap) [SEP]`, padded: ids and mask [n, cap + 2].
+
+  [CLS] and [SEP] are the ids of the run's vocab, as in its training pairs
+  (vlm_jax.videoclip.pipeline.sampling_options).
+  """
   cap = loaded.config.data.text_tokens_cap
+  special = tokenizer_lib.special_ids(loaded.tokenizer)
   pieces = tokenizer_lib.wordpieces(loaded.tokenizer, list(texts))
   ids = np.zeros((len(texts), cap + 2), np.int32)
+  mask = np.zeros_like(ids)
   for i, p in enumerate(pieces):
-    row = [videoclip_pipeline.CLS_ID] + p[:cap] + [videoclip_pipeline.SEP_ID]
+    row = [special['[CLS]']] + p[:cap] + [special['[SEP]']]
     ids[i, :len(row)] = row
-  return ids, (ids > 0).astype(np.int32)
+    mask[i, :len(row)] = 1
+  return ids, mask
 
 
 def encode_texts(loaded: Loaded, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
   """[n, hidden] pooled text embeddings."""
+  if not len(texts):
+    return np.zeros((0, 0), np.float32)
   ids, mask = text_inputs(loaded, texts)
   apply = jax.jit(lambda p, i, m: loaded.model.apply({'params': p}, i, m, method='encode_text'))
-  out = []
-  for a, b in _batches(len(texts), batch_size):
-    pad = batch_size - (b - a)  # fixed shapes: one compilation
-    out.append(np.asarray(apply(loaded.params, np.pad(ids[a:b], ((0, pad), (0, 0))),
-                                np.pad(mask[a:b], ((0, pad), (0, 0)),
-                                       constant_values=1)))[:b - a])
-  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+  return batching.map_padded(lambda i, m: apply(loaded.params, i, m), (ids, mask), batch_size)
 
 
 def windows(features: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,13 +96,8 @@ def _windowed(loaded: Loaded, videos: Sequence[np.ndarray], method: str, batch_s
   feats = np.concatenate([c[0] for c in chunks])
   masks = np.concatenate([c[1] for c in chunks])
   apply = jax.jit(lambda p, f, m: loaded.model.apply({'params': p}, f, m, method=method))
-  out = []
-  for a, b in _batches(len(feats), batch_size):
-    pad = batch_size - (b - a)
-    f = np.pad(feats[a:b], ((0, pad), (0, 0), (0, 0)))
-    m = np.pad(masks[a:b], ((0, pad), (0, 0)), constant_values=1)
-    out.append(np.asarray(apply(loaded.params, f, m))[:b - a])
-  return np.concatenate(out), np.asarray(owners), masks
+  out = batching.map_padded(lambda f, m: apply(loaded.params, f, m), (feats, masks), batch_size)
+  return out, np.asarray(owners), masks
 
 
 def encode_videos(loaded: Loaded, videos: Sequence[np.ndarray], batch_size: int = 32

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.models import bert
 
 Array = jax.Array
@@ -107,12 +108,24 @@ class VideoClip(nn.Module):
             self.encode_text(input_ids, attention_mask, deterministic=deterministic))
 
 
-def with_pretrained(params: dict, bert_params: dict, video_layers: int, cls_id: int = 101,
-                    sep_id: int = 102) -> dict:
+def special_ids(config) -> dict[str, int]:
+  """The special ids ([CLS], [SEP], ...) of the vocab a VideoCLIP config's text tower reads.
+
+  That vocab is data.vocab_file, else the init checkpoint's vocab.txt, else
+  the default (tokenizer.resolve_vocab_file).
+  """
+  vocab_file = tokenizer_lib.resolve_vocab_file(config.data.vocab_file,
+                                                config.model.init_checkpoint)
+  return tokenizer_lib.special_ids(tokenizer_lib.load(vocab_file))
+
+
+def with_pretrained(params: dict, bert_params: dict, video_layers: int, *, cls_id: int,
+                    sep_id: int) -> dict:
   """`params` with both towers from one BERT checkpoint.
 
   The video tower takes the first `video_layers` layers and, of the word
-  table, the `cls_id` and `sep_id` rows.
+  table, the `cls_id` and `sep_id` rows (the vocab's [CLS] and [SEP]:
+  `special_ids`).
   """
   params = dict(params)
   params['text_bert'] = jax.tree.map(lambda x: x, bert_params)

@@ -17,10 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from vlm_jax.data.files import DataError
+from vlm_jax.videoclip import model as videoclip_model
 from vlm_jax.videoclip import records as videoclip_records
 from vlm_jax.videoclip import sampling as videoclip_sampling
-
-CLS_ID, SEP_ID = 101, 102
 
 
 @dataclasses.dataclass
@@ -62,7 +61,7 @@ def load_corpus(files: Sequence[str]) -> Corpus:
       raise DataError(f'{path}: corrupt or truncated TFRecord ({e.message})') from e
     except (tf.errors.InvalidArgumentError, ValueError) as e:
       raise DataError(f'{path}: not a VideoCLIP record (vlm-jax make-records '
-                      f'--config.format=videoclip): {e}') from e
+                      f'--config.system=videoclip): {e}') from e
   if not corpus.video_ids:
     raise DataError(f'no video with sentences in {len(files)} files ({list(files)[:3]}...)')
   dims = {f.shape[1] for f in corpus.features}
@@ -71,9 +70,11 @@ def load_corpus(files: Sequence[str]) -> Corpus:
   return corpus
 
 
-def sampling_options(data_config) -> videoclip_sampling.SamplingOptions:
-  d = data_config
+def sampling_options(config) -> videoclip_sampling.SamplingOptions:
+  """The pair sampling of a VideoCLIP config: its data fields and its vocab's [CLS] / [SEP]."""
+  d, ids = config.data, videoclip_model.special_ids(config)
   return videoclip_sampling.SamplingOptions(
+      cls_id=ids['[CLS]'], sep_id=ids['[SEP]'],
       pairs_per_video=d.pairs_per_video, min_text_tokens=d.min_text_tokens,
       max_text_tokens=d.max_text_tokens, text_tokens_cap=d.text_tokens_cap,
       max_span_seconds=d.max_span_seconds, min_video_seconds=d.min_video_seconds,
@@ -104,7 +105,7 @@ def pair_arrays(pairs: Sequence[videoclip_sampling.Pair], features: np.ndarray,
     clip = features[pair.video_start:pair.video_end][:seconds]
     out['features'][i, :len(clip)] = clip
     out['feature_mask'][i, :len(clip)] = 1
-    ids = [CLS_ID] + list(pair.text_ids)[:opts.text_tokens_cap] + [SEP_ID]
+    ids = [opts.cls_id] + list(pair.text_ids)[:opts.text_tokens_cap] + [opts.sep_id]
     out['input_ids'][i, :len(ids)] = ids
     out['attention_mask'][i, :len(ids)] = 1
   return out

@@ -20,8 +20,13 @@ from typing import Sequence
 import numpy as np
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SamplingOptions:
+  """How pairs are sampled (the paper's values by default) and framed as model inputs."""
+  # The model vocab's [CLS] and [SEP] (vlm_jax.videoclip.pipeline.sampling_options reads
+  # them from the config's vocab file): a pair's text input is `[CLS] text [SEP]`.
+  cls_id: int
+  sep_id: int
   pairs_per_video: int = 16
   min_text_tokens: int = 8
   max_text_tokens: int = 64

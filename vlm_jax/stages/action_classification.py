@@ -1,52 +1,27 @@
-"""vlm-jax eval action-classification: VideoBERT zero-shot verb and noun classification.
+"""VideoBERT zero-shot verb and noun classification of labelled segments (the paper's protocol).
 
-  vlm-jax eval action-classification --workdir RUN --segments segments.jsonl \\
-      --features FEATURES_DIR --codebook codebook.npz --verbs verbs.txt \\
-      --nouns nouns.txt --output metrics.json
-
-RUN is a `vlm-jax train` workdir. Each line of segments.jsonl names a
-`video_id`, `start`, `end` (seconds), `verb` and `noun`; FEATURES_DIR holds
-`<video_id>.npy` clip features and `<video_id>.times.npy` clip times (from
-`vlm-jax extract-features`), turned into visual tokens with the codebook. The
-model fills "now let me show you how to [MASK] the [MASK]." followed by the
-segment's visual tokens; top-1 and top-5 accuracy for verbs and nouns are
-reported beside the language prior (the same template without video) and
-chance, as in the paper's table. Segments whose features are missing, or whose
-label is not in the vocabulary files, are listed in the output and skipped.
+Used by `vlm-jax eval action-classification` and the demo; see that command for
+the inputs. Here rather than in vlm_jax/evaluate: it needs VideoBERT, and the
+evaluation layer is shared by every system.
 """
 
-import json
 import os
 from typing import Any
 
 import numpy as np
-from absl import app, flags
 
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import segments as segments_lib
 from vlm_jax.metrics import classification
 from vlm_jax.videobert import action_classification
 from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import inference as videobert_inference
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'vlm-jax train workdir.', allow_override=True)
-_SEGMENTS = flags.DEFINE_string('segments', None, 'Segments JSONL (video_id, start, end, '
-                                'verb, noun).', allow_override=True)
-_FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy and '
-                                '<video_id>.times.npy.', allow_override=True)
-_CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.',
-                                allow_override=True)
-_VERBS = flags.DEFINE_string('verbs', None, 'Verb vocabulary, one per line.')
-_NOUNS = flags.DEFINE_string('nouns', None, 'Noun vocabulary, one per line.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Metrics JSON to write.', allow_override=True)
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
-REQUIRED_FLAGS = ['workdir', 'segments', 'features', 'codebook', 'verbs', 'nouns',
-                              'output']
-
 TOP_K = (1, 5)
 
 
 def read_labels(path: str) -> list[str]:
+  """The non-empty lines of a label file (ValueError when there are none)."""
   with open(path, encoding='utf-8') as f:
     labels = [line.strip() for line in f if line.strip()]
   if not labels:
@@ -70,6 +45,7 @@ def video_tokens(features_dir: str, codebook: codebook_lib.Codebook, video_ids) 
 
 
 def accuracies(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """Top-k accuracy for each k of TOP_K; scores [N, num_labels], labels [N]."""
   return {f'top{k}': classification.topk_accuracy(scores, labels, k) for k in TOP_K}
 
 
@@ -126,12 +102,12 @@ def run(workdir: str, segments_path: str, features: str, codebook_path: str, ver
   result.update(workdir=os.path.abspath(workdir), checkpoint_step=loaded.step,
                 segments_file=os.path.abspath(segments_path), missing_videos=missing)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, 'w') as f:
-    json.dump(result, f, indent=2)
+  files_lib.write_json(output, result)
   return result
 
 
 def summary(result: dict[str, Any]) -> str:
+  """The metrics as a Markdown table (the paper's layout)."""
   lines = [f'{result["num_segments"]} segments, {len(result["skipped"])} skipped',
            '| | verb top-1 | verb top-5 | noun top-1 | noun top-5 |', '|---|---|---|---|---|']
   for name in ('videobert', 'language_prior', 'chance'):
@@ -139,16 +115,3 @@ def summary(result: dict[str, Any]) -> str:
     lines.append(f'| {name} | {r["verb"]["top1"]:.1%} | {r["verb"]["top5"]:.1%} | '
                  f'{r["noun"]["top1"]:.1%} | {r["noun"]["top5"]:.1%} |')
   return '\n'.join(lines)
-
-
-def main(argv):
-  del argv
-  result = run(_WORKDIR.value, _SEGMENTS.value, _FEATURES.value, _CODEBOOK.value, _VERBS.value,
-               _NOUNS.value, _OUTPUT.value)
-  print(summary(result))
-  print(f'wrote {_OUTPUT.value}')
-
-
-if __name__ == '__main__':
-  flags.mark_flags_as_required(REQUIRED_FLAGS)
-  app.run(main)

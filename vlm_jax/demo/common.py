@@ -1,0 +1,124 @@
+"""What both demos share: the stage timer, the corpus and feature stages, small file helpers.
+
+The front end (a rendered corpus or the user's videos, then S3D clip features
+per split) is the same for every system, so a workdir's `corpus/` and
+`features/` serve the VideoBERT and the VideoCLIP demo alike.
+"""
+
+import json
+import os
+import resource
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from vlm_jax.data import files as files_lib
+from vlm_jax.stages import extract_features, synth_videos
+
+
+def say(message: str) -> None:
+  print(f'[vlm-jax demo] {message}', flush=True)
+
+
+class Stages:
+  """Runs named stages, recording wall time and the process's peak memory after each."""
+
+  def __init__(self):
+    self.timings: dict[str, dict[str, float]] = {}
+
+  def run(self, name: str, fn: Callable[[], Any]) -> Any:
+    say(f'stage {name}')
+    start = time.perf_counter()
+    result = fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    self.timings[name] = {'seconds': round(time.perf_counter() - start, 1),
+                          'peak_rss_gib_so_far': round(peak, 2)}
+    return result
+
+
+def write_list(path: str, paths: list[str]) -> str:
+  """Writes one path a line (extract-features' video list); returns `path`."""
+  with open(path, 'w') as f:
+    f.write(''.join(p + '\n' for p in paths))
+  return path
+
+
+def read_steps(corpus: str) -> list[dict]:
+  """The rendered corpus's steps.jsonl: one record per video (split, duration, steps)."""
+  with open(os.path.join(corpus, 'steps.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_labels(path: str) -> list[str]:
+  """The non-empty lines of a label file (the corpus's verbs.txt, nouns.txt)."""
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
+                seed: int) -> list[dict]:
+  """The user's videos as the demo's video records, split into train and held-out test.
+
+  Args:
+    videos_dir: a folder of video files (not recursive); id = file stem.
+    transcripts: a transcript file or folder (vlm_jax.data.transcripts), matched by id.
+    test_fraction: share of the videos held out (at least one when there are two or more).
+    seed: seeds the split.
+
+  Returns:
+    [{video_id, split, path, steps: [{start, end, sentence}]}], steps = timed sentences.
+  """
+  from vlm_jax.data import transcripts as transcripts_lib  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(videos_dir):
+    raise FileNotFoundError(f'--videos {videos_dir}: not a folder')
+  paths = {os.path.splitext(n)[0]: os.path.join(videos_dir, n)
+           for n in sorted(os.listdir(videos_dir)) if files_lib.is_video(n)}
+  if not paths:
+    raise ValueError(f'--videos {videos_dir}: no video files '
+                     f'({", ".join(files_lib.VIDEO_EXTENSIONS)})')
+  sentences = transcripts_lib.load_transcripts(transcripts, lenient=True)
+  ids = sorted(paths)
+  order = np.random.default_rng(seed).permutation(len(ids))
+  num_test = 0 if len(ids) < 2 else max(1, int(round(test_fraction * len(ids))))
+  test = {ids[i] for i in order[:num_test]}
+  return [dict(video_id=i, split='test' if i in test else 'train', path=paths[i],
+               steps=[dict(start=t.start, end=t.end, sentence=t.text)
+                      for t in sentences.get(i, [])])
+          for i in ids]
+
+
+def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = None,
+              transcripts: str | None = None) -> dict[str, list[dict]]:
+  """The corpus and its clip features (WORKDIR/features/<split>).
+
+  The corpus is rendered (WORKDIR/corpus), or with `videos_dir` it is the
+  user's videos and `transcripts` (`user_corpus`).
+
+  Returns:
+    {'train': videos, 'test': videos}, each video a steps.jsonl-like record with `path`.
+  """
+  if videos_dir:
+    videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
+  else:
+    corpus = os.path.join(workdir, 'corpus')
+    stages.run('corpus', lambda: synth_videos.run(
+        corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
+    videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
+              for v in read_steps(corpus)]
+  by_split = {split: [v for v in videos if v['split'] == split] for split in ('train', 'test')}
+
+  def features():
+    for split, items in by_split.items():
+      listing = write_list(os.path.join(workdir, f'{split}_videos.txt'),
+                           [v['path'] for v in items])
+      extract_features.run(listing, os.path.join(workdir, 'features', split), config.features)
+  stages.run('features', features)
+  return by_split
+
+
+def segments(videos: list[dict]) -> list[dict]:
+  """Every step of `videos`: video_id, start, end, verb, noun, sentence."""
+  return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s.get('verb'),
+               noun=s.get('noun'), sentence=s['sentence'])
+          for v in videos for s in v['steps']]

@@ -1,0 +1,31 @@
+"""The demo job: the config's system through its demo, from pixels to a report.
+
+Used by `vlm-jax demo`; vlm_jax/demo/ holds the demos themselves (stages and reports).
+"""
+
+from typing import Any
+
+from vlm_jax import config_checks
+from vlm_jax.demo import videobert, videoclip
+
+
+def run(workdir: str, config, videos_dir: str | None = None, transcripts: str | None = None,
+        system: str | None = None) -> dict[str, Any]:
+  """Runs (or resumes) the demo of config.system in `workdir`; returns the report's metrics.
+
+  Args:
+    workdir: where every stage writes (a re-run resumes).
+    config: configs/demo.py's config.
+    videos_dir, transcripts: the user's videos and their transcripts instead of
+      the rendered corpus (the VideoBERT demo; the VideoCLIP one renders).
+    system: instead of config.system (the deprecated `--system` flag).
+  """
+  # A demo config from before config.system ran VideoBERT.
+  system = system or config.get('system', 'videobert')
+  if system == 'videoclip':
+    return videoclip.run(workdir, config)
+  if system != 'videobert':
+    raise config_checks.ConfigError(f"config.system: {system!r}; 'videobert' or 'videoclip'")
+  if videos_dir and not transcripts:
+    raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
+  return videobert.run(workdir, config, videos_dir, transcripts)

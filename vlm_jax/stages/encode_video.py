@@ -1,0 +1,111 @@
+"""The encode-video job: a VideoCLIP run's video embeddings of per-second features, as .npy.
+
+Used by `vlm-jax encode-video` and the VideoCLIP demo; see that command for the layout.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import tqdm
+
+from vlm_jax.data import files as files_lib
+from vlm_jax.videoclip import inference as videoclip_inference
+from vlm_jax.videoclip import records as videoclip_records
+
+
+def read_segments(path: str) -> list[dict]:
+  """[{id, video_id, start, end}] from a JSON list or JSONL; errors name file and line."""
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  try:
+    items = json.loads(text)
+    lines = None
+  except json.JSONDecodeError:
+    items, lines = [], text.splitlines()
+  if lines is not None:
+    for number, line in enumerate(lines, start=1):
+      if line.strip():
+        try:
+          items.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f'{path}:{number}: not JSON ({e.msg})') from e
+  if not isinstance(items, list):
+    raise ValueError(f'{path}: expected a JSON list or JSONL of segments')
+  out = []
+  for number, item in enumerate(items, start=1):
+    try:
+      segment = {'id': str(item.get('clip_id', item.get('id'))),
+                 'video_id': str(item['video_id']),
+                 'start': float(item['start']), 'end': float(item['end'])}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+      raise ValueError(f'{path}: segment {number}: needs clip_id/id, video_id, start, end '
+                       f'({e.__class__.__name__}: {e})') from e
+    if segment['id'] == 'None' or segment['end'] <= segment['start']:
+      raise ValueError(f'{path}: segment {number}: no id, or end <= start')
+    out.append(segment)
+  return out
+
+
+def load_per_second(features_dir: str, video_id: str) -> np.ndarray:
+  """[num_seconds, D] float32 of one video (ValueError / FileNotFoundError naming the file)."""
+  path = os.path.join(features_dir, f'{video_id}.npy')
+  features = np.load(path).astype(np.float32)
+  if features.ndim != 2 or len(features) == 0:
+    raise ValueError(f'{path}: expected [num_clips, D] features, got {list(features.shape)}')
+  times_path = os.path.join(features_dir, f'{video_id}.times.npy')
+  if os.path.exists(times_path):
+    features = videoclip_records.per_second(features, np.load(times_path))
+  return features
+
+
+def run(workdir: str, features_dir: str, output: str, segments_path: str | None = None,
+        per_second: bool = False, batch_size: int = 32, progress: bool = True) -> dict:
+  """Writes the embeddings and manifest.json; returns the manifest."""
+  loaded = videoclip_inference.load(workdir)
+  if segments_path:
+    items = read_segments(segments_path)
+  else:
+    items = [{'id': n[:-4], 'video_id': n[:-4], 'start': None, 'end': None}
+             for n in sorted(os.listdir(features_dir))
+             if n.endswith('.npy') and not n.endswith('.times.npy')]
+  os.makedirs(output, exist_ok=True)
+  failures, written, existing, cache = [], 0, 0, {}
+  todo = []
+  for item in items:
+    if os.path.exists(os.path.join(output, f'{item["id"]}.npy')):
+      existing += 1
+      continue
+    try:
+      if item['video_id'] not in cache:
+        cache.clear()  # segments come grouped by video: keep one video in memory
+        cache[item['video_id']] = load_per_second(features_dir, item['video_id'])
+      features = cache[item['video_id']]
+      if item['start'] is not None:
+        features = features[int(np.floor(item['start'])):int(np.ceil(item['end']))]
+        if len(features) == 0:
+          raise ValueError(f'segment [{item["start"]}, {item["end"]}] s is past the '
+                           'features\' end')
+    except (OSError, ValueError) as e:
+      failures.append({'id': item['id'], 'video_id': item['video_id'], 'error': str(e)})
+      print(f'encode-video: skipped {item["id"]}: {e}', file=sys.stderr)
+      continue
+    todo.append((item['id'], features))
+  chunk = 256  # items per call: bounded memory, few padded batches
+  for start in tqdm.tqdm(range(0, len(todo), chunk), desc='encode-video', unit='chunk',
+                         disable=not progress):
+    ids, arrays = zip(*todo[start:start + chunk])
+    if per_second:
+      outputs = videoclip_inference.video_states(loaded, arrays, batch_size)
+    else:
+      outputs = videoclip_inference.encode_videos(loaded, arrays, batch_size)
+    for item_id, array in zip(ids, outputs):
+      np.save(os.path.join(output, f'{item_id}.npy'), np.asarray(array, np.float32))
+      written += 1
+  manifest = dict(workdir=os.path.abspath(workdir), checkpoint_step=loaded.step,
+                  features=os.path.abspath(features_dir), segments=segments_path,
+                  per_second=per_second, items=len(items), written=written,
+                  already_there=existing, failed=len(failures), failures=failures)
+  files_lib.write_json(os.path.join(output, 'manifest.json'), manifest, indent=1)
+  return manifest
