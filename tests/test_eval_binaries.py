@@ -1,12 +1,17 @@
 """The zero-shot evaluation binaries end to end on hand-made embedding files."""
 
+import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
+from vlm_jax import evaluate
+from vlm_jax.evaluate import _embeddings
 from vlm_jax.evaluate import retrieval as retrieval_eval
 from vlm_jax.evaluate import video_qa
 
@@ -36,6 +41,19 @@ def test_eval_lists_the_new_tasks():
   for task in ('retrieval', 'video-qa', 'action-segmentation', 'step-localization',
                'moment-ranking'):
     assert task in out
+
+
+def test_eval_help_prints_the_usage_and_the_flags():
+  # The shared flags (_eval_flags) are listed as the command's own, beside its annotations.
+  for task, own in (('retrieval', '--backend'), ('video-qa', '--ties'),
+                    ('action-segmentation', '--labels'), ('step-localization', '--tasks'),
+                    ('moment-ranking', '--annotations')):
+    out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'eval', task, '--help'],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.startswith(f'vlm-jax eval {task}: '), out
+    for flag in ('--annotations', own, '--features', '--text_embeddings', '--texts',
+                 '--output', '--write_texts'):
+      assert f'  {flag}: ' in out, (task, flag, out)
 
 
 def test_retrieval_binary(tmp_path):
@@ -190,18 +208,28 @@ def test_moment_ranking_binary(tmp_path):
   assert result['missing_videos'] == [{'video': 'vGone.mp4', 'reason': 'missing'}]
 
 
-def test_module_entry_point(tmp_path):
-  # `python -m vlm_jax.evaluate.<task>` works without the CLI too.
+def test_evaluations_run_without_the_cli(tmp_path):
+  # The flag-free vlm_jax.evaluate modules work in-process, all in one process, and give
+  # what the CLI gives: no absl flags are defined on import, so none can collide.
+  for module in pkgutil.iter_modules(evaluate.__path__):
+    importlib.import_module(f'{evaluate.__name__}.{module.name}')
+  assert not [m for m in flags.FLAGS.flags_by_module_dict() if m.startswith(evaluate.__name__)]
   (tmp_path / 'mc.jsonl').write_text(json.dumps(
       {'clip_name': 'v', 'answer': 0, 'options': ['a b', 'c']}) + '\n')
-  subprocess.run([sys.executable, '-m', 'vlm_jax.evaluate.video_qa', '--annotations',
-                  str(tmp_path / 'mc.jsonl'), '--write_texts', str(tmp_path / 't.txt')],
-                 check=True, capture_output=True, timeout=60)
+  _embeddings.write_texts(str(tmp_path / 't.txt'), video_qa.texts_to_encode(
+      str(tmp_path / 'mc.jsonl')))
   assert (tmp_path / 't.txt').read_text() == 'a b\nc\n'
+  _eval('video-qa', '--annotations', tmp_path / 'mc.jsonl', '--write_texts', tmp_path / 'u.txt')
+  assert (tmp_path / 'u.txt').read_text() == 'a b\nc\n'
+  embeddings = _texts(tmp_path, {'a b': [1, 0], 'c': [0, 1]})
+  features = _videos(tmp_path / 'features', {'v': [2, 1]})
+  result = video_qa.run(str(tmp_path / 'mc.jsonl'), str(features), str(embeddings),
+                        str(tmp_path / 'm.json'))
+  assert result['metrics'] == {'accuracy': 1.0, 'chance': 0.5, 'count': 1}
+  assert json.loads((tmp_path / 'm.json').read_text()) == result
 
 
 def test_bad_feature_files_are_reported(tmp_path):
-  from vlm_jax.evaluate import _embeddings  # pylint: disable=import-outside-toplevel
   np.save(tmp_path / 'seq.npy', np.zeros((3, 4), np.float32))
   np.save(tmp_path / 'row.npy', np.ones((1, 4), np.float32))
   np.save(tmp_path / 'nan.npy', np.full(4, np.nan, np.float32))

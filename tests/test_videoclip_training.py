@@ -235,7 +235,7 @@ def test_encoders_feed_the_retrieval_binary(trained, record_files, tmp_path):
                 f'--segments={segments}', f'--output={tmp_path / "clips"}'],
                ['encode-video', f'--workdir={run}', f'--features={features}', '--per_second',
                 f'--output={tmp_path / "states"}'],
-               ['encode-text', f'--videoclip={run}', f'--input={texts}',
+               ['encode-text', f'--workdir={run}', f'--input={texts}',
                 f'--output={tmp_path / "texts.npy"}'],
                ['eval', 'retrieval', f'--annotations={segments}', f'--features={tmp_path / "clips"}',
                 f'--text_embeddings={tmp_path / "texts.npy"}',

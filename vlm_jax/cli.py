@@ -1,9 +1,11 @@
 """`vlm-jax <subcommand> [flags]`: one entry point for every stage.
 
 Each subcommand is a module of vlm_jax/commands with absl flags and a
-`main(argv)` that calls its stage (vlm_jax/stages); only the chosen one is
-imported, so their flags never collide and start-up stays fast. Nothing else
-imports a command.
+`main(argv)` that calls its stage (vlm_jax/stages) or evaluation
+(vlm_jax/evaluate); `vlm-jax eval <task>` is vlm_jax/commands/eval_<task>.py.
+Only the chosen one is imported, so their flags never collide (several define
+--output, --annotations, ...) and start-up stays fast. Nothing else imports a
+command.
 """
 
 import importlib
@@ -45,11 +47,8 @@ SUBCOMMANDS = {
     'caption': ('vlm_jax.commands.caption',
                 'VideoBERT captioning: segment features, a transformer captioner, captions.'),
 }
-# `vlm-jax eval <task>` runs vlm_jax.evaluate.<task> (hyphens become underscores), or one of
-# these: evaluations that need a system, which the shared vlm_jax.evaluate may not import.
-EVAL_COMMANDS = {
-    'action-classification': 'vlm_jax.commands.eval_action_classification',
-}
+# `vlm-jax eval <task>` runs vlm_jax.commands.eval_<task> (hyphens become underscores).
+EVAL_PREFIX = 'eval_'
 EVAL = ('eval', 'Evaluation binaries: vlm-jax eval <task> --help (tasks listed by vlm-jax eval).')
 
 USAGE = """usage: vlm-jax <subcommand> [--flags]
@@ -95,12 +94,12 @@ def main(argv=None) -> None:
 
 
 def eval_tasks() -> dict[str, str]:
-  """{task: module}: the modules of vlm_jax.evaluate, and EVAL_COMMANDS."""
+  """{task: module}: every vlm_jax/commands/eval_<task>.py, the task hyphenated, sorted."""
   import pkgutil  # pylint: disable=import-outside-toplevel
-  from vlm_jax import evaluate  # pylint: disable=import-outside-toplevel
-  tasks = {m.name.replace('_', '-'): f'vlm_jax.evaluate.{m.name}'
-           for m in pkgutil.iter_modules(evaluate.__path__) if not m.name.startswith('_')}
-  tasks.update(EVAL_COMMANDS)
+  # By name, as every command: the package only (empty), so listing imports no command.
+  commands = importlib.import_module('vlm_jax.commands')
+  tasks = {m.name[len(EVAL_PREFIX):].replace('_', '-'): f'{commands.__name__}.{m.name}'
+           for m in pkgutil.iter_modules(commands.__path__) if m.name.startswith(EVAL_PREFIX)}
   return dict(sorted(tasks.items()))
 
 

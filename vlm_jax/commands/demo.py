@@ -28,7 +28,6 @@ writes WORKDIR/report_videoclip/index.html and metrics.json.
 """
 
 import os
-import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -44,8 +43,6 @@ _DEFAULT_CONFIG = os.path.join(
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG, 'Demo config (default configs/demo.py).', lock_config=True)
-_SYSTEM = flags.DEFINE_enum('system', None, ['videobert', 'videoclip'],
-                            'Deprecated: --config.system.')
 _VIDEOS = flags.DEFINE_string(
     'videos', None, 'Your own videos (a folder of video files) instead of the rendered corpus; '
     'config.corpus.test_fraction of them are held out.')
@@ -59,11 +56,8 @@ REQUIRED_FLAGS = ['workdir']
 
 def main(argv):
   del argv
-  if _SYSTEM.value:
-    print(f'vlm-jax demo: --system is deprecated; use --config.system={_SYSTEM.value}',
-          file=sys.stderr)
   try:
-    demo.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value, _SYSTEM.value)
+    demo.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value)
   except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,
           FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax demo: {e}') from e

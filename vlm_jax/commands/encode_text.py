@@ -14,7 +14,6 @@ same order, beside it as .txt: the text input of `vlm-jax eval <task>` (whose
 --write_texts writes the texts a task needs).
 """
 
-import sys
 
 from absl import flags
 
@@ -25,7 +24,6 @@ _CHECKPOINT = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'A VideoCLIP `vlm-jax train` workdir: pooled text embeddings (.npy) '
     'instead.')
-_VIDEOCLIP = flags.DEFINE_string('videoclip', None, 'Deprecated: --workdir.')
 _INPUT = flags.DEFINE_string('input', None, 'UTF-8 text file, one text per line.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output path: .npz, or .npy with --workdir.')
 _MAX_LENGTH = flags.DEFINE_integer('max_length', 512, 'Truncate texts to this many tokens.')
@@ -37,9 +35,6 @@ REQUIRED_FLAGS = ['input', 'output']
 def main(argv):
   del argv
   output, workdir = _OUTPUT.value, _WORKDIR.value
-  if _VIDEOCLIP.value:
-    print('vlm-jax encode-text: --videoclip is deprecated; use --workdir', file=sys.stderr)
-    workdir = workdir or _VIDEOCLIP.value
   try:
     result = encode_text.run(_INPUT.value, output, _CHECKPOINT.value, workdir,
                              _MAX_LENGTH.value, _BATCH_SIZE.value)

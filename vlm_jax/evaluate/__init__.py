@@ -1,1 +1,5 @@
-"""Evaluation binaries: `vlm-jax eval <task>` or `python -m vlm_jax.evaluate.<task>`."""
+"""Evaluation logic shared by every system, flag-free: readers, `run(...)` and summaries.
+
+`vlm-jax eval <task>` runs them: its flags and --help text are in
+vlm_jax/commands/eval_<task>.py.
+"""

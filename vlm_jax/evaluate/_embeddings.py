@@ -1,4 +1,4 @@
-"""The embedding files and command-line frame shared by the zero-shot evaluation binaries.
+"""The embedding files shared by the zero-shot evaluation binaries, and their metrics JSON.
 
 File interface (what `vlm-jax encode-video` / `encode-text` write for VideoCLIP):
 
@@ -6,9 +6,10 @@ File interface (what `vlm-jax encode-video` / `encode-text` write for VideoCLIP)
   row i embeds line i. A binary looks each of its query / option / label / step
   texts up by its whitespace-normalised string (runs of spaces, tabs and
   newlines become one space, ends stripped), so one text file may serve several
-  tasks and a repeated text is encoded once. Every binary has
-  `--write_texts PATH`: it writes the texts its annotations need (first-seen
-  order, de-duplicated), i.e. the input of the text encoder, and exits.
+  tasks and a repeated text is encoded once. Every binary (`vlm-jax eval
+  <task>`) has `--write_texts PATH`: it writes the texts its annotations need
+  (first-seen order, de-duplicated: `write_texts` below), i.e. the input of the
+  text encoder, and exits.
 
   Videos.  A folder with one `<id>.npy` per video (or clip, for YouCook2
   retrieval: `<youtube_id>_<segment_id>`): either a pooled embedding [D] (a
@@ -20,13 +21,11 @@ A missing, unreadable, wrongly shaped or non-finite file is reported with its
 reason and the items that need it are skipped, never fatal.
 """
 
-import dataclasses
 import json
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
-from absl import flags
 
 from vlm_jax.data import files as files_lib
 
@@ -135,74 +134,6 @@ def write_json(path: str, data: dict[str, Any]) -> None:
   """Writes `data` atomically (a crash leaves the old file or none)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   files_lib.write_text(path, json.dumps(data, indent=1, ensure_ascii=False))
-
-
-@dataclasses.dataclass(frozen=True)
-class Flags:
-  """The flags every binary has, beside its annotations."""
-  features: flags.FlagHolder
-  text_embeddings: flags.FlagHolder
-  texts: flags.FlagHolder
-  output: flags.FlagHolder
-  write_texts: flags.FlagHolder
-
-
-def define_flags(module_name: str, features_help: str) -> Flags:
-  """Defines a binary's --features, --text_embeddings, --texts, --output and --write_texts.
-
-  Args:
-    module_name: the binary's `__name__`: its --help lists them (vlm_jax.cli).
-    features_help: what --features holds for this task.
-  """
-  def define(name, text):
-    # allow_override: the binaries share these names and tests import several
-    # into one process (the CLI imports only one).
-    return flags.DEFINE_string(name, None, text, allow_override=True, module_name=module_name)
-
-  return Flags(
-      features=define('features', features_help),
-      text_embeddings=define('text_embeddings', 'Text embeddings .npy [N, D].'),
-      texts=define('texts', 'Texts of the embedding rows, one per line (default: the .npy '
-                   'path with .txt).'),
-      output=define('output', 'Metrics JSON to write.'),
-      write_texts=define('write_texts', 'Write the texts to encode here and exit.'))
-
-
-def run_binary(task: str, common: Flags, required: Sequence[flags.FlagHolder],
-               texts: Callable[[], list[str]],
-               evaluate: Callable[..., dict[str, Any]]) -> Optional[dict[str, Any]]:
-  """A binary's two modes: --write_texts, or the evaluation.
-
-  Args:
-    task: the binary's name in messages, e.g. 'video-qa'.
-    common: its define_flags.
-    required: the flags both modes need (its annotations).
-    texts: the texts the annotations need (what --write_texts writes).
-    evaluate: runs the evaluation, given the values of --features,
-      --text_embeddings, --output and --texts (the order of the binaries' `run`
-      arguments after their annotations); returns the metrics JSON dict.
-
-  Returns:
-    evaluate()'s dict, or None after --write_texts.
-
-  Raises:
-    SystemExit: `vlm-jax eval <task>: <why>` for a missing flag or an unusable input.
-  """
-  try:
-    absent = [f'--{f.name}' for f in required if not f.value]
-    if absent:
-      raise ValueError(f'{" and ".join(absent)} {"is" if len(absent) == 1 else "are"} required')
-    if common.write_texts.value:
-      n = write_texts(common.write_texts.value, texts())
-      print(f'wrote {n} texts to {common.write_texts.value}')
-      return None
-    for holder in (common.features, common.text_embeddings, common.output):
-      if not holder.value:
-        raise ValueError(f'--{holder.name} is required (unless --write_texts)')
-    return evaluate(common.features.value, common.text_embeddings.value, common.output.value,
-                    common.texts.value)
-  except (ValueError, OSError, KeyError) as e:
-    raise SystemExit(f'vlm-jax eval {task}: {e}') from e
 
 
 def report(output: Optional[str], task: str, inputs: dict[str, str],

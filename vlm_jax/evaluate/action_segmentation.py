@@ -1,46 +1,15 @@
-"""vlm-jax eval action-segmentation: zero-shot COIN action segmentation (frame accuracy).
+"""Zero-shot COIN action segmentation (frame accuracy) over embedding files.
 
-  vlm-jax eval action-segmentation --annotations COIN.json --write_texts labels.txt
-  vlm-jax eval action-segmentation --annotations COIN.json --features FEATURES \\
-      --text_embeddings labels.npy --output metrics.json [--texts labels.txt] \\
-      [--subset testing] [--labels label_list.txt]
-
-Annotations: COIN's COIN.json, `{"database": {video_id: {"subset": "training" |
-"testing", "annotation": [{"id": "12", "segment": [start, end], "label":
-"pour water"}, ...]}}}`. The label set is every distinct step (`id`, `label`)
-of the whole database, all subsets (COIN's 778 steps), ordered by numeric id;
---labels gives it instead (one label text per line; annotations then match by
-label text). Only videos of --subset (default testing) are evaluated.
-
-Embeddings (vlm_jax/evaluate/_embeddings.py): labels.npy [N, D] embeds
-labels.txt line by line (every label text must be there); FEATURES/<video_id>.npy
-holds per-second video states [T, D] (row t = second [t, t + 1)).
-
-Protocol (VideoCLIP; vlm_jax/metrics/segmentation.py): the labels are encoded
-once; gamma = the largest dot product between two different label embeddings;
-a second takes its best label if that similarity is strictly above gamma, else
-background. Ground truth: a segment [start, end] labels seconds floor(start) ..
-ceil(end) - 1; other seconds are background. Frame accuracy over every second
-of every evaluated video is reported beside the all-background baseline (the
-accuracy of predicting background everywhere). A video with a missing or bad
-features file is listed under `missing_videos` and skipped.
+Run by `vlm-jax eval action-segmentation`; that command's docstring
+(vlm_jax/commands/eval_action_segmentation.py, its --help) documents the
+annotations, the label set, the embedding files and the protocol.
 """
 
 from typing import Any, Optional
 
-from absl import app, flags
 
 from vlm_jax.evaluate import _embeddings
 from vlm_jax.metrics import segmentation
-
-_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COIN.json.', allow_override=True)
-_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy per-second states.')
-_SUBSET = flags.DEFINE_string('subset', 'testing', 'COIN subset to evaluate.',
-                              allow_override=True)
-_LABELS = flags.DEFINE_string('labels', None, 'Label list, one text per line (default: from '
-                              'the annotations).',
-                              allow_override=True)
-REQUIRED_FLAGS = ['annotations']
 
 
 def read_coin(path: str, subset: Optional[str], labels_path: Optional[str] = None) -> tuple[
@@ -87,6 +56,12 @@ def read_coin(path: str, subset: Optional[str], labels_path: Optional[str] = Non
   return labels, videos
 
 
+def texts_to_encode(annotations: str, subset: Optional[str] = 'testing',
+                    labels_path: Optional[str] = None) -> list[str]:
+  """The label texts (what --write_texts writes)."""
+  return read_coin(annotations, subset, labels_path)[0]
+
+
 def run(annotations: str, features: str, text_embeddings: str, output: Optional[str],
         texts: Optional[str] = None, subset: Optional[str] = 'testing',
         labels_path: Optional[str] = None) -> dict[str, Any]:
@@ -119,20 +94,10 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
       missing_videos=missing)
 
 
-def main(argv):
-  del argv
-  result = _embeddings.run_binary(
-      'action-segmentation', _COMMON, [_ANNOTATIONS],
-      texts=lambda: read_coin(_ANNOTATIONS.value, _SUBSET.value, _LABELS.value)[0],
-      evaluate=lambda *common: run(_ANNOTATIONS.value, *common, _SUBSET.value, _LABELS.value))
-  if result is None:
-    return
+def summary(result: dict[str, Any], output: str) -> str:
+  """The line `vlm-jax eval action-segmentation` prints for run()'s dict."""
   m, c = result['metrics'], result['counts']
-  print(f'action-segmentation: frame accuracy {m["frame_accuracy"]} (all-background '
-        f'{m["background_baseline_accuracy"]}) over {m["seconds"]} seconds of {c["evaluated"]} '
-        f'of {c["videos"]} videos, gamma {result["parameters"]["gamma"]:.4f}; wrote '
-        f'{_COMMON.output.value}')
-
-
-if __name__ == '__main__':
-  app.run(main)
+  return (f'action-segmentation: frame accuracy {m["frame_accuracy"]} (all-background '
+          f'{m["background_baseline_accuracy"]}) over {m["seconds"]} seconds of '
+          f'{c["evaluated"]} of {c["videos"]} videos, gamma '
+          f'{result["parameters"]["gamma"]:.4f}; wrote {output}')

@@ -1,56 +1,16 @@
-"""vlm-jax eval captioning: COCO caption scores of predicted captions.
+"""COCO caption scores (BLEU, METEOR, ROUGE-L, CIDEr) of predicted captions against references.
 
-  vlm-jax eval captioning --references captioning_references.json \\
-      --predictions predictions.jsonl --output metrics.json \\
-      [--tokenizer auto|ptb|simple|none] [--nometeor]
-
-Scores BLEU-1..4, METEOR, ROUGE-L and CIDEr(-D) with the COCO caption code
-(see vlm_jax.metrics.caption: PTB tokenisation and METEOR need Java; without
-it the tokenizer falls back to a pure-Python one and METEOR is skipped, and
-metrics.json says so).
-
---references, one of:
-  * a JSON object {id: "caption"} or {id: ["caption", ...]} (what
-    `vlm-jax prepare-youcook2` writes as captioning_references.json);
-  * COCO annotations {"annotations": [{"image_id": id, "caption": "..."}]};
-  * a JSON list, or JSONL, of {"id": id, "caption": "..."} or
-    {"id": id, "references": ["...", ...]}.
---predictions, one of:
-  * JSONL, one {"id": id, "caption": "..."} a line (also accepted for the id:
-    clip_id, image_id, video_id; for the text: prediction, sentence, text);
-  * a JSON list of such objects (COCO results), or a JSON object {id: "caption"}.
-A file is read as JSONL when its name ends in .jsonl or .ndjson, else as JSON
-(falling back to JSONL). Ids are compared as strings. Predictions whose id has
-no reference are not scored; they are counted and listed in metrics.json
-(`skipped_no_reference`), as are references with no prediction (counted
-only). Two predictions for one id are an error.
+Run by `vlm-jax eval captioning` and the caption stage; that command's
+docstring (vlm_jax/commands/eval_captioning.py, its --help) documents the
+accepted reference and prediction formats and what metrics.json holds.
 """
 
 import json
 import os
 from typing import Any, Iterable, Optional
 
-from absl import flags
-
 from vlm_jax.data import files as files_lib
 from vlm_jax.metrics import caption
-
-# allow_override: evaluation binaries share flag names and tests may import
-# several into one process (the CLI imports only one).
-_REFERENCES = flags.DEFINE_string('references', None, 'Reference captions (JSON or JSONL).',
-                                  allow_override=True)
-_PREDICTIONS = flags.DEFINE_string('predictions', None, 'Predicted captions (JSONL or JSON).',
-                                   allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Where to write metrics.json.',
-                              allow_override=True)
-_TOKENIZER = flags.DEFINE_enum('tokenizer', 'auto', ['auto', 'ptb', 'simple', 'none'],
-                               "Caption tokenisation; 'auto': COCO's PTB tokenizer if Java "
-                               "is found, else 'simple' (pure Python).", allow_override=True)
-_METEOR = flags.DEFINE_bool('meteor', True, 'Compute METEOR (needs Java; skipped without).',
-                            allow_override=True)
-# Marked required by the CLI when this command runs (not on import: the demo
-# imports commands as libraries).
-REQUIRED_FLAGS = ['references', 'predictions', 'output']
 
 _ID_KEYS = ('id', 'clip_id', 'image_id', 'video_id')
 _TEXT_KEYS = ('caption', 'prediction', 'sentence', 'text')
@@ -89,7 +49,7 @@ def _field(record: Any, keys: Iterable[str], what: str, where: str) -> Any:
 
 
 def load_references(path: str) -> dict[str, list[str]]:
-  """{id: [reference caption, ...]} from any of the formats in the module doc."""
+  """{id: [reference caption, ...]} from any of the formats of `vlm-jax eval captioning`."""
   data = _read_records(path)
   out: dict[str, list[str]] = {}
   if isinstance(data, dict) and 'annotations' in data and isinstance(data['annotations'], list):
@@ -115,7 +75,7 @@ def load_references(path: str) -> dict[str, list[str]]:
 
 
 def load_predictions(path: str) -> dict[str, str]:
-  """{id: predicted caption} from any of the formats in the module doc."""
+  """{id: predicted caption} from any of the formats of `vlm-jax eval captioning`."""
   data = _read_records(path)
   if isinstance(data, dict):
     items = list(data.items())
@@ -162,26 +122,16 @@ def run(references: str, predictions: str, output: str, tokenizer: str = 'auto',
   return result
 
 
-def main(argv):
-  del argv
-  try:
-    result = run(_REFERENCES.value, _PREDICTIONS.value, _OUTPUT.value, _TOKENIZER.value,
-                 _METEOR.value)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    raise SystemExit(f'vlm-jax eval captioning: {e}') from e
+def summary(result: dict[str, Any], output: str) -> str:
+  """The lines `vlm-jax eval captioning` prints for run()'s dict."""
   s, c = result['scores'], result['counts']
   shown = ' '.join(f'{m} {100 * s[m]:.2f}' if m != 'CIDEr' else f'{m} {s[m]:.3f}'
                    for m in ('Bleu_3', 'Bleu_4', 'METEOR', 'ROUGE_L', 'CIDEr') if s[m] is not None)
-  print(f'{c["scored"]} captions scored ({result["tokenizer"]} tokenizer): {shown}')
+  lines = [f'{c["scored"]} captions scored ({result["tokenizer"]} tokenizer): {shown}']
   if result['meteor_skipped']:
-    print(f'METEOR skipped: {result["meteor_skipped"]}')
+    lines.append(f'METEOR skipped: {result["meteor_skipped"]}')
   if c['skipped_no_reference']:
-    print(f'{c["skipped_no_reference"]} predictions have no reference and were skipped '
-          f'(listed in {_OUTPUT.value})')
-  print(f'wrote {_OUTPUT.value}')
-
-
-if __name__ == '__main__':
-  from absl import app  # pylint: disable=import-outside-toplevel
-  flags.mark_flags_as_required(REQUIRED_FLAGS)
-  app.run(main)
+    lines.append(f'{c["skipped_no_reference"]} predictions have no reference and were skipped '
+                 f'(listed in {output})')
+  lines.append(f'wrote {output}')
+  return '\n'.join(lines)

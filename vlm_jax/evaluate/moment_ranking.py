@@ -1,45 +1,17 @@
-"""vlm-jax eval moment-ranking: zero-shot DiDeMo moment ranking (rank@1, rank@5, mIoU).
+"""Zero-shot DiDeMo moment ranking (rank@1, rank@5, mIoU) over embedding files.
 
-  vlm-jax eval moment-ranking --annotations test_data.json --write_texts queries.txt
-  vlm-jax eval moment-ranking --annotations test_data.json --features FEATURES \\
-      --text_embeddings queries.npy --output metrics.json [--texts queries.txt]
-
-Annotations: DiDeMo's official {train,val,test}_data.json, a JSON list of
-  {"annotation_id": 1, "video": "<name>.mov", "description": "the query",
-   "times": [[s, e], ... up to 4 annotators], ...}
-with s, e the first and last 5-second chunk (0..5, inclusive). JSON Lines of
-the same objects are read too.
-
-Embeddings (vlm_jax/evaluate/_embeddings.py): queries.npy [N, D] embeds
-queries.txt line by line; FEATURES/<video>.npy holds per-second video states
-[T, D]; the video name is tried as given, then without its extension
-(`a.mov` -> a.mov.npy, then a.npy).
-
-Protocol (MMPT's DiDeMoPredictor + LocalizingMoments eval, see
-vlm_jax/metrics/moments.py): each of the 21 contiguous chunk spans is the mean
-of its per-second states (seconds [5 s, 5 (e + 1)) that exist), scored by a
-dot product with the query and ranked (ties: the official candidate order);
-spans past the end of the video are dropped. A query's rank is the mean of the
-3 best ranks of its annotators' moments ("best 3 of 4"); rank@1 / rank@5 =
-fraction of queries with that mean <= 1 / <= 5; mIoU = mean over queries of the
-mean of the 3 largest IoUs of the top moment. Fractions, not %. A query whose
-video features are missing or bad (listed under `missing_videos`) or whose text
-was not encoded is skipped and listed.
+Run by `vlm-jax eval moment-ranking`; that command's docstring
+(vlm_jax/commands/eval_moment_ranking.py, its --help) documents the
+annotations, the embedding files and the protocol.
 """
 
 import json
 import os
 from typing import Any, Optional
 
-from absl import app, flags
 
 from vlm_jax.evaluate import _embeddings
 from vlm_jax.metrics import moments
-
-_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'DiDeMo *_data.json.',
-                                   allow_override=True)
-_COMMON = _embeddings.define_flags(__name__, 'Folder of <video>.npy per-second states.')
-REQUIRED_FLAGS = ['annotations']
 
 
 def read_queries(path: str) -> list[dict[str, Any]]:
@@ -63,6 +35,11 @@ def read_queries(path: str) -> list[dict[str, Any]]:
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f'{path}: item {i}: {e.__class__.__name__}: {e}') from e
   return out
+
+
+def texts_to_encode(annotations: str) -> list[str]:
+  """The query descriptions (what --write_texts writes)."""
+  return [q['description'] for q in read_queries(annotations)]
 
 
 def _load(features: str, video: str, dim: int):
@@ -107,19 +84,9 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
       missing_videos=missing, skipped_queries=skipped, top_moment=top)
 
 
-def main(argv):
-  del argv
-  result = _embeddings.run_binary(
-      'moment-ranking', _COMMON, [_ANNOTATIONS],
-      texts=lambda: [q['description'] for q in read_queries(_ANNOTATIONS.value)],
-      evaluate=lambda *common: run(_ANNOTATIONS.value, *common))
-  if result is None:
-    return
+def summary(result: dict[str, Any], output: str) -> str:
+  """The line `vlm-jax eval moment-ranking` prints for run()'s dict."""
   m, c = result['metrics'], result['counts']
-  print(f'moment-ranking: rank@1 {m["rank@1"]} rank@5 {m["rank@5"]} mIoU {m["mIoU"]} over '
-        f'{c["evaluated"]} of {c["queries"]} queries ({c["missing_videos"]} videos missing); '
-        f'wrote {_COMMON.output.value}')
-
-
-if __name__ == '__main__':
-  app.run(main)
+  return (f'moment-ranking: rank@1 {m["rank@1"]} rank@5 {m["rank@5"]} mIoU {m["mIoU"]} over '
+          f'{c["evaluated"]} of {c["queries"]} queries ({c["missing_videos"]} videos missing); '
+          f'wrote {output}')

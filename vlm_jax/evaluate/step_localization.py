@@ -1,30 +1,8 @@
-"""vlm-jax eval step-localization: zero-shot CrossTask step localization (recall).
+"""Zero-shot CrossTask step localization (recall) over embedding files.
 
-  vlm-jax eval step-localization --tasks tasks_primary.txt --annotations annotations/ \\
-      --write_texts steps.txt
-  vlm-jax eval step-localization --tasks tasks_primary.txt --annotations annotations/ \\
-      --features FEATURES --text_embeddings steps.npy --output metrics.json \\
-      [--texts steps.txt] [--videos videos_val.csv]
-
-Inputs, in CrossTask's release format:
-  * --tasks: task info (tasks_primary.txt), per task 6 lines: task id, title,
-    URL, number of steps K, the K step texts comma-separated, a blank line;
-  * --annotations: folder of `<task id>_<video id>.csv`, one `step,start,end`
-    row per annotated step (step 1-based, seconds); task ids are numeric, so
-    the file name splits at its first underscore;
-  * --videos (optional): `task,video,url` rows (videos_val.csv) restricting
-    the evaluation; by default every annotation file of a task in --tasks. As
-    in the official code, only videos with an annotation file count.
-Embeddings (vlm_jax/evaluate/_embeddings.py): steps.npy [N, D] embeds steps.txt
-line by line (every step text of the tasks); FEATURES/<video id>.npy holds
-per-second video states [T, D].
-
-Protocol (vlm_jax/metrics/step_localization.py, CrossTask's official eval):
-scores = states @ step embeddings [T, K], log-softmax over the task's steps,
-ordered DP decode placing each step on exactly one second, in order; recall
-per task = matched / annotated steps over its videos; `recall` = mean over the
-tasks evaluated. A video with a missing or bad features file, or with fewer
-seconds than steps, is listed under `skipped_videos` and skipped.
+Run by `vlm-jax eval step-localization`; that command's docstring
+(vlm_jax/commands/eval_step_localization.py, its --help) documents CrossTask's
+input files, the embedding files and the protocol.
 """
 
 import csv
@@ -32,19 +10,9 @@ import os
 from typing import Any, Optional
 
 import numpy as np
-from absl import app, flags
 
 from vlm_jax.evaluate import _embeddings
 from vlm_jax.metrics import step_localization
-
-_TASKS = flags.DEFINE_string('tasks', None, 'CrossTask task info (tasks_primary.txt).',
-                             allow_override=True)
-_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'Folder of <task>_<video>.csv step '
-                                   'annotations.', allow_override=True)
-_VIDEOS = flags.DEFINE_string('videos', None, 'Optional task,video,url list to evaluate.',
-                              allow_override=True)
-_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy per-second states.')
-REQUIRED_FLAGS = ['tasks', 'annotations']
 
 
 def read_task_info(path: str) -> dict[str, dict[str, Any]]:
@@ -66,6 +34,11 @@ def read_task_info(path: str) -> dict[str, dict[str, Any]]:
     tasks[task] = {'title': title, 'url': url, 'steps': steps}
     i += 5
   return tasks
+
+
+def texts_to_encode(tasks_path: str) -> list[str]:
+  """The step texts of every task (what --write_texts writes)."""
+  return [s for t in read_task_info(tasks_path).values() for s in t['steps']]
 
 
 def read_segments(path: str) -> list[tuple[int, float, float]]:
@@ -140,18 +113,8 @@ def run(tasks_path: str, annotations: str, features: str, text_embeddings: str,
       skipped_videos=skipped)
 
 
-def main(argv):
-  del argv
-  result = _embeddings.run_binary(
-      'step-localization', _COMMON, [_TASKS, _ANNOTATIONS],
-      texts=lambda: [s for t in read_task_info(_TASKS.value).values() for s in t['steps']],
-      evaluate=lambda *common: run(_TASKS.value, _ANNOTATIONS.value, *common, _VIDEOS.value))
-  if result is None:
-    return
+def summary(result: dict[str, Any], output: str) -> str:
+  """The line `vlm-jax eval step-localization` prints for run()'s dict."""
   m, c = result['metrics'], result['counts']
-  print(f'step-localization: recall {m["recall"]} over {m["tasks"]} tasks, {c["evaluated"]} of '
-        f'{c["videos"]} videos ({c["skipped"]} skipped); wrote {_COMMON.output.value}')
-
-
-if __name__ == '__main__':
-  app.run(main)
+  return (f'step-localization: recall {m["recall"]} over {m["tasks"]} tasks, {c["evaluated"]} '
+          f'of {c["videos"]} videos ({c["skipped"]} skipped); wrote {output}')

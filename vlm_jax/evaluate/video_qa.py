@@ -1,44 +1,17 @@
-"""vlm-jax eval video-qa: zero-shot multiple-choice video QA (MSR-VTT MC) accuracy.
+"""Zero-shot multiple-choice video QA (MSR-VTT MC) accuracy over embedding files.
 
-  vlm-jax eval video-qa --annotations msrvtt_mc_test.jsonl --write_texts options.txt
-  vlm-jax eval video-qa --annotations msrvtt_mc_test.jsonl --features FEATURES \\
-      --text_embeddings options.npy --output metrics.json [--texts options.txt] \\
-      [--ties pessimistic|optimistic|mean]
-
-Annotations: the MSR-VTT multiple-choice test set as distributed by JSFusion /
-Frozen-in-Time / VideoCLIP, either JSON Lines (msrvtt_mc_test.jsonl, one
-question per line) or one JSON list of the same objects:
-  {"qid": "mc0", "clip_name": "video9770", "options": [5 captions],
-   "answer": 0}
-`video_id` may replace `clip_name`; `answer` is the 0-based index of the right
-option, an int or a numeric string ("0", as in msrvtt_mc_test.jsonl); `qid`
-defaults to the line / list position.
-
-Embeddings (vlm_jax/evaluate/_embeddings.py): FEATURES/<clip_name>.npy is a
-pooled [D] video embedding; options.npy [N, D] embeds options.txt line by line.
-Each option is scored by its dot product with the video and the argmax is the
-prediction (VideoCLIP); a tie for the top counts as wrong by default
-(--ties). Questions whose video is missing or bad (listed under
-`missing_videos`) or with an option that was not encoded are skipped and listed.
-Accuracy is a fraction in [0, 1] over the evaluated questions, reported beside
-chance (the mean of 1 / number of options).
+Run by `vlm-jax eval video-qa`; that command's docstring
+(vlm_jax/commands/eval_video_qa.py, its --help) documents the annotation
+format, the embedding files and the scoring.
 """
 
 import json
 from typing import Any, Optional
 
 import numpy as np
-from absl import app, flags
 
 from vlm_jax.evaluate import _embeddings
 from vlm_jax.metrics import retrieval
-
-_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'Multiple-choice JSONL or JSON list.',
-                                   allow_override=True)
-_COMMON = _embeddings.define_flags(__name__, 'Folder of <video_id>.npy embeddings.')
-_TIES = flags.DEFINE_enum('ties', 'pessimistic', list(retrieval.TIES), 'Tie convention.',
-                          allow_override=True)
-REQUIRED_FLAGS = ['annotations']
 
 
 def read_questions(path: str) -> list[dict[str, Any]]:
@@ -69,6 +42,11 @@ def read_questions(path: str) -> list[dict[str, Any]]:
     out.append({'qid': str(item.get('qid', i)), 'video_id': str(video),
                 'options': [str(o) for o in item['options']], 'answer': answer})
   return out
+
+
+def texts_to_encode(annotations: str) -> list[str]:
+  """The answer options of `annotations` (what --write_texts writes)."""
+  return [o for q in read_questions(annotations) for o in q['options']]
 
 
 def run(annotations: str, features: str, text_embeddings: str, output: Optional[str],
@@ -106,19 +84,8 @@ def run(annotations: str, features: str, text_embeddings: str, output: Optional[
       missing_videos=missing, skipped_questions=skipped, predictions=predictions)
 
 
-def main(argv):
-  del argv
-  result = _embeddings.run_binary(
-      'video-qa', _COMMON, [_ANNOTATIONS],
-      texts=lambda: [o for q in read_questions(_ANNOTATIONS.value) for o in q['options']],
-      evaluate=lambda *common: run(_ANNOTATIONS.value, *common, _TIES.value))
-  if result is None:
-    return
+def summary(result: dict[str, Any], output: str) -> str:
+  """The line `vlm-jax eval video-qa` prints for run()'s dict."""
   m, c = result['metrics'], result['counts']
-  print(f'video-qa: accuracy {m["accuracy"]} (chance {m["chance"]}) over {c["evaluated"]} of '
-        f'{c["questions"]} questions ({c["missing_videos"]} videos missing); wrote '
-        f'{_COMMON.output.value}')
-
-
-if __name__ == '__main__':
-  app.run(main)
+  return (f'video-qa: accuracy {m["accuracy"]} (chance {m["chance"]}) over {c["evaluated"]} of '
+          f'{c["questions"]} questions ({c["missing_videos"]} videos missing); wrote {output}')

@@ -14,6 +14,7 @@ import tqdm
 from vlm_jax.captioning import train as captioner
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import segments as segments_lib
+from vlm_jax.evaluate import captioning as caption_eval
 from vlm_jax.videobert import caption_features
 from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import inference as videobert_inference
@@ -173,11 +174,8 @@ def _predict_stage(output: str, score: bool) -> dict[str, Any]:
     with open(os.path.join(output, 'references.json'), 'w', encoding='utf-8') as f:
       json.dump(references, f, indent=1, ensure_ascii=False)
   if score and references:
-    # Imported here: the module defines the eval binary's flags (--references, ...),
-    # which are not this command's.
-    from vlm_jax.evaluate import captioning  # pylint: disable=import-outside-toplevel
-    metrics = captioning.run(os.path.join(output, 'references.json'), predictions,
-                             os.path.join(output, 'metrics.json'))
+    metrics = caption_eval.run(os.path.join(output, 'references.json'), predictions,
+                               os.path.join(output, 'metrics.json'))
     result.update(scores=metrics['scores'], tokenizer=metrics['tokenizer'],
                   meteor_skipped=metrics['meteor_skipped'])
   return result

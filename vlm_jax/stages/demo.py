@@ -9,8 +9,8 @@ from vlm_jax import config_checks
 from vlm_jax.demo import videobert, videoclip
 
 
-def run(workdir: str, config, videos_dir: str | None = None, transcripts: str | None = None,
-        system: str | None = None) -> dict[str, Any]:
+def run(workdir: str, config, videos_dir: str | None = None,
+        transcripts: str | None = None) -> dict[str, Any]:
   """Runs (or resumes) the demo of config.system in `workdir`; returns the report's metrics.
 
   Args:
@@ -18,10 +18,8 @@ def run(workdir: str, config, videos_dir: str | None = None, transcripts: str | 
     config: configs/demo.py's config.
     videos_dir, transcripts: the user's videos and their transcripts instead of
       the rendered corpus (the VideoBERT demo; the VideoCLIP one renders).
-    system: instead of config.system (the deprecated `--system` flag).
   """
-  # A demo config from before config.system ran VideoBERT.
-  system = system or config.get('system', 'videobert')
+  system = config.system
   if system == 'videoclip':
     return videoclip.run(workdir, config)
   if system != 'videobert':

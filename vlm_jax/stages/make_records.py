@@ -83,8 +83,7 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
         and all(os.path.exists(p) for p in previous.get('shards', []))):
       return dict(previous, skipped=True)
 
-  # Until configs/make_records.py names the field `system`, it is `format`.
-  system = config.get('system', config.get('format'))
+  system = config.system
   videoclip = system == 'videoclip'
   if system not in ('videobert', 'videoclip'):
     raise ValueError(f"config.system: 'videobert' or 'videoclip', got {system!r}")

@@ -15,7 +15,6 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlm_jax.convert import hf_bert
-from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.models import bert
 from vlm_jax.train import contrastive, optim, partitioning
 from vlm_jax.videoclip import model as videoclip
@@ -100,10 +99,7 @@ def initial_params(setup: Setup) -> Any:
   if not config.model.init_checkpoint:
     return params
   _, bert_params, _ = hf_bert.load(config.model.init_checkpoint)
-  # The rows of the vocab the model reads (vlm_jax.videoclip.pipeline.special_ids, without
-  # pulling in tf.data).
-  ids = tokenizer_lib.special_ids(tokenizer_lib.load(tokenizer_lib.resolve_vocab_file(
-      config.data.vocab_file, config.model.init_checkpoint)))
+  ids = videoclip.special_ids(config)
   host = videoclip.with_pretrained(jax.device_get(params), bert_params,
                                    config.model.video_layers, cls_id=ids['[CLS]'],
                                    sep_id=ids['[SEP]'])

@@ -25,7 +25,7 @@ def load_training_corpus(config) -> videoclip_pipeline.Corpus:
   if not config.data.train_files:
     raise config_checks.ConfigError(
         'config.data.train_files: a glob of VideoCLIP TFRecords is required '
-        '(vlm-jax make-records --config.format=videoclip)')
+        '(vlm-jax make-records --config.system=videoclip)')
   return videoclip_pipeline.load_corpus(files_lib.list_files(config.data.train_files))
 
 
