@@ -74,10 +74,6 @@ def main(argv=None) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's start-up chatter
   if os.environ.get('VLM_JAX_MALLOC', 'retain') == 'retain':
     host_memory.retain_freed_memory()  # before JAX's first computation
-  import jax  # pylint: disable=import-outside-toplevel
-  # Random numbers that shard: sharded and unsharded init (and dropout) draw the
-  # same values. Set before any computation, for every subcommand alike.
-  jax.config.update('jax_threefry_partitionable', True)
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
     print(usage())
@@ -116,6 +112,11 @@ def _run_eval(argv: list[str]) -> None:
 
 
 def _run(module_name: str, program: str, args: list[str]) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  # Random numbers that shard: sharded and unsharded init (and dropout) draw the
+  # same values. Set before any computation, for every subcommand alike (not on
+  # `vlm-jax --help`, which needs no JAX).
+  jax.config.update('jax_threefry_partitionable', True)
   module = importlib.import_module(module_name)
   if any(a in ('-h', '--help') for a in args):
     # This subcommand's docstring and own flags, not absl's and JAX's hundreds.
