@@ -8,8 +8,19 @@ Presets, chosen by the config argument:
            vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb
          About 6 minutes on 2 CPU cores; the total loss falls from ~20 to ~5.5.
   base   BERT-base shape (12 x 768, 12 heads), 20,736 visual tokens.
-  large  BERT-large shape (24 x 1024, 16 heads), 20,736 visual tokens: the
-         paper's model (batch 128, Adam lr 1e-5 with linear decay, 500k steps).
+  large  BERT-large shape (24 x 1024, 16 heads), 20,736 visual tokens; this
+         codebase's defaults (AdamW with 10k warm-up steps, a trained visual
+         table at the word table's scale).
+  paper  The paper's reading (SPEC section 1): the large shape, Adam (no
+         weight decay) at lr 1e-5 with linear decay, batch 128, 500k steps;
+         the visual table is the codebook's leaf centroids (1024-d S3D = the
+         hidden size: no projection), frozen. Give the centroids that
+         build-codebook writes and, for the paper's text init, a BERT-large
+         folder:
+           vlm-jax train --config configs/videobert.py:paper --workdir RUN \
+             --config.model.visual_init=codebook.centroids.npy \
+             --config.model.init_checkpoint=bert-large-uncased/ \
+             --config.data.train_files='records/*.tfrecord'
 
 Options after a comma: `runlocal` shrinks the model, batch and steps to what a
 unit test can run in seconds (random init, no checkpoint), e.g.
@@ -31,7 +42,11 @@ _PRESETS = {
                  seq=256, batch=128, steps=500_000, lr=1e-5, warmup=10_000),
     'large': dict(layers=24, hidden=1024, heads=16, mlp=4096, visual=12**4,
                   seq=256, batch=128, steps=500_000, lr=1e-5, warmup=10_000),
+    'paper': dict(layers=24, hidden=1024, heads=16, mlp=4096, visual=12**4,
+                  seq=256, batch=128, steps=500_000, lr=1e-5, warmup=0),
 }
+# S3D's clip features: the paper's visual rows are their centroids.
+_S3D_DIM = 1024
 
 
 def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
@@ -58,6 +73,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.freeze_visual_embeddings = False
   # Optional [num_visual_tokens, D] .npy of codebook centroids for the visual table.
   c.model.visual_init = ''
+  # Masked words are predicted among the words and masked visual tokens among
+  # the visual tokens; False is the paper's one softmax over the joint vocabulary.
+  c.model.per_modality_softmax = True
 
   c.data = ml_collections.ConfigDict()
   # Glob of TFRecord shards (schema: README, vlm_jax/data/records.py), or a
@@ -105,4 +123,11 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train.dropout_rng = 'threefry2x32'
 
   common.add_mesh(c)
+
+  if preset == 'paper':
+    # Adam without decay, as the paper says; and no decay could touch the frozen table anyway.
+    c.optim.name, c.optim.weight_decay = 'adam', 0.0
+    c.model.visual_embedding_dim = _S3D_DIM
+    c.model.freeze_visual_embeddings = True
+    c.model.per_modality_softmax = False
   return c

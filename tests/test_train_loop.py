@@ -18,8 +18,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import videobert as videobert_config
+from vlm_jax import config_checks
 from vlm_jax.train import checkpoints, loop, partitioning
-from vlm_jax.videobert import pipeline
+from vlm_jax.videobert import checks, pipeline
 from vlm_jax.videobert import step as step_lib
 from vlm_jax.videobert import trainer
 
@@ -103,6 +104,59 @@ def test_gradient_accumulation_matches_one_big_batch():
   accumulated_losses, accumulated = run_steps(config, jax.devices(), batches)
   np.testing.assert_allclose(accumulated_losses, whole_losses, rtol=1e-5)
   assert_trees_close(accumulated, whole, atol=2e-5)
+
+
+@pytest.mark.parametrize('frozen', [False, True])
+def test_a_frozen_visual_table_gets_no_update_of_any_kind(frozen):
+  config = small_config()
+  config.model.freeze_visual_embeddings = frozen
+  # A large decay: a stopped gradient alone would still let AdamW shrink the table.
+  config.optim.name, config.optim.weight_decay = 'adamw', 0.1
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab, devices=jax.devices()[:1])
+  before = jax.device_get(setup.init_params(jax.random.key(0)))
+  state = setup.create_state(setup.init_params(jax.random.key(0)))
+  for batch in first_batches(config, vocab, 3):
+    state, _ = setup.train_step(state, partitioning.device_batch(batch, setup.mesh))
+  after = jax.device_get(state.params)
+  table = lambda p: p['visual_embeddings']['embedding']
+  words = lambda p: p['bert']['embeddings']['word_embeddings']['embedding']
+  assert np.array_equal(table(before), table(after)) == frozen
+  assert not np.array_equal(words(before), words(after))
+  # No Adam moments are kept for a frozen table.
+  moments = [x for x in jax.tree.leaves(state.opt_state) if x.shape == table(before).shape]
+  assert len(moments) == (0 if frozen else 2)
+
+
+def test_paper_preset_is_the_papers_reading():
+  config = videobert_config.get_config('paper')
+  assert (config.model.num_layers, config.model.hidden_size, config.model.num_heads) == (
+      24, 1024, 16)
+  assert (config.optim.name, config.optim.learning_rate, config.optim.weight_decay,
+          config.optim.warmup_steps) == ('adam', 1e-5, 0.0, 0)
+  assert (config.train.global_batch_size, config.train.num_steps) == (128, 500_000)
+  assert config.model.num_visual_tokens == 12**4
+  assert config.model.visual_embedding_dim == 1024 and config.model.freeze_visual_embeddings
+  # A frozen table that is not the centroids would never learn: refused, naming the field.
+  with pytest.raises(config_checks.ConfigError, match='model.visual_init'):
+    checks.validate(config, 4)
+
+
+def test_paper_preset_trains_around_the_frozen_codebook_centroids(tmp_path):
+  config = videobert_config.get_config('paper,runlocal')
+  config.model.num_visual_tokens = 48
+  config.train.global_batch_size, config.train.num_steps = 8, 3
+  config.optim.warmup_steps = 1
+  config.data.synthetic_videos = 32
+  centroids = np.random.default_rng(0).normal(size=(48, 1024)).astype(np.float32)
+  np.save(tmp_path / 'codebook.centroids.npy', centroids)
+  config.model.visual_init = str(tmp_path / 'codebook.centroids.npy')
+  trainer.train(config, str(tmp_path / 'run'))
+  _, vocab = step_lib.load_vocab(config)
+  setup = step_lib.build(config, vocab, devices=jax.devices()[:1])
+  params, step = checkpoints.restore_params(str(tmp_path / 'run'), setup.abstract_state.params)
+  assert step == 3
+  np.testing.assert_array_equal(np.asarray(params['visual_embeddings']['embedding']), centroids)
 
 
 def restore_params(workdir, step):

@@ -299,11 +299,18 @@ def test_commands(tmp_path):
     clip = videos[str(vids[leaf])][clips[leaf]].astype(np.float32)
     assert codebook_lib.assign(book, clip[None])[0] == leaf
 
-  # Same inputs and parameters: skipped, file untouched.
+  # The visual-token table model.visual_init reads: row i is leaf (token) i.
+  centroids = str(tmp_path / 'codebook.centroids.npy')
+  assert on_disk['centroids'] == centroids
+  np.testing.assert_array_equal(np.load(centroids), book.leaf_centroids)
+
+  # Same inputs and parameters: skipped, file untouched (a missing centroids file is rewritten).
   mtime = os.stat(output).st_mtime_ns
+  os.remove(centroids)
   assert build_codebook.run(str(tmp_path / 'features'), output, levels=2, k=K,
                             sample_size=150, seed=0)['skipped']
   assert os.stat(output).st_mtime_ns == mtime
+  np.testing.assert_array_equal(np.load(centroids), book.leaf_centroids)
   # Other parameters: rebuilt.
   assert not build_codebook.run(str(tmp_path / 'features'), output, levels=2, k=K,
                                 sample_size=150, seed=1)['skipped']
@@ -341,6 +348,9 @@ def test_standardized_codebook_assigns_in_the_standardized_space(tmp_path):
   mean, std = x.mean(axis=0), x.std(axis=0)
   by_hand = codebook_lib.build((x - mean) / std, levels=2, k=3, seed=0, beam=4, refine_rounds=2)
   np.testing.assert_allclose(book.extras['feature_mean'], mean, rtol=1e-5)
+  # The centroids file is in the features' own space: the hand-built tree's, scaled back.
+  np.testing.assert_allclose(np.load(tmp_path / 'codebook.centroids.npy'),
+                             by_hand.leaf_centroids * std + mean, rtol=1e-4, atol=1e-3)
   queries = (blobs[rng.integers(0, 4, 50)] + rng.normal(size=(50, 5))).astype(np.float32)
   queries[:, 0] = rng.normal(size=50) * 1000
   np.testing.assert_array_equal(codebook_lib.assign(book, queries),

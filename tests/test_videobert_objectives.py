@@ -44,6 +44,24 @@ def test_loss_matches_hand_computation():
                              rtol=1e-5)
 
 
+def test_one_softmax_over_the_joint_vocabulary_as_the_paper():
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(2, 2, 9)).astype(np.float32)
+  batch = {
+      'masked_ids': np.array([[2, 7], [8, 0]], np.int32),
+      'masked_weights': np.array([[1, 1], [1, 0]], np.float32),
+      'regime': np.array([pipeline.VIDEO_TEXT, pipeline.VIDEO], np.int32),
+      'alignment_label': np.array([1, 1], np.int32),
+  }
+  outputs = {'mlm_logits': logits, 'alignment_logits': np.zeros((2, 2), np.float32)}
+  weights = dict(text_mlm=1.0, video_mlm=1.0, video_text_mlm=1.0, alignment=1.0)
+  _, metrics = objectives.videobert_loss(outputs, batch, weights, objectives.normalizers(batch),
+                                         VISUAL_OFFSET, per_modality_softmax=False)
+  video_text = -(log_softmax(logits[0, 0])[2] + log_softmax(logits[0, 1])[7]) / 2
+  np.testing.assert_allclose(metrics['loss_video_text_mlm'], video_text, rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss_video_mlm'], -log_softmax(logits[1, 0])[8], rtol=1e-5)
+
+
 def test_micro_batch_terms_add_up_to_the_global_batch():
   rng = np.random.default_rng(1)
   batch = {

@@ -9,7 +9,10 @@ features, e.g. S3D), clusters a seeded uniform sample of the clips into
 k**levels leaves and writes the codebook .npz (`leaf_centroids` [k**levels, D]
 is the visual-token table; see vlm_jax.videobert.codebook) with, for each leaf, the
 training clip nearest its centroid as `nearest_video_id` / `nearest_clip_index`
-('' / -1 for a leaf no clip reaches). `--beam 4 --refine_rounds 2` (the
+('' / -1 for a leaf no clip reaches), and beside it `<output stem>.centroids.npy`
+[k**levels, D]: the leaf centroids in the features' own space, row i = visual
+token i, which `--config.model.visual_init` of `vlm-jax train` reads (the
+paper's visual-token table). `--beam 4 --refine_rounds 2` (the
 defaults) descend with a beam of 4 and refine the fitted tree twice: at 200k x
 1024, 4 x 12, that brings the quantisation error from +33% to +14% of a flat
 k-means with as many centroids (benchmarks/RESULTS.md); `--beam 1

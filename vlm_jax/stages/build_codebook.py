@@ -18,6 +18,25 @@ def manifest_path(output: str) -> str:
   return f'{output}.manifest.json'
 
 
+def centroids_path(output: str) -> str:
+  """Where the leaf centroids go: codebook.npz -> codebook.centroids.npy."""
+  return f'{os.path.splitext(output)[0]}.centroids.npy'
+
+
+def write_centroids(codebook: codebook_lib.Codebook, path: str) -> None:
+  """The [K, D] leaf centroids in the features' own space, row i = visual token i.
+
+  What `model.visual_init` reads (the paper's visual-token table: each token's
+  centroid S3D feature). A codebook fitted on standardised features is mapped
+  back to the features' scale.
+  """
+  centroids = codebook.leaf_centroids
+  if 'feature_mean' in codebook.extras:
+    centroids = centroids * codebook.extras['feature_scale'] + codebook.extras['feature_mean']
+  with files_lib.atomic_path(path) as tmp, open(tmp, 'wb') as f:
+    np.save(f, centroids.astype(np.float32))
+
+
 def describe_inputs(folder: str, names: list[str]) -> list[list[Any]]:
   """[name, size, mtime_ns] per file: what a re-run compares to skip."""
   out = []
@@ -45,6 +64,8 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
     with open(manifest_path(output), encoding='utf-8') as f:
       previous = json.load(f)
     if previous.get('inputs') == inputs and previous.get('parameters') == parameters:
+      if not os.path.exists(centroids_path(output)):
+        write_centroids(codebook_lib.Codebook.load(output), centroids_path(output))
       return dict(previous, skipped=True)
 
   # Pass 1: validate every file (memory-mapped), so the sample is drawn over
@@ -94,9 +115,11 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
   codebook.extras['nearest_clip_index'] = np.where(
       reached, codebook.nearest_clip - offsets[np.clip(video, 0, None)], -1).astype(np.int64)
   codebook.save(output)
+  write_centroids(codebook, centroids_path(output))
 
   manifest = dict(
       features=os.path.abspath(features), output=os.path.abspath(output),
+      centroids=os.path.abspath(centroids_path(output)),
       parameters=parameters, inputs=inputs,
       counts=dict(files=len(names), videos=len(good), failed=len(failures), clips=total,
                   sampled=len(chosen), dim=dim, leaves=codebook.num_leaves,

@@ -39,11 +39,16 @@ def param_shardings(abstract_boxed_params, mesh: Mesh, axis_rules) -> Any:
 
 def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state,
                         params_shardings, mesh: Mesh) -> Any:
-  """Optimizer moments sharded like their params; counters replicated."""
+  """Optimizer moments sharded like their params; counters replicated.
+
+  Parameters a transformation leaves out (frozen ones, optax.multi_transform)
+  stand as empty `optax.MaskedNode`s in its state, and stay so.
+  """
   replicated = NamedSharding(mesh, PartitionSpec())
+  masked = lambda x: isinstance(x, optax.MaskedNode)
   return optax.tree_map_params(
-      tx, lambda _, sharding: sharding, abstract_opt_state, params_shardings,
-      transform_non_params=lambda _: replicated)
+      tx, lambda x, sharding: x if masked(x) else sharding, abstract_opt_state,
+      params_shardings, transform_non_params=lambda _: replicated, is_leaf=masked)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -12,6 +12,10 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   checks.numerics(m)
   require(m.num_visual_tokens >= 1, 'model.num_visual_tokens',
           f'must be >= 1, got {m.num_visual_tokens}')
+  require(not m.freeze_visual_embeddings or m.visual_init, 'model.visual_init',
+          'is empty, but model.freeze_visual_embeddings keeps the visual table as initialised: '
+          'a frozen random table never learns; give the codebook centroids '
+          '(build-codebook writes <codebook>.centroids.npy)')
   require(d.seq_len <= m.max_position_embeddings, 'data.seq_len',
           f'{d.seq_len} is longer than the position table '
           f'(model.max_position_embeddings={m.max_position_embeddings})')

@@ -41,8 +41,8 @@ def modality_logits(logits: jax.Array, targets: jax.Array, visual_offset: int) -
   return jnp.where(same, logits, jnp.finfo(logits.dtype).min)
 
 
-def videobert_loss(outputs, batch, loss_weights, norms,
-                   visual_offset: int) -> tuple[jax.Array, dict]:
+def videobert_loss(outputs, batch, loss_weights, norms, visual_offset: int,
+                   per_modality_softmax: bool = True) -> tuple[jax.Array, dict]:
   """Weighted sum of the MLM terms per regime and the alignment loss.
 
   Args:
@@ -52,14 +52,18 @@ def videobert_loss(outputs, batch, loss_weights, norms,
     loss_weights: mapping term name -> weight.
     norms: `normalizers()` of the global batch.
     visual_offset: first visual id of the joint vocabulary.
+    per_modality_softmax: a masked word is predicted among the words and a
+      masked visual token among the visual tokens (this codebase's default);
+      False is the paper's one softmax over the whole joint vocabulary.
 
   Returns:
     (scalar loss, metrics): per-term losses and accuracies, each already
     normalised by the global counts (so they add up across micro-batches).
   """
   masks = _masks(batch)
-  logits = modality_logits(outputs['mlm_logits'].astype(jnp.float32), batch['masked_ids'],
-                           visual_offset)
+  logits = outputs['mlm_logits'].astype(jnp.float32)
+  if per_modality_softmax:
+    logits = modality_logits(logits, batch['masked_ids'], visual_offset)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['masked_ids'])
   correct = (jnp.argmax(logits, -1) == batch['masked_ids']).astype(jnp.float32)
   align_logits = outputs['alignment_logits'].astype(jnp.float32)

@@ -70,7 +70,10 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
   mesh = partitioning.make_mesh(config.mesh, devices)
   axis_rules = partitioning.rules(config)
   model = videobert.build(config.model, vocab)
-  tx, schedule = optim.make(config.optim, config.train.num_steps)
+  frozen = None
+  if config.model.freeze_visual_embeddings:
+    frozen = lambda path: optim.path_names(path)[:2] == ('visual_embeddings', 'embedding')
+  tx, schedule = optim.make(config.optim, config.train.num_steps, frozen)
 
   def boxed_init(rng):
     return model.init({'params': rng}, *_dummy_inputs(config))['params']
@@ -79,6 +82,8 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
   state_shardings, abstract_state = sharded.state_shardings, sharded.abstract_state
 
   loss_weights = dict(config.loss_weights)
+  # Runs from before the field existed used the per-modality softmax.
+  per_modality_softmax = config.model.get('per_modality_softmax', True)
   accum = config.optim.grad_accum_steps
   dropout_seed = config.seed
   dropout_rng = config.train.dropout_rng
@@ -91,7 +96,7 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
       outputs = model.apply({'params': params}, *_model_inputs(micro), deterministic=False,
                             rngs={'dropout': micro_rng})
       return objectives.videobert_loss(outputs, micro, loss_weights, norms,
-                                       vocab.visual_offset)
+                                       vocab.visual_offset, per_modality_softmax)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if accum == 1:
