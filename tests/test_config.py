@@ -46,6 +46,7 @@ def test_unknown_preset_and_option():
     ('model.attention_impl', 'fused', "config.model.attention_impl: 'fused' has no attention "
      'dropout; set model.attention_dropout_rate=0'),
     ('train.dropout_rng', 'mt19937', 'config.train.dropout_rng: must be threefry2x32, rbg or'),
+    ('train.global_batch_size', 0, 'config.train.global_batch_size: must be >= 1, got 0'),
 ])
 def test_bad_values_name_their_field(field, value, message):
   config = videobert_config.get_config('tiny,runlocal')
@@ -105,6 +106,42 @@ def test_cli_rejects_unknown_key_and_bad_value_before_compiling(tmp_path):
   assert bad.returncode != 0
   assert 'config.data.seq_len: 1024 is longer than the position table' in bad.stderr
   assert not (tmp_path / 'w' / 'checkpoints').exists()  # failed before building anything
+
+
+def _last_stderr_lines(result):
+  return [line for line in result.stderr.splitlines()
+          if line.strip() and not line.startswith(('WARNING: All log', 'I0000'))]
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.optim.learnig_rate=1e-3',
+     'vlm-jax train: config.optim.learnig_rate: no such field; did you mean learning_rate?'),
+    ('--config.trian.num_steps=5',
+     'vlm-jax train: config.trian.num_steps: no such field (trian); did you mean train?'),
+])
+def test_a_misspelt_config_key_is_one_line_naming_it(tmp_path, override, message):
+  result = _train_cli(tmp_path, override)
+  assert result.returncode == 2
+  assert _last_stderr_lines(result) == [message]
+
+
+def test_a_misspelt_preset_option_and_a_demo_key_are_one_line(tmp_path):
+  repo = str(videobert_config.__file__).rsplit('/configs', 1)[0]
+  option = subprocess.run(
+      [sys.executable, '-m', 'vlm_jax.cli', 'train', '--config',
+       'configs/videobert.py:tiny,runlocall', '--workdir', str(tmp_path / 'w')],
+      capture_output=True, text=True, cwd=repo)
+  assert option.returncode == 2
+  assert _last_stderr_lines(option) == [
+      "vlm-jax train: ValueError: Unknown config options ['runlocall']; known: runlocal."]
+  # The demo's config is a flag default, whose overrides apply as the command is imported.
+  demo = subprocess.run(
+      [sys.executable, '-m', 'vlm_jax.cli', 'demo', '--workdir', str(tmp_path / 'd'),
+       '--config.sytem=videoclip'], capture_output=True, text=True, cwd=repo)
+  assert demo.returncode == 2
+  assert _last_stderr_lines(demo) == [
+      'vlm-jax demo: config.sytem: no such field; did you mean system?']
+  assert not (tmp_path / 'd').exists()
 
 
 def test_tiny_vocab_comes_from_its_checkpoint():

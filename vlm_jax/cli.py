@@ -8,8 +8,10 @@ Only the chosen one is imported, so their flags never collide (several define
 command.
 """
 
+import difflib
 import importlib
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -117,7 +119,15 @@ def _run(module_name: str, program: str, args: list[str]) -> None:
   # same values. Set before any computation, for every subcommand alike (not on
   # `vlm-jax --help`, which needs no JAX).
   jax.config.update('jax_threefry_partitionable', True)
-  module = importlib.import_module(module_name)
+  try:
+    module = importlib.import_module(module_name)
+  except (AttributeError, KeyError) as e:
+    # A config file given as a flag's default applies --config.x overrides as
+    # the flag is defined, on import.
+    if not any(a.startswith('--config.') for a in args):
+      raise
+    print(f'{program}: {_flag_error_line(e, [program] + args)}', file=sys.stderr)
+    sys.exit(2)
   if any(a in ('-h', '--help') for a in args):
     # This subcommand's docstring and own flags, not absl's and JAX's hundreds.
     print(module.__doc__)
@@ -126,7 +136,70 @@ def _run(module_name: str, program: str, args: list[str]) -> None:
   flags.mark_flags_as_required(getattr(module, 'REQUIRED_FLAGS', []))
   # Orbax and TF log every save at INFO; --verbosity=0 brings them back.
   logging.set_verbosity(logging.WARNING)
-  app.run(module.main, argv=[program] + args)
+  app.run(module.main, argv=[program] + args, flags_parser=_flags_parser(program))
+
+
+def _flags_parser(program: str):
+  """absl's flag parsing, with config mistakes as one line naming the field (exit 2)."""
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError) as e:
+      print(f'{program}: {_flag_error_line(e, argv)}', file=sys.stderr)
+      sys.exit(2)
+
+  return parse
+
+
+def _config_of(argv: list[str]):
+  """The ConfigDict that --config names in `argv` (or its default); None if there is none."""
+  if 'config' not in flags.FLAGS:
+    return None
+  flag = flags.FLAGS['config']
+  if flag.value is not None:
+    return flag.value
+  spec = flag.default if isinstance(flag.default, str) else None
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      spec = arg[len('--config='):]
+    elif arg == '--config' and i + 1 < len(argv):
+      spec = argv[i + 1]
+  try:
+    return flag.parser.parse(spec) if spec else None
+  except Exception:  # pylint: disable=broad-except  (the error being reported may be this one)
+    return None
+
+
+def _flag_error_line(error: Exception, argv: list[str]) -> str:
+  """One line for a flag error: a config field that does not exist and its nearest names,
+  or the last line of a config file's own error (an unknown preset or option)."""
+  config = _config_of(argv)
+  for arg in argv[1:]:
+    if not arg.startswith('--config.') or config is None:
+      continue
+    path = arg[len('--'):].split('=', 1)[0].split('.')[1:]
+    node = config
+    for depth, name in enumerate(path):
+      keys = list(node.keys()) if hasattr(node, 'keys') else []
+      if name not in keys:
+        field = 'config.' + '.'.join(path)
+        close = difflib.get_close_matches(name, keys, n=1)
+        hint = f'; did you mean {close[0]}?' if close else ''
+        where = '' if depth == len(path) - 1 else f' ({name})'
+        return f'{field}: no such field{where}{hint}'
+      node = node[name]
+  # Without the config at hand: ml_collections names the missing key (and maybe a close one).
+  missing = re.search(r'(\w+)', str(error))
+  hint = re.search(r'Did you mean "(\w+)"', str(error))
+  for arg in argv[1:]:
+    path = arg[len('--'):].split('=', 1)[0].split('.')[1:]
+    if arg.startswith('--config.') and missing and missing.group(1) in path:
+      where = '' if path[-1] == missing.group(1) else f' ({missing.group(1)})'
+      return (f'config.{".".join(path)}: no such field{where}'
+              + (f'; did you mean {hint.group(1)}?' if hint else ''))
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
 
 
 if __name__ == '__main__':

@@ -87,6 +87,7 @@ def batch_split(field: str, size: int, num_processes: int, rows: int, data_paral
     data_parallel: the mesh's data axis.
     rows_text: how the message names `rows`.
   """
+  require(size >= 1, field, f'must be >= 1, got {size}')
   require(size % num_processes == 0, field,
           f'{size} is not divisible by the {num_processes} processes')
   require(rows % data_parallel == 0, field,
