@@ -107,7 +107,7 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.captioning = captioner_config.get_config('runlocal' if runlocal else 'paper')
   c.captioning.train.num_steps = 20 if runlocal else 400
 
-  # --config.system=videoclip. Its tokens are per second: each second takes the
+  # VideoCLIP (--config.system=videoclip). Its tokens are per second: each second takes the
   # 1.5-s clip holding its middle (the features above, shared with VideoBERT)
   # instead of a second extraction. The synthetic recipes are 9-22 s of 3-4.5 s
   # steps with ~10-token sentences, so the paper's spans (8-64 tokens, 3-32 s
