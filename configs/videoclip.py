@@ -55,6 +55,10 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.feature_dim = 512
   # Scores are dot products / temperature (the paper: 1.0, no normalisation).
   c.model.temperature = 1.0
+  # The video sequence: 'mmpt' = MMPT's `[CLS]` + data.max_video_seconds padded slots +
+  # `[SEP]` at the last position, whatever the clip's length; 'packed' = `[SEP]` right
+  # after the last real second (vlm_jax/videoclip/model.py).
+  c.model.video_layout = 'mmpt'
 
   c.data = ml_collections.ConfigDict()
   # Glob of VideoCLIP TFRecords (vlm-jax make-records --config.system=videoclip).
@@ -95,6 +99,16 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train.dropout_rng = 'threefry2x32'
   # Embedding batch (pairs) for the retrieval vectors and encode-video/encode-text.
   c.train.encode_batch_size = 16 if runlocal else 64
+
+  # Zero-shot protocol of `vlm-jax encode-video` (vlm_jax/videoclip/inference.py).
+  c.eval = ml_collections.ConfigDict()
+  # Pooled embeddings (retrieval, QA): 'first' = the first max_video_seconds of a clip
+  # (MMPT's DSAligner); 'mean' = the mean over consecutive windows covering it.
+  c.eval.pooled_windows = 'first'
+  # Per-second states (COIN, CrossTask): windows of max_video_seconds at this stride,
+  # overlapping states (so logits) averaged, as MMPT's predictors; = max_video_seconds for
+  # consecutive non-overlapping windows.
+  c.eval.states_stride = 16
 
   common.add_mesh(c)
   return c

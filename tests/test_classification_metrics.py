@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vlm_jax.metrics import classification
+from vlm_jax.metrics import classification, intervals
 
 
 def test_topk_by_hand():
@@ -47,3 +47,31 @@ def test_segment_tokens_and_file_errors(tmp_path):
   bad.write_text('{"video_id": "a", "start": 0, "end": 2}\n{"video_id": "b", "start": 1}\n')
   with pytest.raises(segments.SegmentsError, match=r'bad.jsonl:2: missing field .end.'):
     segments.load(str(bad))
+
+
+def test_topk_correct_by_hand():
+  scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2]])
+  labels = np.array([0, 2, 1])
+  # Row 1: the label (0.3) is second; row 2: tied with class 0, so counted after it.
+  np.testing.assert_array_equal(classification.topk_correct(scores, labels, 1),
+                                [True, False, False])
+  np.testing.assert_array_equal(classification.topk_correct(scores, labels, 2),
+                                [True, True, True])
+
+
+def test_bootstrap_interval_matches_a_plain_resampling_and_the_normal_approximation():
+  rng = np.random.default_rng(3)
+  correct = rng.random(260) < 0.4
+  low, high = intervals.bootstrap_interval(correct)
+  # Oracle 1: resample the items with NumPy and take the 2.5 and 97.5 percentiles.
+  means = correct[rng.integers(0, len(correct), (20000, len(correct)))].mean(1)
+  np.testing.assert_allclose([low, high], np.percentile(means, [2.5, 97.5]), atol=0.01)
+  # Oracle 2: p +- 1.96 sqrt(p (1 - p) / n), about +-6 points at n = 260.
+  p = correct.mean()
+  half = 1.96 * np.sqrt(p * (1 - p) / len(correct))
+  np.testing.assert_allclose([low, high], [p - half, p + half], atol=0.01)
+  assert 0.05 < high - low < 0.13
+  assert intervals.bootstrap_interval(np.zeros(10)) == (0.0, 0.0)
+  assert intervals.describe({'top1': 0.5, 'top1_ci95': [0.4, 0.61]}, 'top1') == '50.0% [40.0, 61.0]'
+  with pytest.raises(ValueError, match='N >= 2'):
+    intervals.bootstrap_interval(np.ones(1))

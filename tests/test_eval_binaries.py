@@ -12,7 +12,9 @@ from absl import flags
 
 from vlm_jax import evaluate
 from vlm_jax.evaluate import _embeddings
+from vlm_jax.evaluate import action_segmentation
 from vlm_jax.evaluate import retrieval as retrieval_eval
+from vlm_jax.evaluate import step_localization
 from vlm_jax.evaluate import video_qa
 
 
@@ -137,20 +139,72 @@ def test_action_segmentation_binary(tmp_path):
           {'id': '2', 'segment': [1.0, 2.0], 'label': 'stir'}]},
   }
   (tmp_path / 'coin.json').write_text(json.dumps({'database': database}))
-  _eval('action-segmentation', '--annotations', tmp_path / 'coin.json', '--write_texts',
-        tmp_path / 'labels.txt')
-  # All subsets, by id: the training-only step is a label too.
+  _eval('action-segmentation', '--annotations', tmp_path / 'coin.json', '--label_set', 'all',
+        '--write_texts', tmp_path / 'labels.txt')
+  # --label_set all: all subsets, by id: the training-only step is a label too.
   assert (tmp_path / 'labels.txt').read_text() == 'cut onion\nstir\npour water\n'
   embeddings = _texts(tmp_path, {'cut onion': [1, 0], 'stir': [0, 1], 'pour water': [0.5, 0.75]})
   # gamma = 0.75; predictions 1, 2, background, 3 vs ground truth 1, 1, 0, 3.
   features = _videos(tmp_path / 'features', {'vX': [[2, 0], [0, 1], [0.5, 0.5], [1, 1]]})
   _eval('action-segmentation', '--annotations', tmp_path / 'coin.json', '--features', features,
-        '--text_embeddings', embeddings, '--output', tmp_path / 'm.json')
+        '--text_embeddings', embeddings, '--output', tmp_path / 'm.json', '--label_set', 'all')
   result = json.loads((tmp_path / 'm.json').read_text())
   assert result['metrics'] == dict(frame_accuracy=0.75, background_baseline_accuracy=0.25,
                                    seconds=4, labelled_fraction_predicted=0.75, videos=1)
   assert result['parameters']['gamma'] == 0.75
   assert result['missing_videos'] == [{'video_id': 'vY', 'reason': 'missing'}]
+
+
+def test_coin_labels_default_to_mmpts_testing_list(tmp_path):
+  # MMPT: label i is the testing subset's step id i; a training-only step is no label.
+  database = {
+      'vX': {'subset': 'testing', 'annotation': [
+          {'id': '2', 'segment': [0.0, 1.0], 'label': 'pour water'},
+          {'id': '1', 'segment': [1.0, 2.0], 'label': 'cut onion'}]},
+      'vT': {'subset': 'training', 'annotation': [
+          {'id': '3', 'segment': [1.0, 2.0], 'label': 'stir'}]},
+  }
+  path = tmp_path / 'coin.json'
+  path.write_text(json.dumps({'database': database}))
+  labels, videos = action_segmentation.read_coin(str(path), 'testing')
+  assert labels == ['cut onion', 'pour water']
+  assert videos == {'vX': [(0.0, 1.0, 2), (1.0, 2.0, 1)]}
+  # Testing ids that are not 1..N have no place in MMPT's list.
+  database['vX']['annotation'][0]['id'] = '4'
+  path.write_text(json.dumps({'database': database}))
+  with pytest.raises(ValueError, match='not 1..2'):
+    action_segmentation.read_coin(str(path), 'testing')
+  assert action_segmentation.read_coin(str(path), 'testing', label_set='all')[0] == [
+      'cut onion', 'stir', 'pour water']
+
+
+def _crosstask_csv(path, rows):
+  path.write_text(''.join(f'{task},{vid},https://youtu.be/{vid}\n' for task, vid in rows))
+  return str(path)
+
+
+def test_crosstask_default_split_is_mmpts(tmp_path):
+  annotations, features = tmp_path / 'annotations', tmp_path / 'features'
+  annotations.mkdir()
+  features.mkdir()
+  primary = ['100'] * 6 + ['300'] * 2 + ['100', '100'] + ['200'] * 4
+  vids = [f'v{i}' for i in range(len(primary))]
+  for task, vid in zip(primary, vids):
+    if vid != 'v5':  # v5 has no features: MMPT drops it before the draw
+      np.save(features / f'{vid}.npy', np.zeros((4, 2), np.float32))
+    (annotations / f'{task}_{vid}.csv').write_text('1,0.0,1.0\n')
+  all_videos = _crosstask_csv(tmp_path / 'videos.csv', zip(primary, vids))
+  val_videos = _crosstask_csv(tmp_path / 'videos_val.csv', [('100', 'v1')])
+  pairs = step_localization.mmpt_videos(all_videos, val_videos, {'100', '300'}, str(annotations),
+                                        str(features), n_train=2)
+  # Task 100 (file order): v0 v2 v3 v4 v8 v9 remain (v1 is val, v5 has no features);
+  # 2 of them go to training, drawn first by np.random.seed(0); task 300 has only 2 videos
+  # (not more than n_train): all training; 200 is not primary.
+  remaining = ['v0', 'v2', 'v3', 'v4', 'v8', 'v9']
+  np.random.seed(0)
+  held_out = set(np.random.choice(remaining, 2, replace=False).tolist())
+  assert pairs == [('100', v) for v in remaining if v not in held_out]
+  assert len(pairs) == 4
 
 
 def test_step_localization_binary(tmp_path):
@@ -176,7 +230,8 @@ def test_step_localization_binary(tmp_path):
       'vid_B': [[0, 0, 4], [4, 0, 0], [0, 4, 0], [0, 0, 4], [0, 0, 0]],
   })
   _eval('step-localization', '--tasks', tmp_path / 'tasks.txt', '--annotations', annotations,
-        '--features', features, '--text_embeddings', embeddings, '--output', tmp_path / 'm.json')
+        '--features', features, '--text_embeddings', embeddings, '--output', tmp_path / 'm.json',
+        '--split', 'annotations')
   result = json.loads((tmp_path / 'm.json').read_text())
   assert result['metrics']['per_task'] == {'100': 0.5, '200': pytest.approx(2 / 3)}
   assert result['metrics']['recall'] == pytest.approx(7 / 12)

@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from vlm_jax.metrics import moments
 from vlm_jax.metrics import retrieval
 from vlm_jax.metrics import segmentation
 from vlm_jax.metrics import step_localization
+from vlm_jax.videoclip import inference as videoclip_inference
 
 
 # Retrieval ----------------------------------------------------------------------------------
@@ -225,3 +227,66 @@ def test_moment_embeddings_short_video():
   assert len(ranking) == 15 and ranking[0] == (2, 2)
   # A ground-truth moment past the end ranks after every candidate.
   assert moments.query_scores(ranking, [(4, 4)])[0] == 16
+
+
+# MMPT's windows (what `vlm-jax encode-video` writes for these metrics) -------------------
+
+
+class _ContextModel:
+  """A stand-in VideoCLIP whose outputs depend on the whole window, so overlaps differ.
+
+  video_states: each second's features plus the mean of its window's real
+  seconds; encode_video: that mean.
+  """
+
+  def apply(self, variables, features, mask, method):
+    del variables
+    weights = mask[..., None].astype(features.dtype)
+    context = ((features * weights).sum(1, keepdims=True)
+               / jnp.maximum(weights.sum(1, keepdims=True), 1))
+    return features + context if method == 'video_states' else context[:, 0]
+
+
+def _loaded(**eval_fields):
+  from configs import videoclip as videoclip_config  # pylint: disable=import-outside-toplevel
+  config = videoclip_config.get_config('tiny,runlocal')
+  config.data.max_video_seconds = 4
+  for name, value in eval_fields.items():
+    config.eval[name] = value
+  return videoclip_inference.Loaded(config, _ContextModel(), {}, 0, None)
+
+
+def test_window_starts_follow_mmpts_aligner():
+  assert videoclip_inference.window_starts(70, 32, 16) == [0, 16, 32, 48]
+  assert videoclip_inference.window_starts(32, 32, 16) == [0]
+  assert videoclip_inference.window_starts(33, 32, 16) == [0, 16]
+  assert videoclip_inference.window_starts(70, 32, 32) == [0, 32, 64]
+
+
+def test_per_second_logits_average_overlapping_windows():
+  rng = np.random.default_rng(0)
+  video = rng.normal(size=(7, 2)).astype(np.float32)
+  labels = rng.normal(size=(3, 2))
+
+  def window_logits(start, end):
+    piece = video[start:end].astype(np.float64)
+    return (piece + piece.mean(0)) @ labels.T
+
+  # Window 4 s, stride 2: windows [0, 4), [2, 6), [4, 7).
+  w0, w1, w2 = window_logits(0, 4), window_logits(2, 6), window_logits(4, 7)
+  expected = np.concatenate([w0[:2], (w0[2:] + w1[:2]) / 2, (w1[2:] + w2[:2]) / 2, w2[2:]])
+  states = videoclip_inference.video_states(_loaded(states_stride=2), [video])[0]
+  np.testing.assert_allclose(states @ labels.T, expected, atol=1e-5)
+  # Stride = window (the earlier protocol): consecutive windows [0, 4), [4, 7).
+  states = videoclip_inference.video_states(_loaded(states_stride=4), [video])[0]
+  np.testing.assert_allclose(states @ labels.T,
+                             np.concatenate([w0, window_logits(4, 7)]), atol=1e-5)
+
+
+def test_pooled_embedding_keeps_the_first_window():
+  video = np.arange(14, dtype=np.float32).reshape(7, 2)
+  # MMPT: the first 4 s only -> mean of rows 0..3 = [3, 4].
+  np.testing.assert_allclose(videoclip_inference.encode_videos(_loaded(), [video])[0], [3, 4])
+  # 'mean': windows [0, 4) and [4, 7) -> ([3, 4] + [10, 11]) / 2.
+  np.testing.assert_allclose(
+      videoclip_inference.encode_videos(_loaded(pooled_windows='mean'), [video])[0], [6.5, 7.5])

@@ -1,4 +1,4 @@
-"""Rendered synthetic corpus: determinism, real decodable files, narration, resume."""
+"""Rendered synthetic corpus: determinism, real decodable files, honest narration, resume."""
 
 import json
 import subprocess
@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from vlm_jax.stages import synth_videos
-from vlm_jax.data import synthetic_videos, transcripts, video
+from vlm_jax.data import narration, synthetic, synthetic_videos, transcripts, video
 from vlm_jax.metrics import purity
+from vlm_jax.stages import synth_videos
+from vlm_jax.videobert import action_classification
 
 
 def test_specs_and_frames_are_deterministic_by_seed():
@@ -24,15 +25,70 @@ def test_specs_and_frames_are_deterministic_by_seed():
   np.testing.assert_array_equal(np.stack(frames_a), np.stack(frames_b))
   for step in a.steps:
     assert step.verb in verbs and step.noun in nouns
-    assert step.verb in step.sentence and step.noun in step.sentence
+    assert not step.sentence or (step.verb in step.sentence and step.noun in step.sentence)
     assert step.end - step.start in (3.0, 4.5)
 
 
+def _words(sentence: str) -> str:
+  return ' '.join(sentence.split())
+
+
+def test_zero_shot_prompt_and_held_out_queries_never_occur_in_training():
+  """The corpus the demo renders (its default size): what evaluation reads is never trained on."""
+  verbs, nouns = synthetic_videos.vocabularies(6, 6)
+  specs = synth_videos.specs(72, 66, 0, verbs, nouns, num_dev=32)
+  training = {_words(c.text) for s in specs if s.split == 'train' for c in s.cues}
+  prompts = {_words(action_classification.TEMPLATE.format(verb=v, noun=n))
+             for v in verbs for n in nouns}
+  assert action_classification.TEMPLATE == 'now let me show you how to {verb} the {noun}.'
+  assert not training & prompts
+  prompt_frame = 'show you how to'
+  assert not [t for t in training if prompt_frame in t]
+  for split in ('dev', 'test'):
+    queries = {_words(step.sentence) for s in specs if s.split == split for step in s.steps
+               if step.sentence}
+    assert len(queries) > 50 and not queries & training and not queries & prompts
+  test_steps = sum(len(s.steps) for s in specs if s.split == 'test')
+  assert test_steps >= 250
+  # ASR-like: some steps unnarrated, fillers, narration off its step by up to a second.
+  steps = [step for s in specs for step in s.steps]
+  unnarrated = sum(not step.sentence for step in steps) / len(steps)
+  assert 0.05 < unnarrated < 0.3
+  assert sum(c.text in narration.FILLERS for s in specs for c in s.cues) > 50
+  phrasings_used = {c.text.replace(step.verb, '{verb}').replace(step.noun, '{noun}')
+                    for s in specs if s.split == 'train' for step in s.steps for c in s.cues
+                    if c.text == step.sentence and step.sentence}
+  assert len(phrasings_used) >= 25
+  # The token-level fixture narrates with training phrasings only.
+  rng = np.random.default_rng(0)
+  record = synthetic.make_video(rng, 'v', lambda texts: [[len(t)] for t in texts], 144)
+  assert record.visual_tokens
+
+
+def test_cues_follow_their_steps_within_a_second_and_never_overlap():
+  verbs, nouns = synthetic_videos.vocabularies(6, 6)
+  shifted = 0
+  for seed in range(40):
+    spec = synthetic_videos.make_spec(f'v{seed}', 'train', seed, verbs, nouns)
+    ends = [c.end for c in spec.cues]
+    starts = [c.start for c in spec.cues]
+    assert all(b >= a for a, b in zip(ends, starts[1:])), spec.cues
+    for c in spec.cues:
+      assert 0 <= c.start < c.end <= spec.duration
+    for step in spec.steps:
+      if step.sentence:
+        cue = min((c for c in spec.cues if c.text == step.sentence),
+                  key=lambda c: abs(c.start - step.start))
+        assert cue.start >= step.start - 1.0 - 1e-6 and cue.end <= step.end + 1.0 + 1e-6
+        shifted += abs(cue.start - step.start - 0.2) > 0.5
+  assert shifted > 20
+
+
 def test_corpus_files_decode_and_parse(tmp_path):
-  manifest = synth_videos.run(str(tmp_path), num_videos=2, num_test=1, seed=3)
-  assert manifest['counts']['rendered'] == 3
+  manifest = synth_videos.run(str(tmp_path), num_videos=2, num_test=1, seed=3, num_dev=1)
+  assert manifest['counts']['rendered'] == 4
   steps = [json.loads(line) for line in (tmp_path / 'steps.jsonl').read_text().splitlines()]
-  assert [s['split'] for s in steps] == ['train', 'train', 'test']
+  assert [s['split'] for s in steps] == ['train', 'train', 'test', 'dev']
   for item in steps:
     path = tmp_path / 'videos' / f'{item["video_id"]}.mp4'
     frames = video.decode_frames(str(path), fps=20, size=None)
@@ -40,9 +96,9 @@ def test_corpus_files_decode_and_parse(tmp_path):
     sentences = transcripts.load_transcripts(str(tmp_path / 'transcripts' /
                                                  f'{item["video_id"]}.vtt'))
     (timed,) = sentences.values()
-    assert [s.text for s in timed] == [s['sentence'] for s in item['steps']]
-    for s, step in zip(timed, item['steps']):
-      assert step['start'] < s.start < s.end < step['end']
+    narrated = [s['sentence'] for s in item['steps'] if s['sentence']]
+    spoken = [s.text for s in timed]
+    assert [t for t in spoken if t not in narration.FILLERS] == narrated
   assert (tmp_path / 'verbs.txt').read_text().split() == list(synthetic_videos.VERB_LOOKS)[:6]
 
 
@@ -88,7 +144,7 @@ def test_purity_by_hand():
 
 def test_cli_resumes_and_refuses_other_parameters(tmp_path):
   command = [sys.executable, '-m', 'vlm_jax.cli', 'synth-videos', f'--output={tmp_path}',
-             '--num_videos=2', '--num_test=1']
+             '--num_videos=2', '--num_dev=0', '--num_test=1']
   subprocess.run(command, check=True, capture_output=True)
   (tmp_path / 'videos' / 'train_0001.mp4').unlink()
   before = (tmp_path / 'videos' / 'train_0000.mp4').stat().st_mtime_ns

@@ -74,8 +74,8 @@ SMALL = bert.BertConfig(vocab_size=200, hidden_size=32, num_layers=3, num_heads=
                         max_position_embeddings=64)
 
 
-def _model():
-  return videoclip.VideoClip(SMALL, video_layers=2)
+def _model(layout=videoclip.MMPT):
+  return videoclip.VideoClip(SMALL, video_layers=2, video_layout=layout)
 
 
 def _inputs(rng):
@@ -90,7 +90,7 @@ def _inputs(rng):
 def test_video_padding_and_text_padding_do_not_leak():
   rng = np.random.default_rng(0)
   features, feature_mask, ids, mask = _inputs(rng)
-  model = _model()
+  model = _model(videoclip.PACKED)
   params = model.init(jax.random.key(0), features, feature_mask, ids, mask)
   zv, zt = model.apply(params, features, feature_mask, ids, mask)
   assert zv.shape == zt.shape == (3, 32)
@@ -99,9 +99,47 @@ def test_video_padding_and_text_padding_do_not_leak():
   zv2, zt2 = model.apply(params, noisy_features, feature_mask, noisy_ids, mask)
   np.testing.assert_allclose(zv, zv2, atol=1e-5)
   np.testing.assert_allclose(zt, zt2, atol=1e-5)
-  # Row 1 (3 real seconds) equals the same video given alone without padding.
+  # Packed: row 1 (3 real seconds) equals the same video given alone without padding.
   alone = model.apply(params, features[1:2, :3], feature_mask[1:2, :3], method='encode_video')
   np.testing.assert_allclose(zv[1:2], alone, atol=1e-5)
+  # MMPT: the values of padded slots do not leak either, but the slot count matters
+  # ([SEP] sits after all of them).
+  mmpt = _model()
+  zv_mmpt = mmpt.apply(params, features, feature_mask, method='encode_video')
+  np.testing.assert_allclose(zv_mmpt, mmpt.apply(params, noisy_features, feature_mask,
+                                                 method='encode_video'), atol=1e-5)
+  alone = mmpt.apply(params, features[1:2, :3], feature_mask[1:2, :3], method='encode_video')
+  assert np.abs(np.asarray(zv_mmpt[1:2]) - np.asarray(alone)).max() > 1e-3
+
+
+def _by_hand_video(params, projected, mask):
+  """The video BERT over given token embeddings [1, n, hidden] and mask [1, n]."""
+  video_bert = bert.BertModel(dataclasses.replace(SMALL, num_layers=2))
+  n = projected.shape[1]
+  hidden, _ = video_bert.apply({'params': params['video_bert']}, jnp.zeros((1, n), jnp.int32),
+                               jnp.asarray(mask), token_embeddings=projected)
+  return np.asarray(hidden)[0]
+
+
+def test_mmpt_layout_keeps_every_slot_and_sep_last():
+  rng = np.random.default_rng(0)
+  features, feature_mask, ids, mask = _inputs(rng)
+  model = _model()
+  params = nn.meta.unbox(model.init(jax.random.key(0), features, feature_mask, ids, mask))['params']
+  # Row 1 by hand: [CLS] mlp(slot 1..5) [SEP] at position 6, attention [1, 1, 1, 1, 0, 0, 1];
+  # pooled over the 3 real seconds and [SEP].
+  mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
+  projected = mlp.apply({'params': params['video_mlp']}, features[1:2])
+  table = params['video_bert']['embeddings']['word_embeddings']['embedding']
+  tokens = jnp.concatenate([table[0][None, None], projected, table[1][None, None]], axis=1)
+  hidden = _by_hand_video(params, tokens, [[1, 1, 1, 1, 0, 0, 1]])
+  expected = hidden[[1, 2, 3, 6]].mean(axis=0)
+  zv = model.apply({'params': params}, features, feature_mask, method='encode_video')
+  np.testing.assert_allclose(zv[1], expected, atol=1e-5)
+  # Per-second states: the same sequence with [CLS] masked out, as MMPT's COIN / CrossTask.
+  hidden = _by_hand_video(params, tokens, [[0, 1, 1, 1, 0, 0, 1]])
+  states = model.apply({'params': params}, features, feature_mask, method='video_states')
+  np.testing.assert_allclose(np.asarray(states)[1, :3], hidden[1:4], atol=1e-5)
 
 
 def test_video_sequence_is_cls_seconds_sep_and_pooling_skips_cls():
@@ -109,7 +147,7 @@ def test_video_sequence_is_cls_seconds_sep_and_pooling_skips_cls():
   features, feature_mask, ids, mask = _inputs(rng)
   model = _model()
   params = nn.meta.unbox(model.init(jax.random.key(0), features, feature_mask, ids, mask))['params']
-  # Recompute row 1 by hand with the video BERT: [CLS] mlp(v1..v3) [SEP], mean over positions 1..4.
+  # Packed: recompute row 1 by hand: [CLS] mlp(v1..v3) [SEP], mean over positions 1..4.
   mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
   projected = mlp.apply({'params': params['video_mlp']}, features[1:2, :3])
   table = params['video_bert']['embeddings']['word_embeddings']['embedding']
@@ -119,7 +157,8 @@ def test_video_sequence_is_cls_seconds_sep_and_pooling_skips_cls():
   hidden, _ = video_bert.apply({'params': params['video_bert']}, jnp.zeros((1, 5), jnp.int32),
                                jnp.ones((1, 5), jnp.int32), token_embeddings=tokens)
   expected = hidden[0, 1:].mean(axis=0)
-  zv = _model().apply({'params': params}, features, feature_mask, method='encode_video')
+  zv = _model(videoclip.PACKED).apply({'params': params}, features, feature_mask,
+                                      method='encode_video')
   np.testing.assert_allclose(zv[1], expected, atol=1e-5)
 
 

@@ -245,9 +245,10 @@ def test_encoders_feed_the_retrieval_binary(trained, record_files, tmp_path):
   # Oracle: the model applied directly to each video's 32-s windows.
   for video_id, f in zip(corpus.video_ids[:2], corpus.features[:2]):
     f = f.astype(np.float32)
-    windows, masks = videoclip_inference.windows(f, loaded.window)
+    # MMPT's protocol (eval.pooled_windows = 'first'): the segment's first 32 s.
+    windows, masks = videoclip_inference.windows(f[:loaded.window], loaded.window)
     direct = loaded.model.apply({'params': loaded.params}, windows, masks,
-                                method='encode_video').mean(0)
+                                method='encode_video')[0]
     np.testing.assert_allclose(np.load(tmp_path / 'clips' / f'{video_id}_0.npy'), direct,
                                atol=1e-5)
     assert np.load(tmp_path / 'states' / f'{video_id}.npy').shape == (len(f), 64)

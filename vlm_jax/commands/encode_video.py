@@ -18,7 +18,8 @@ from absl import flags
 
 from vlm_jax.stages import encode_video
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A VideoCLIP `vlm-jax train` workdir.')
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                                'A VideoCLIP `vlm-jax train` workdir, or MMPT\'s checkpoint_best.pt.')
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy features.')
 _SEGMENTS = flags.DEFINE_string('segments', None, 'Optional JSON/JSONL of segments to cut.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder of <id>.npy embeddings.')

@@ -1,7 +1,7 @@
 """A token-level synthetic cooking corpus with learnable video-text structure.
 
-Each video is a recipe of steps "now let me show you how to <verb> the <noun>."
-(a few sentence templates). A step lasts several 1.5-s clips, and the visual
+Each video is a recipe of steps, each narrated in one of the training
+phrasings of vlm_jax.data.narration ("next we <verb> the <noun>.", ...). A step lasts several 1.5-s clips, and the visual
 token of each clip depends on the step's words: the (verb, noun) pair owns a
 block of the visual vocabulary and most clips draw from that block, the rest
 are noise. Some videos have no ASR (video-only records). A model that learns
@@ -11,18 +11,15 @@ tells aligned from misaligned pairs; this is the fast fixture of the trainer.
 
 import numpy as np
 
-from vlm_jax.data import records
+from vlm_jax.data import narration, records
 
 VERBS = ('slice', 'chop', 'stir', 'peel', 'fry', 'boil', 'mix', 'pour', 'cut',
          'add', 'bake', 'wash')
 NOUNS = ('tomato', 'onion', 'egg', 'potato', 'carrot', 'garlic', 'butter',
          'cheese', 'chicken', 'rice', 'pasta', 'lemon')
-TEMPLATES = ('now let me show you how to {verb} the {noun}.',
-             'next we {verb} the {noun}.',
-             'then you {verb} the {noun} like this.')
 CLIP_SECONDS = 1.5
 # Bumped whenever the generator changes, so cached corpora are not reused.
-VERSION = 2
+VERSION = 3
 
 
 def visual_block(verb: int, noun: int, num_visual_tokens: int) -> tuple[int, int]:
@@ -52,8 +49,7 @@ def make_video(rng: np.random.Generator, video_id: str, tokenize, num_visual_tok
         tokens.append(int(rng.integers(num_visual_tokens)))
       clip_times.append((clip * CLIP_SECONDS, (clip + 1) * CLIP_SECONDS))
       clip += 1
-    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    texts.append(template.format(verb=VERBS[verb], noun=NOUNS[noun]))
+    texts.append(narration.say_step(rng, 'train', VERBS[verb], NOUNS[noun]))
     times.append((start, clip * CLIP_SECONDS))
   has_asr = rng.random() < asr_prob
   return records.VideoRecord(

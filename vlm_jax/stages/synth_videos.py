@@ -13,24 +13,26 @@ from vlm_jax.data import files as files_lib
 from vlm_jax.data import synthetic_videos
 
 # In the manifest: a corpus rendered by another version is not resumed.
-VERSION = 2
+VERSION = 3
 
 
-def specs(num_videos: int, num_test: int, seed: int, verbs, nouns):
-  """The training videos' specs, then the test videos' (seeds far apart: new instances)."""
+def specs(num_videos: int, num_test: int, seed: int, verbs, nouns, num_dev: int = 0):
+  """The training videos' specs, then the test and dev videos' (seeds far apart: new instances)."""
   out = []
-  for split, count, offset in (('train', num_videos, 0), ('test', num_test, 1_000_000)):
+  for split, count, offset in (('train', num_videos, 0), ('test', num_test, 1_000_000),
+                               ('dev', num_dev, 2_000_000)):
     for i in range(count):
       out.append(synthetic_videos.make_spec(f'{split}_{i:04d}', split,
                                             seed * 10_000_019 + offset + i, verbs, nouns))
   return out
 
 
-def run(output: str, num_videos: int = 72, num_test: int = 16, seed: int = 0,
-        num_verbs: int = 6, num_nouns: int = 6) -> dict:
+def run(output: str, num_videos: int = 72, num_test: int = 66, seed: int = 0,
+        num_verbs: int = 6, num_nouns: int = 6, num_dev: int = 32) -> dict:
   """Renders what is missing under `output`; returns the manifest."""
   verbs, nouns = synthetic_videos.vocabularies(num_verbs, num_nouns)
-  parameters = dict(version=VERSION, num_videos=num_videos, num_test=num_test, seed=seed,
+  parameters = dict(version=VERSION, num_videos=num_videos, num_dev=num_dev,
+                    num_test=num_test, seed=seed,
                     verbs=verbs, nouns=nouns, fps=synthetic_videos.FPS,
                     size=synthetic_videos.SIZE)
   manifest_path = os.path.join(output, 'manifest.json')
@@ -46,7 +48,7 @@ def run(output: str, num_videos: int = 72, num_test: int = 16, seed: int = 0,
     os.makedirs(os.path.join(output, sub), exist_ok=True)
   files_lib.write_json(manifest_path, {'parameters': parameters, 'complete': False})
 
-  all_specs = specs(num_videos, num_test, seed, verbs, nouns)
+  all_specs = specs(num_videos, num_test, seed, verbs, nouns, num_dev)
   rendered = skipped = 0
   for spec in tqdm.tqdm(all_specs, desc='synth-videos', unit='video'):
     video = os.path.join(output, 'videos', spec.video_id + '.mp4')
@@ -68,7 +70,8 @@ def run(output: str, num_videos: int = 72, num_test: int = 16, seed: int = 0,
     with open(os.path.join(output, name), 'w') as f:
       f.write('\n'.join(words) + '\n')
   manifest = {'parameters': parameters, 'complete': True,
-              'counts': {'train': num_videos, 'test': num_test, 'rendered': rendered,
+              'counts': {'train': num_videos, 'dev': num_dev, 'test': num_test,
+                         'rendered': rendered,
                          'already_there': skipped,
                          'steps': sum(len(s.steps) for s in all_specs)},
               'files': ['videos/', 'transcripts/', 'steps.jsonl', 'verbs.txt', 'nouns.txt']}

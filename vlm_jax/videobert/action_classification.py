@@ -14,10 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from vlm_jax.data import narration
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.videobert import inference as videobert_inference
 
-TEMPLATE = 'now let me show you how to {verb} the {noun}.'
+# The paper's prompt; the synthetic corpora never narrate with it (data/narration.py).
+TEMPLATE = narration.PROMPT
 
 
 def template_ids(tok, vocab) -> tuple[list[int], tuple[int, int]]:

@@ -20,6 +20,8 @@ def validate(config, num_devices: int, num_processes: int, num_videos: int) -> N
     require(1 <= m.video_layers <= m.num_layers, 'model.video_layers',
             f'must be in [1, model.num_layers={m.num_layers}], got {m.video_layers}')
   require(m.temperature > 0, 'model.temperature', f'must be > 0, got {m.temperature}')
+  require(m.get('video_layout', 'mmpt') in ('mmpt', 'packed'), 'model.video_layout',
+          f'must be "mmpt" or "packed", got {m.get("video_layout")!r}')
   require(1 <= d.min_text_tokens <= d.max_text_tokens, 'data.min_text_tokens',
           f'must be in [1, data.max_text_tokens={d.max_text_tokens}], got {d.min_text_tokens}')
   require(1 <= d.min_video_seconds <= d.max_video_seconds, 'data.min_video_seconds',

@@ -50,7 +50,8 @@ def build(config, devices=None) -> Setup:
   """Mesh, model, optimizer, shardings, and the jitted train step and pair encoder."""
   mesh = partitioning.make_mesh(config.mesh, devices)
   axis_rules = partitioning.rules(config)
-  model = videoclip.VideoClip(bert_config(config), config.model.video_layers)
+  model = videoclip.VideoClip(bert_config(config), config.model.video_layers,
+                              config.model.get('video_layout', videoclip.PACKED))
   d = config.data
   num_steps = config.train.num_epochs * max(1, config.train.steps_per_epoch)
   tx, schedule = optim.make(config.optim, num_steps)
