@@ -91,15 +91,18 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.videobert.optim.learning_rate = 1e-3 if runlocal else 5e-4
   # A sequence here is one or two steps' sentences and clips (~14 tokens on
   # average): 40 positions hold two, and at 40 rather than 64 the step is fast
-  # enough for 900 steps in the time 600 took. A quarter of the tokens masked
-  # rather than BERT's 15%: sentences are ~10 tokens, so at 15% a step's verb
-  # and noun are rarely masked, and those masks are what ties the visual tokens
-  # to them. Zero-shot top-1 on the held-out steps went from verb 53% / noun
-  # 48% (seq 64, 600 steps, 15%) to 48% / 66% (seq 40, 900 steps) and 64% /
-  # 67% (and 25% masked); benchmarks/RESULTS.md.
+  # enough for 900 steps. Sequence length, steps and the codebook above were
+  # chosen on the earlier corpus, by scores on its test split (RESULTS.md).
+  # On the honest corpus (issue 14: the prompt is no training narration, dev and
+  # test narrated in held-out phrasings), chosen on the dev split's 118 steps
+  # (seed 0, the same features, codebook and records; top-1 verb / noun):
+  # masking 25% 31.4% / 32.2%, 40% 39.0% / 31.4%, 50% 29.7% / 41.5%, 40% with
+  # regime weights 0.05 / 0.15 / 0.8 27.1% / 32.2%; learning rate 1e-3 (25%)
+  # diverged to the prior. 50% had the best mean; every setting is within the
+  # others' +-8-point intervals (benchmarks/RESULTS.md).
   c.videobert.data.seq_len = 40
   c.videobert.data.max_concat_sentences = 2
-  c.videobert.data.mask_prob = 0.25
+  c.videobert.data.mask_prob = 0.5
   c.videobert.train.num_steps = 900
   if runlocal:
     c.videobert.train.num_steps = 4
