@@ -75,7 +75,10 @@ def to_example(record: VideoRecord) -> bytes:
       'video/start_times': _float(clip_starts),
       'video/end_times': _float(clip_ends),
   }
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  # deterministic: map fields in key order, so the same records are the same bytes in every
+  # process (protobuf's map order otherwise follows the process's string hashing).
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
 
 
 def write_shards(records: Iterable, output_dir: str, num_shards: int,

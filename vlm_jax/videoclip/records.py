@@ -98,7 +98,10 @@ def to_example(record: VideoClipRecord) -> bytes:
       'video/num_seconds': _int64([features.shape[0]]),
       'video/feature_dim': _int64([features.shape[1]]),
   }
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  # deterministic: map fields in key order, so the same records are the same bytes in every
+  # process (protobuf's map order otherwise follows the process's string hashing).
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
 
 
 def from_example(serialized: bytes) -> VideoClipRecord:
