@@ -3,7 +3,7 @@
   vlm-jax demo --workdir runs/demo [--config configs/demo.py] \\
       [--config.videobert.train.num_steps=600 ...]
 
-Presets: `default` (about 10 minutes on 2 CPU cores) and `runlocal` (a
+Presets: `default` (about 14 minutes on 2 CPU cores) and `runlocal` (a
 seconds-scale version for tests and notebooks). Sub-configs are the stages'
 own: `features` is an extract-features config, `records` a make-records
 config, `videobert` and `videoclip` training configs (configs/videobert.py,

@@ -31,7 +31,7 @@ def with_interval(values: np.ndarray, seed: int = 0) -> dict[str, float | list[f
 
 
 def describe(scores: dict, key: str) -> str:
-  """'64.4% [58.1, 70.2]' from {key: 0.644, key + '_ci95': [0.581, 0.702]} (no interval: '64.4%')."""
+  """'44.4% [38.8, 50.4]' from {key: 0.444, key + '_ci95': [0.388, 0.504]}; no interval: '44.4%'."""
   text = f'{100 * scores[key]:.1f}%'
   if scores.get(f'{key}_ci95'):
     low, high = scores[f'{key}_ci95']
