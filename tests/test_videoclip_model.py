@@ -121,17 +121,28 @@ def _by_hand_video(params, projected, mask):
   return np.asarray(hidden)[0]
 
 
-def test_mmpt_layout_keeps_every_slot_and_sep_last():
-  rng = np.random.default_rng(0)
-  features, feature_mask, ids, mask = _inputs(rng)
+def _initialised():
+  """The model, its parameters and the inputs it was initialised on."""
+  features, feature_mask, ids, mask = _inputs(np.random.default_rng(0))
   model = _model()
   params = nn.meta.unbox(model.init(jax.random.key(0), features, feature_mask, ids, mask))['params']
+  return model, params, features, feature_mask
+
+
+def _by_hand_tokens(params, seconds):
+  """[1, n + 2, hidden] `[CLS] mlp(seconds) [SEP]` from the video tower's own rows."""
+  mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
+  projected = mlp.apply({'params': params['video_mlp']}, seconds)
+  table = params['video_bert']['embeddings']['word_embeddings']['embedding']
+  assert table.shape[0] == 2  # [CLS], [SEP]: the only rows the video tower uses
+  return jnp.concatenate([table[0][None, None], projected, table[1][None, None]], axis=1)
+
+
+def test_mmpt_layout_keeps_every_slot_and_sep_last():
+  model, params, features, feature_mask = _initialised()
   # Row 1 by hand: [CLS] mlp(slot 1..5) [SEP] at position 6, attention [1, 1, 1, 1, 0, 0, 1];
   # pooled over the 3 real seconds and [SEP].
-  mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
-  projected = mlp.apply({'params': params['video_mlp']}, features[1:2])
-  table = params['video_bert']['embeddings']['word_embeddings']['embedding']
-  tokens = jnp.concatenate([table[0][None, None], projected, table[1][None, None]], axis=1)
+  tokens = _by_hand_tokens(params, features[1:2])
   hidden = _by_hand_video(params, tokens, [[1, 1, 1, 1, 0, 0, 1]])
   expected = hidden[[1, 2, 3, 6]].mean(axis=0)
   zv = model.apply({'params': params}, features, feature_mask, method='encode_video')
@@ -143,20 +154,11 @@ def test_mmpt_layout_keeps_every_slot_and_sep_last():
 
 
 def test_video_sequence_is_cls_seconds_sep_and_pooling_skips_cls():
-  rng = np.random.default_rng(0)
-  features, feature_mask, ids, mask = _inputs(rng)
-  model = _model()
-  params = nn.meta.unbox(model.init(jax.random.key(0), features, feature_mask, ids, mask))['params']
+  _, params, features, feature_mask = _initialised()
   # Packed: recompute row 1 by hand: [CLS] mlp(v1..v3) [SEP], mean over positions 1..4.
-  mlp = videoclip.VideoMlp(dataclasses.replace(SMALL, num_layers=2))
-  projected = mlp.apply({'params': params['video_mlp']}, features[1:2, :3])
-  table = params['video_bert']['embeddings']['word_embeddings']['embedding']
-  assert table.shape[0] == 2  # [CLS], [SEP]: the only rows the video tower uses
-  tokens = jnp.concatenate([table[0][None, None], projected, table[1][None, None]], axis=1)
-  video_bert = bert.BertModel(dataclasses.replace(SMALL, num_layers=2))
-  hidden, _ = video_bert.apply({'params': params['video_bert']}, jnp.zeros((1, 5), jnp.int32),
-                               jnp.ones((1, 5), jnp.int32), token_embeddings=tokens)
-  expected = hidden[0, 1:].mean(axis=0)
+  tokens = _by_hand_tokens(params, features[1:2, :3])
+  hidden = _by_hand_video(params, tokens, [[1, 1, 1, 1, 1]])
+  expected = hidden[1:].mean(axis=0)
   zv = _model(videoclip.PACKED).apply({'params': params}, features, feature_mask,
                                       method='encode_video')
   np.testing.assert_allclose(zv[1], expected, atol=1e-5)
