@@ -16,6 +16,10 @@ TRAINERS = {
     'videoclip': 'vlm_jax.videoclip.trainer',
 }
 NAMES = tuple(TRAINERS)
+# Checkpoint files of other codebases that a system loads as its own runs.
+FOREIGN_CHECKPOINTS = {
+    '.pt': 'videoclip',  # MMPT's checkpoint_best.pt (vlm_jax.videoclip.inference.load_mmpt)
+}
 
 
 def name_of(config) -> str:
@@ -24,6 +28,16 @@ def name_of(config) -> str:
   if name not in TRAINERS:
     raise config_checks.ConfigError(f'config.system: {name!r}; one of {", ".join(NAMES)}')
   return name
+
+
+def of_run(path: str) -> str:
+  """The system of a run: a workdir (its config.json) or another codebase's checkpoint file."""
+  for suffix, name in FOREIGN_CHECKPOINTS.items():
+    if path.endswith(suffix):
+      return name
+  from vlm_jax.train import report  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  # Runs from before configs named their system were VideoBERT's.
+  return report.read_config(path).get('system', 'videobert')
 
 
 def trainer(config) -> types.ModuleType:

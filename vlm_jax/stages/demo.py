@@ -5,7 +5,7 @@ Used by `vlm-jax demo`; vlm_jax/demo/ holds the demos themselves (stages and rep
 
 from typing import Any
 
-from vlm_jax import config_checks
+from vlm_jax import systems
 from vlm_jax.demo import videobert, videoclip
 
 
@@ -19,11 +19,8 @@ def run(workdir: str, config, videos_dir: str | None = None,
     videos_dir, transcripts: the user's videos and their transcripts instead of
       the rendered corpus (the VideoBERT demo; the VideoCLIP one renders).
   """
-  system = config.system
-  if system == 'videoclip':
+  if systems.name_of(config) == 'videoclip':
     return videoclip.run(workdir, config)
-  if system != 'videobert':
-    raise config_checks.ConfigError(f"config.system: {system!r}; 'videobert' or 'videoclip'")
   if videos_dir and not transcripts:
     raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
   return videobert.run(workdir, config, videos_dir, transcripts)

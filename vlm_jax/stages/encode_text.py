@@ -8,12 +8,12 @@ import os
 import jax
 import numpy as np
 
+from vlm_jax import systems
 from vlm_jax.convert import hf_bert
 from vlm_jax.data import batching
 from vlm_jax.data import tokenizer
 from vlm_jax.evaluate import _embeddings
 from vlm_jax.models import bert
-from vlm_jax.train import report
 
 # The systems whose `vlm-jax train` runs encode-text can encode (config.system).
 WORKDIR_SYSTEMS = ('videoclip',)
@@ -73,8 +73,7 @@ def encode_run(workdir: str, texts: list[str], output: str, batch_size: int = 32
       runs today), or `output` is not a .npy path.
     FileNotFoundError: `workdir` holds no config.json.
   """
-  system = ('videoclip' if workdir.endswith('.pt')  # MMPT's checkpoint_best.pt
-            else report.read_config(workdir).get('system', 'videobert'))
+  system = systems.of_run(workdir)
   if system not in WORKDIR_SYSTEMS:
     raise ValueError(f'{workdir} is a {system} run; --workdir encodes the text of '
                      f'{", ".join(WORKDIR_SYSTEMS)} runs (for BERT states, use --checkpoint)')
