@@ -1,8 +1,44 @@
 """What the config files share: the preset argument, the BERT, optimizer and mesh blocks."""
 
-from typing import Collection
+import difflib
+import inspect
+import os
+from typing import Callable, Collection
 
 import ml_collections
+
+# A preset no config has: asking a get_config for it lists its presets and options.
+_NO_PRESET = '?'
+
+
+class PresetError(ValueError):
+  """A config argument naming an unknown preset or option; it carries the known ones.
+
+  Attributes:
+    kind: 'preset' or 'option'.
+    name: the unknown one.
+    presets, options: the known ones, in the config file's order.
+  """
+
+  def __init__(self, message: str, kind: str = '', name: str = '',
+               presets: Collection[str] = (), options: Collection[str] = ()):
+    # One positional argument suffices: ml_collections re-raises as type(e)(message).
+    super().__init__(message)
+    self.kind, self.name = kind, name
+    self.presets, self.options = tuple(presets), tuple(options)
+
+  def naming(self, file: str) -> str:
+    """The message, saying which config file it is about."""
+    return _unknown(self.kind, self.name, self.presets, self.options, file)
+
+
+def _unknown(kind: str, name: str, presets: Collection[str], options: Collection[str],
+             file: str = '') -> str:
+  close = difflib.get_close_matches(name, presets if kind == 'preset' else options, n=1)
+  known = f'presets: {", ".join(presets)}' + (f'; options: {", ".join(options)}'
+                                              if options else '; no options')
+  return (f'unknown {kind} {name!r}' + (f' for {file}' if file else '')
+          + (f'; did you mean {close[0]}?' if close else '') + f' ({known})')
 
 
 def parse_arg(arg: str, presets: Collection[str],
@@ -10,16 +46,36 @@ def parse_arg(arg: str, presets: Collection[str],
   """'<preset>[,<option>...]' -> (preset, the options given).
 
   Raises:
-    ValueError: naming an unknown preset or option and listing the known ones.
+    PresetError: naming the first unknown preset or option and listing the known ones.
   """
   preset, *given = arg.split(',')
-  if preset not in presets:
-    raise ValueError(f'Unknown preset {preset!r}; choose one of {sorted(presets)}.')
-  unknown = set(given) - set(options)
+  presets, options = tuple(presets), tuple(sorted(options))
+  unknown = [('preset', preset)] if preset not in presets else []
+  unknown += [('option', o) for o in given if o not in options]
   if unknown:
-    known = ', '.join(sorted(options)) or 'none'
-    raise ValueError(f'Unknown config options {sorted(unknown)}; known: {known}.')
+    kind, name = unknown[0]
+    raise PresetError(_unknown(kind, name, presets, options), kind, name, presets, options)
   return preset, frozenset(given)
+
+
+def presets_of(get_config: Callable) -> tuple[tuple[str, ...], tuple[str, ...], str] | None:
+  """(presets, options, default argument) of a config file's get_config, from its parse_arg.
+
+  None when get_config takes no argument, or does not parse it with parse_arg.
+  """
+  parameters = list(inspect.signature(get_config).parameters.values())
+  if not parameters:
+    return None
+  try:
+    get_config(_NO_PRESET)
+  except PresetError as e:
+    return e.presets, e.options, parameters[0].default
+  return None
+
+
+def config_file(name: str) -> str:
+  """The absolute path of configs/<name>, wherever the command runs from."""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
 
 
 def bert_model(p: dict, init_checkpoint: str) -> ml_collections.ConfigDict:

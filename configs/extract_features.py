@@ -24,7 +24,9 @@ Without `weights` the model has seeded random weights and the command says so
 loudly (and records 'random' in the manifest): fine for testing the plumbing,
 meaningless as features.
 
-Any field can be overridden: `--config.batch_size=16 --config.dtype=float32`.
+Any field can be overridden: `--config.batch_size=16 --config.dtype=float32`;
+`--config.max_failures=0.05` fails the batch when more than 5% of the videos
+cannot be decoded.
 """
 
 import ml_collections
@@ -82,4 +84,10 @@ def get_config(arg: str = 's3d') -> ml_collections.ConfigDict:
   c.compute_dtype = 'float32'
   # dtype of the saved features: 'float16' (half the disk) or 'float32'.
   c.dtype = 'float16'
+  # Fraction of the videos that may fail to decode before the command fails
+  # (exit status 1, after writing the others and the manifest). Half: a batch
+  # where most videos fail is broken (a missing decoder, a wrong list), while
+  # web-scraped corpora always lose a few files. 0 fails on any failure. A run
+  # where no video has features fails whatever this is.
+  c.max_failures = 0.5
   return c

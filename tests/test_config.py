@@ -133,8 +133,9 @@ def test_a_misspelt_preset_option_and_a_demo_key_are_one_line(tmp_path):
       capture_output=True, text=True, cwd=repo)
   assert option.returncode == 2
   assert _last_stderr_lines(option) == [
-      "vlm-jax train: ValueError: Unknown config options ['runlocall']; known: runlocal."]
-  # The demo's config is a flag default, whose overrides apply as the command is imported.
+      "vlm-jax train: config: unknown option 'runlocall' for configs/videobert.py; did you mean "
+      "runlocal? (presets: tiny, base, large, paper; options: runlocal)"]
+  # The demo's config is a flag default.
   demo = subprocess.run(
       [sys.executable, '-m', 'vlm_jax.cli', 'demo', '--workdir', str(tmp_path / 'd'),
        '--config.sytem=videoclip'], capture_output=True, text=True, cwd=repo)

@@ -4,18 +4,21 @@ Each subcommand is a module of vlm_jax/commands with absl flags and a
 `main(argv)` that calls its stage (vlm_jax/stages) or evaluation
 (vlm_jax/evaluate); `vlm-jax eval <task>` is vlm_jax/commands/eval_<task>.py.
 Only the chosen one is imported, so their flags never collide (several define
---output, --annotations, ...) and start-up stays fast. Nothing else imports a
-command.
+--output, --annotations, ...) and start-up stays fast; a command whose stage
+loads JAX or TensorFlow imports it in `main`, so that `--help` and flag errors
+need neither.
+Nothing else imports a command.
 """
 
 import difflib
 import importlib
+import importlib.util
 import os
-import re
 import sys
 
 from absl import app, flags, logging
 
+from configs import common
 from vlm_jax import host_memory
 
 SUBCOMMANDS = {
@@ -60,8 +63,9 @@ vlm_jax: video-language representation learning in JAX (VideoBERT and kin).
 subcommands:
 {commands}
 
-`vlm-jax <subcommand> --helpfull` lists a subcommand's flags.
-Configs take overrides: --config configs/videobert.py:tiny --config.train.num_steps=50
+`vlm-jax <subcommand> --help` describes a subcommand, its flags and its config's presets.
+Configs take overrides: --config configs/videobert.py:tiny --config.train.num_steps=50;
+--print_config prints the resolved config and exits.
 """
 
 
@@ -114,92 +118,172 @@ def _run_eval(argv: list[str]) -> None:
 
 
 def _run(module_name: str, program: str, args: list[str]) -> None:
-  import jax  # pylint: disable=import-outside-toplevel
-  # Random numbers that shard: sharded and unsharded init (and dropout) draw the
-  # same values. Set before any computation, for every subcommand alike (not on
-  # `vlm-jax --help`, which needs no JAX).
-  jax.config.update('jax_threefry_partitionable', True)
+  _random_numbers_that_shard()
+  # A config flag with a default file parses it as it is defined, with the
+  # --config.* overrides it finds in sys.argv: a bad one would fail the import.
+  # Imported with none there, the overrides wait for flag parsing, which
+  # reports them like any other flag.
+  argv, sys.argv = sys.argv, [program]
   try:
     module = importlib.import_module(module_name)
-  except (AttributeError, KeyError) as e:
-    # A config file given as a flag's default applies --config.x overrides as
-    # the flag is defined, on import.
-    if not any(a.startswith('--config.') for a in args):
-      raise
-    print(f'{program}: {_flag_error_line(e, [program] + args)}', file=sys.stderr)
-    sys.exit(2)
+  finally:
+    sys.argv = argv
   if any(a in ('-h', '--help') for a in args):
-    # This subcommand's docstring and own flags, not absl's and JAX's hundreds.
-    print(module.__doc__)
-    print(flags.FLAGS.module_help(module.__name__))
+    print(_help(module))
     return
-  flags.mark_flags_as_required(getattr(module, 'REQUIRED_FLAGS', []))
+  takes_config = 'config' in flags.FLAGS
+  print_config = takes_config and '--print_config' in args
+  if print_config:
+    args = [a for a in args if a != '--print_config']
+  if takes_config and _config_spec(args) is None:
+    # The default, as if typed first: the overrides after it apply to it.
+    args = [f'--config={_default_config()}'] + args
+  # ml_collections reads the overrides from sys.argv, absl from the argv it is given.
+  sys.argv = [program] + args
+  if not print_config:
+    flags.mark_flags_as_required(getattr(module, 'REQUIRED_FLAGS', []))
   # Orbax and TF log every save at INFO; --verbosity=0 brings them back.
   logging.set_verbosity(logging.WARNING)
-  app.run(module.main, argv=[program] + args, flags_parser=_flags_parser(program))
+  app.run(module.main, argv=sys.argv, flags_parser=_flags_parser(program, print_config))
 
 
-def _flags_parser(program: str):
+def _random_numbers_that_shard() -> None:
+  """jax_threefry_partitionable=True: sharded and unsharded init (and dropout) draw the same values.
+
+  Set before any computation, for every subcommand alike. JAX reads it from the
+  environment when it is imported, so `--help` and flag errors need no JAX; a
+  process that has imported JAX already (a notebook calling main) gets it too.
+  """
+  os.environ['JAX_THREEFRY_PARTITIONABLE'] = 'true'
+  if 'jax' in sys.modules:
+    sys.modules['jax'].config.update('jax_threefry_partitionable', True)
+
+
+def _default_config() -> str:
+  """The file --config defaults to: each command that takes a config has one."""
+  return flags.FLAGS['config'].default_unparsed
+
+
+def _help(module) -> str:
+  """A subcommand's docstring and own flags (not absl's hundreds), then its config files."""
+  text = [module.__doc__, flags.FLAGS.module_help(module.__name__)]
+  if 'config' in flags.FLAGS:
+    others = [common.config_file(f) for f in getattr(module, 'OTHER_CONFIGS', [])]
+    text.append(_config_help(_default_config(), others))
+  return '\n'.join(text)
+
+
+def _config_help(default: str, others: list[str]) -> str:
+  """The presets and options of the default config file and `others`, and how to set fields."""
+  lines = [f'\nConfig: --config FILE[:PRESET[,OPTION...]], by default {_shown(default)}']
+  for file in [default] + others:
+    found = common.presets_of(_config_module(file).get_config)
+    if found:
+      presets, options, preset = found
+      named = [f'{p} (default)' if p == preset else p for p in presets]
+      lines.append(f'  {_shown(file)}  presets: {", ".join(named)}'
+                   + (f'; options: {", ".join(options)}' if options else ''))
+  lines.append('Override any field with --config.FIELD=VALUE (nested: '
+               '--config.SECTION.FIELD=VALUE);\n--print_config prints the resolved config and '
+               'exits. Each config file comments\nits fields and describes its presets.')
+  return '\n'.join(lines)
+
+
+def _shown(file: str) -> str:
+  """`file` as a user here would type it: relative inside the working directory."""
+  relative = os.path.relpath(file)
+  return file if relative.startswith('..') else relative
+
+
+def _config_module(file: str):
+  """Config file `file` as a module, loaded by path as ml_collections loads it."""
+  spec = importlib.util.spec_from_file_location('vlm_jax_config', file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _flags_parser(program: str, print_config: bool):
   """absl's flag parsing, with config mistakes as one line naming the field (exit 2)."""
 
   def parse(argv: list[str]) -> list[str]:
+    # ml_collections defers a missing file's error to the config's first use.
+    file = (_config_spec(argv) or '').split(':', 1)[0] if 'config' in flags.FLAGS else None
+    if file is not None and not os.path.isfile(file):
+      print(f'{program}: config: no such file {file!r} ({_shipped_configs()})', file=sys.stderr)
+      sys.exit(2)
     try:
-      return flags.FLAGS(argv)
+      rest = flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError) as e:
       print(f'{program}: {_flag_error_line(e, argv)}', file=sys.stderr)
       sys.exit(2)
+    if print_config:
+      print(flags.FLAGS['config'].value)
+      sys.exit(0)
+    return rest
 
   return parse
 
 
-def _config_of(argv: list[str]):
-  """The ConfigDict that --config names in `argv` (or its default); None if there is none."""
-  if 'config' not in flags.FLAGS:
-    return None
-  flag = flags.FLAGS['config']
-  if flag.value is not None:
-    return flag.value
-  spec = flag.default if isinstance(flag.default, str) else None
+def _shipped_configs() -> str:
+  """'the configs in DIR: a.py, b.py, ...': the config files of the configs package."""
+  folder = os.path.dirname(common.__file__)
+  names = sorted(n for n in os.listdir(folder)
+                 if n.endswith('.py') and n not in ('__init__.py', 'common.py'))
+  return f'the configs in {folder}: {", ".join(names)}'
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  """The last --config value in `argv` (FILE[:ARG]), or None."""
+  spec = None
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
       spec = arg[len('--config='):]
     elif arg == '--config' and i + 1 < len(argv):
       spec = argv[i + 1]
-  try:
-    return flag.parser.parse(spec) if spec else None
-  except Exception:  # pylint: disable=broad-except  (the error being reported may be this one)
-    return None
+  return spec
 
 
 def _flag_error_line(error: Exception, argv: list[str]) -> str:
-  """One line for a flag error: a config field that does not exist and its nearest names,
-  or the last line of a config file's own error (an unknown preset or option)."""
-  config = _config_of(argv)
-  for arg in argv[1:]:
-    if not arg.startswith('--config.') or config is None:
-      continue
-    path = arg[len('--'):].split('=', 1)[0].split('.')[1:]
-    node = config
-    for depth, name in enumerate(path):
-      keys = list(node.keys()) if hasattr(node, 'keys') else []
-      if name not in keys:
-        field = 'config.' + '.'.join(path)
-        close = difflib.get_close_matches(name, keys, n=1)
-        hint = f'; did you mean {close[0]}?' if close else ''
-        where = '' if depth == len(path) - 1 else f' ({name})'
-        return f'{field}: no such field{where}{hint}'
-      node = node[name]
-  # Without the config at hand: ml_collections names the missing key (and maybe a close one).
-  missing = re.search(r'(\w+)', str(error))
-  hint = re.search(r'Did you mean "(\w+)"', str(error))
-  for arg in argv[1:]:
-    path = arg[len('--'):].split('=', 1)[0].split('.')[1:]
-    if arg.startswith('--config.') and missing and missing.group(1) in path:
-      where = '' if path[-1] == missing.group(1) else f' ({missing.group(1)})'
-      return (f'config.{".".join(path)}: no such field{where}'
-              + (f'; did you mean {hint.group(1)}?' if hint else ''))
+  """One line for a flag error: an unknown preset or option of the config file, a config
+  field that does not exist and its nearest names, or else the error's last line."""
+  spec = _config_spec(argv)
+  if spec is not None:
+    # Loaded again here, without the overrides: the one that failed is among them.
+    file, *arg = spec.split(':', 1)
+    try:
+      config = _config_module(file).get_config(*arg)
+    except common.PresetError as e:
+      return f'config: {e.naming(file)}'
+    except Exception:  # pylint: disable=broad-except  (a broken file: absl's error says why)
+      return _last_line(error)
+    for override in argv[1:]:
+      if override.startswith('--config.'):
+        missing = _missing_field(config, override[len('--config.'):].split('=', 1)[0])
+        if missing:
+          return missing
+  return _last_line(error)
+
+
+def _last_line(error: Exception) -> str:
+  """The last line of an error's message (where a config file's traceback names its error)."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return lines[-1] if lines else type(error).__name__
+
+
+def _missing_field(config, field: str) -> str | None:
+  """'config.<field>: no such field ...' naming the missing part and its nearest name, or None."""
+  path = field.split('.')
+  node = config
+  for depth, name in enumerate(path):
+    keys = list(node.keys()) if hasattr(node, 'keys') else []
+    if name not in keys:
+      close = difflib.get_close_matches(name, keys, n=1)
+      hint = f'; did you mean {close[0]}?' if close else ''
+      where = '' if depth == len(path) - 1 else f' ({name})'
+      return f'config.{field}: no such field{where}{hint}'
+    node = node[name]
+  return None
 
 
 if __name__ == '__main__':

@@ -36,11 +36,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.stages import caption
-
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    'configs', 'captioner.py')
+from configs import common
 
 _VIDEOBERT = flags.DEFINE_string('videobert', None, 'vlm-jax train workdir of the VideoBERT '
                                  '(not needed with --config.features.inputs=s3d).')
@@ -57,10 +53,12 @@ _TEST_SEGMENTS = flags.DEFINE_string('test_segments', None, 'Segments to caption
                                      'video_id, start, end; sentence to score).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.')
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Config file (default configs/captioner.py, preset paper).',
-    lock_config=True)
-_STAGES = flags.DEFINE_list('stages', list(caption.STAGES), 'Stages to run, in order: '
-                            + ', '.join(caption.STAGES) + '.')
+    'config', common.config_file('captioner.py'),
+    'Config file, then a preset: FILE[:PRESET], e.g. configs/captioner.py:runlocal; '
+    'the default is preset paper.', lock_config=True)
+# No default list: the stage module (and its JAX) loads only when the command runs.
+_STAGES = flags.DEFINE_list('stages', None, 'Stages to run, in order (those listed above); '
+                            'default: all.')
 _SCORE = flags.DEFINE_bool('score', True, 'Score the predictions against the test sentences '
                            '(COCO caption code; METEOR needs Java).')
 # Marked required by the CLI when this command runs.
@@ -69,13 +67,15 @@ REQUIRED_FLAGS = ['features', 'train_segments', 'test_segments', 'output']
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  from vlm_jax.stages import caption  # pylint: disable=import-outside-toplevel
   # Read before running: the predict stage imports the captioning eval binary,
   # whose flags (its own --output among them) are defined on import.
   output = _OUTPUT.value
   try:
     manifest = caption.run(_CONFIG.value, _FEATURES.value, _TRAIN_SEGMENTS.value,
                            _TEST_SEGMENTS.value, output, _VIDEOBERT.value, _CODEBOOK.value,
-                           _STAGES.value, _SCORE.value, _TEST_FEATURES.value)
+                           _STAGES.value or caption.STAGES, _SCORE.value, _TEST_FEATURES.value)
   except (ValueError, FileNotFoundError) as e:  # SegmentsError is a ValueError
     raise SystemExit(f'vlm-jax caption: {e}') from e
   predict = manifest.get('predict', {})

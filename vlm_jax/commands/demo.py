@@ -27,22 +27,15 @@ held-out text-to-video retrieval against the untrained model and chance, and
 writes WORKDIR/report_videoclip/index.html and metrics.json.
 """
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax import config_checks
-from vlm_jax.data import files as files_lib
-from vlm_jax.stages import demo
-from vlm_jax.train import loop
-
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    'configs', 'demo.py')
+from configs import common
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Demo config (default configs/demo.py).', lock_config=True)
+    'config', common.config_file('demo.py'),
+    'Demo config, then a preset: FILE[:PRESET], e.g. configs/demo.py:runlocal; the default '
+    'is preset default.', lock_config=True)
 _VIDEOS = flags.DEFINE_string(
     'videos', None, 'Your own videos (a folder of video files) instead of the rendered corpus; '
     'config.corpus.test_fraction of them are held out.')
@@ -56,6 +49,13 @@ REQUIRED_FLAGS = ['workdir']
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  # pylint: disable=import-outside-toplevel
+  from vlm_jax import config_checks
+  from vlm_jax.data import files as files_lib
+  from vlm_jax.stages import demo
+  from vlm_jax.train import loop
+  # pylint: enable=import-outside-toplevel
   try:
     demo.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value)
   except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,

@@ -17,8 +17,6 @@ same order, beside it as .txt: the text input of `vlm-jax eval <task>` (whose
 
 from absl import flags
 
-from vlm_jax.stages import encode_text
-
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'minilm', 'Hugging Face BERT folder, or "minilm" for the packaged one.')
 _WORKDIR = flags.DEFINE_string(
@@ -34,6 +32,8 @@ REQUIRED_FLAGS = ['input', 'output']
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  from vlm_jax.stages import encode_text  # pylint: disable=import-outside-toplevel
   output, workdir = _OUTPUT.value, _WORKDIR.value
   try:
     result = encode_text.run(_INPUT.value, output, _CHECKPOINT.value, workdir,

@@ -16,8 +16,6 @@ re-run skips outputs that exist.
 
 from absl import flags
 
-from vlm_jax.stages import encode_video
-
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                 'A VideoCLIP `vlm-jax train` workdir, or MMPT\'s checkpoint_best.pt.')
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy features.')
@@ -32,6 +30,8 @@ REQUIRED_FLAGS = ['workdir', 'features', 'output']
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  from vlm_jax.stages import encode_video  # pylint: disable=import-outside-toplevel
   output = _OUTPUT.value
   try:
     m = encode_video.run(_WORKDIR.value, _FEATURES.value, output, _SEGMENTS.value,

@@ -17,8 +17,6 @@ label is not in the vocabulary files, are listed in the output and skipped.
 
 from absl import flags
 
-from vlm_jax.stages import action_classification
-
 _WORKDIR = flags.DEFINE_string('workdir', None, 'vlm-jax train workdir.')
 _SEGMENTS = flags.DEFINE_string('segments', None, 'Segments JSONL (video_id, start, end, '
                                 'verb, noun).')
@@ -34,6 +32,8 @@ REQUIRED_FLAGS = ['workdir', 'segments', 'features', 'codebook', 'verbs', 'nouns
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  from vlm_jax.stages import action_classification  # pylint: disable=import-outside-toplevel
   output = _OUTPUT.value
   try:
     result = action_classification.run(_WORKDIR.value, _SEGMENTS.value, _FEATURES.value,

@@ -1,9 +1,10 @@
 """vlm-jax extract-features: S3D clip features of videos, batched and sharded.
 
   vlm-jax extract-features --videos DIR_OR_LIST --output DIR \\
-      --config configs/extract_features.py:s3d [--config.weights=s3d.pth ...]
+      [--config configs/extract_features.py:s3d] [--config.weights=s3d.pth ...]
 
---videos is a folder (searched recursively for common video extensions), one
+--videos is a folder (searched recursively; every file is probed with FFmpeg,
+and the files that hold no video are listed in the manifest with why), one
 video file, or a text file with one video path per line; the video id is the
 file stem. Each video is decoded into clips (config: fps, clip_frames,
 crop_size; vlm_jax.data.video), the clips go through S3D (torchvision layout)
@@ -14,11 +15,13 @@ or S3D-G (MIL-NCE) in fixed-size batches sharded over all devices, and
   <video_id>.times.npy  [num_clips, 2] float64 clip (start, end) seconds
 
 and manifest.json: parameters, the weights file and its sha256 ('random'
-without weights), D, per-video clip counts, failures with reasons, timings.
-Without --config.weights the features come from seeded RANDOM weights; the
-command says so loudly. A video that cannot be decoded is reported and
-skipped. A re-run skips the videos whose two files exist (they are written
-under temporary names and renamed) and retries the failed ones; it refuses an
+without weights), D, per-video clip counts, failures and non-videos with
+reasons, timings. Without --config.weights the features come from seeded
+RANDOM weights; the command says so loudly. A video that cannot be decoded is
+reported and the batch goes on; the command exits 1 when no video could be
+read or when more than --config.max_failures of the listed videos failed. A
+re-run skips the videos whose two files exist (they are written under
+temporary names and renamed) and retries the failed ones; it refuses an
 output folder written with other parameters.
 """
 
@@ -27,28 +30,32 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.stages import extract_features
+from configs import common
 
 _VIDEOS = flags.DEFINE_string(
     'videos', None, 'Folder of videos (recursive), one video, or a text file of paths.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy features.')
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file and preset, e.g. configs/extract_features.py:s3d.',
-    lock_config=True)
+    'config', common.config_file('extract_features.py'),
+    'Config file, then a preset: FILE[:PRESET], e.g. configs/extract_features.py:s3dg; '
+    'the default is preset s3d.', lock_config=True)
 # Marked required by the CLI when this command runs.
-REQUIRED_FLAGS = ['videos', 'output', 'config']
+REQUIRED_FLAGS = ['videos', 'output']
 
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need no JAX.
+  from vlm_jax.stages import extract_features  # pylint: disable=import-outside-toplevel
   output = _OUTPUT.value
   try:
     manifest = extract_features.run(_VIDEOS.value, output, _CONFIG.value)
   except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
     raise SystemExit(f'vlm-jax extract-features: {e}') from e
   c, t = manifest['counts'], manifest['timings']
-  print(f'{output}: wrote {c["written_this_run"]} videos ({c["clips_this_run"]} clips, '
-        f'{t["clips_per_second"]} clips/s), kept {c["skipped_existing"]} existing, '
-        f'{c["failed"]} failed; D = {manifest["feature_dim"]}'
+  rate = f', {t["clips_per_second"]} clips/s' if c['clips_this_run'] else ''
+  print(f'{output}: wrote {c["written_this_run"]} videos ({c["clips_this_run"]} clips{rate}), '
+        f'kept {c["skipped_existing"]} existing, {c["failed"]} failed, '
+        f'{c["not_videos"]} files not videos; D = {manifest["feature_dim"]}'
         f'{", RANDOM weights" if manifest["random_weights"] else ""} '
         f'(see {os.path.join(output, "manifest.json")})')

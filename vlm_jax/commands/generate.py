@@ -15,8 +15,6 @@ VIDEOS_DIR (the videos the codebook was built from).
 
 from absl import flags
 
-from vlm_jax.stages import generate
-
 _WORKDIR = flags.DEFINE_string('workdir', None, 'vlm-jax train workdir.')
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.')
 _VIDEOS = flags.DEFINE_string('videos', None, 'Folder of the videos the codebook was built '
@@ -35,6 +33,8 @@ REQUIRED_FLAGS = ['workdir', 'codebook', 'videos', 'output']
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  from vlm_jax.stages import generate  # pylint: disable=import-outside-toplevel
   output = _OUTPUT.value
   try:
     sentences = generate.read_sentences(_SENTENCES.value) if _SENTENCES.value else []

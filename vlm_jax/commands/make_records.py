@@ -27,11 +27,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax.stages import make_records
-
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    'configs', 'make_records.py')
+from configs import common
 
 _FEATURES = flags.DEFINE_string(
     'features', None, 'Folder of <video_id>.npy features and <video_id>.times.npy clip times.')
@@ -42,14 +38,17 @@ _TRANSCRIPTS = flags.DEFINE_string(
     'optional: without it every record is video-only.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder for the TFRecord shards.')
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Config file (default configs/make_records.py).',
-    lock_config=True)
+    'config', common.config_file('make_records.py'),
+    'Config file, then a preset: FILE[:PRESET], e.g. configs/make_records.py:videoclip; '
+    'the default is preset videobert.', lock_config=True)
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['features', 'output']
 
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  from vlm_jax.stages import make_records  # pylint: disable=import-outside-toplevel
   output = _OUTPUT.value
   try:
     manifest = make_records.run(_FEATURES.value, _CODEBOOK.value, _TRANSCRIPTS.value, output,

@@ -1,12 +1,14 @@
 """vlm-jax train: pretrain a model from a config.
 
-  vlm-jax train --config configs/videobert.py:tiny --workdir /tmp/vb \\
+  vlm-jax train --workdir /tmp/vb [--config configs/videobert.py:tiny] \\
       [--config.train.num_steps=100 ...]
   vlm-jax train --config configs/videoclip.py:tiny --workdir /tmp/vc \\
       --config.data.train_files='records/*.tfrecord'
 
 The config says which system trains: VideoBERT (configs/videobert.py) or
-VideoCLIP (configs/videoclip.py, `system = 'videoclip'`).
+VideoCLIP (configs/videoclip.py, `system = 'videoclip'`). Without --config it
+is configs/videobert.py's tiny preset, on the generated synthetic corpus unless
+--config.data.train_files names records.
 
 Writes checkpoints, metrics.jsonl, TensorBoard events, curves.png and
 manifest.json to the workdir; re-running with the same workdir resumes.
@@ -21,13 +23,15 @@ The workdir and --config.data.train_files may be local or on Cloud Storage:
 from absl import flags
 from ml_collections import config_flags
 
-from vlm_jax import config_checks
-from vlm_jax.data import files as files_lib
-from vlm_jax.stages import train
-from vlm_jax.train import loop
+from configs import common
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file and preset, e.g. configs/videobert.py:tiny.', lock_config=True)
+    'config', common.config_file('videobert.py'),
+    'Config file, then a preset and options: FILE[:PRESET[,OPTION...]], e.g. '
+    'configs/videoclip.py:tiny,runlocal; the default is VideoBERT\'s tiny preset.',
+    lock_config=True)
+# --help lists their presets and options beside the default's.
+OTHER_CONFIGS = ['videoclip.py']
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints and metrics go: a local directory or a URL such as '
     'gs://bucket/run (TPU VMs: write to Cloud Storage, their disks do not outlive them).')
@@ -39,11 +43,18 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
 # Marked required by the CLI when this command runs.
-REQUIRED_FLAGS = ['config', 'workdir']
+REQUIRED_FLAGS = ['workdir']
 
 
 def main(argv):
   del argv
+  # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
+  # pylint: disable=import-outside-toplevel
+  from vlm_jax import config_checks
+  from vlm_jax.data import files as files_lib
+  from vlm_jax.stages import train
+  from vlm_jax.train import loop
+  # pylint: enable=import-outside-toplevel
   if _MULTIHOST.value:
     train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
