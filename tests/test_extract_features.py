@@ -18,7 +18,6 @@ import torch
 
 from configs import extract_features as extract_config
 from vlm_jax.convert import s3d_torch
-from vlm_jax.data import files as files_lib
 from vlm_jax.data import s3d_features as video_features
 from vlm_jax.data import video as video_lib
 from vlm_jax.models import s3d
@@ -69,22 +68,6 @@ def videos(tmp_path_factory):
           ('short', write_video(folder / 'short.mp4', 40, seed=2))]
 
 
-def test_list_videos(tmp_path):
-  (tmp_path / 'sub').mkdir()
-  for name in ('a.mp4', 'sub/b.MKV', 'notes.txt'):
-    (tmp_path / name).write_bytes(b'')
-  ids = [vid for vid, _ in files_lib.list_videos(str(tmp_path))]
-  assert ids == ['a', 'b']
-  listing = tmp_path / 'list.txt'
-  listing.write_text('# comment\nsub/b.MKV\n\n' + str(tmp_path / 'a.mp4') + '\n')
-  assert files_lib.list_videos(str(listing)) == [
-      ('b', str(tmp_path / 'sub' / 'b.MKV')), ('a', str(tmp_path / 'a.mp4'))]
-  assert files_lib.list_videos(str(tmp_path / 'a.mp4')) == [('a', str(tmp_path / 'a.mp4'))]
-  (tmp_path / 'sub' / 'a.avi').write_bytes(b'')
-  with pytest.raises(ValueError, match="'a'"):
-    files_lib.list_videos(str(tmp_path))
-
-
 def test_config_checks():
   for preset in ('s3d', 's3dg', 'demo'):
     video_features.check_config(extract_config.get_config(preset))
@@ -132,14 +115,24 @@ def test_padding_rows_do_not_change_results(encoder, videos):
 
 
 def test_clip_counts_times_corrupt_and_resume(realdata, videos, tmp_path, capsys):
-  listing = tmp_path / 'videos.txt'
+  # A folder as users have them: videos, one of them broken, next to captions and notes.
+  folder = tmp_path / 'videos'
+  folder.mkdir()
   real = realdata / 'mmaction2' / 'test.mp4'  # 10.0 s, 30 fps, 300 frames
   corrupt = realdata / 'edge_cases' / 'truncated_header_only.mkv'
-  listing.write_text('\n'.join([str(real), str(corrupt), videos[1][1]]) + '\n')
+  for source in (real, corrupt, videos[1][1]):
+    os.symlink(source, folder / os.path.basename(source))
+  (folder / 'test.vtt').write_text('WEBVTT\n\n00:01.000 --> 00:02.000\nThe pool.\n')
+  (folder / 'notes.txt').write_text('pool cleaning\n')
   output = str(tmp_path / 'features')
-  manifest = extract_features.run(str(listing), output, small_config(), progress=False)
+  manifest = extract_features.run(str(folder), output, small_config(), progress=False)
   err = capsys.readouterr().err
-  assert 'RANDOM S3D weights' in err and 'skipped truncated_header_only' in err
+  assert 'RANDOM S3D weights' in err and 'failed truncated_header_only' in err
+  assert f'files under {folder} that are not videos: 2 (' in err
+  reasons = {os.path.basename(n['path']): n['reason'] for n in manifest['not_videos']}
+  assert set(reasons) == {'test.vtt', 'notes.txt'}
+  assert reasons['test.vtt'] == 'subtitles, no video (webvtt)'
+  assert manifest['counts']['not_videos'] == 2
 
   # 10 s at 20 fps = 200 frames = 12 clips of 16 and a last one of 8 (padded).
   features = np.load(os.path.join(output, 'test.npy'))
@@ -161,22 +154,58 @@ def test_clip_counts_times_corrupt_and_resume(realdata, videos, tmp_path, capsys
   # build-codebook / assign-tokens read the features only, not the clip times.
   assert codebook_lib.list_features(output) == ['short.npy', 'test.npy']
 
-  # Re-run: done videos kept (files untouched), the failed one retried.
+  # Re-run: done videos kept (files untouched), the failed one retried; with
+  # no failure allowed, the batch fails after writing its manifest.
   mtime = os.stat(os.path.join(output, 'test.npy')).st_mtime_ns
-  again = extract_features.run(str(listing), output, small_config(), progress=False)
+  with pytest.raises(ValueError, match=r'1 of 3 videos failed, more than '
+                     r'config.max_failures=0 .*first: .*truncated_header_only.mkv'):
+    extract_features.run(str(folder), output, small_config(max_failures=0.0), progress=False)
+  with open(os.path.join(output, 'manifest.json'), encoding='utf-8') as f:
+    again = json.load(f)
   assert again['counts']['written_this_run'] == 0 and again['counts']['skipped_existing'] == 2
   assert again['counts']['failed'] == 1 and again['counts']['clips'] == 16
+  assert again['timings']['clips_per_second'] == 0  # not None: no clip this run
   assert os.stat(os.path.join(output, 'test.npy')).st_mtime_ns == mtime
   # A lost output is made again, the same.
   os.remove(os.path.join(output, 'short.times.npy'))
   before = np.load(os.path.join(output, 'short.npy'))
-  third = extract_features.run(str(listing), output, small_config(), progress=False)
+  third = extract_features.run(str(folder), output, small_config(), progress=False)
   assert third['counts']['written_this_run'] == 1
   np.testing.assert_array_equal(np.load(os.path.join(output, 'short.npy')), before)
   assert not [n for n in os.listdir(output) if n.endswith('.tmp')]
   # Other parameters into the same folder: refused, naming the field.
   with pytest.raises(ValueError, match='fps'):
-    extract_features.run(str(listing), output, small_config(fps=10.0), progress=False)
+    extract_features.run(str(folder), output, small_config(fps=10.0), progress=False)
+  with pytest.raises(video_features.ConfigError, match='config.max_failures'):
+    extract_features.run(str(folder), output, small_config(max_failures=2.0), progress=False)
+
+
+def test_no_videos_found(tmp_path):
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'in' / 'notes.txt').write_text('ingredients\n')
+  # A one-line text is too short for FFmpeg to call it text: 'unreadable'.
+  with pytest.raises(ValueError, match=r'no videos found; files under .* that are not '
+                     r'videos: 1 \(1 unreadable\)'):
+    extract_features.run(str(tmp_path / 'in'), str(tmp_path / 'out'), small_config(),
+                         progress=False)
+  assert not (tmp_path / 'out').exists()
+
+
+def test_cli_fails_when_every_video_fails(tmp_path):
+  (tmp_path / 'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42 truncated')
+  listing = tmp_path / 'videos.txt'
+  listing.write_text('broken.mp4\nmissing.mp4\n')
+  output = tmp_path / 'features'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vlm_jax.cli', 'extract-features', '--videos', str(listing),
+       '--output', str(output), '--config', 'configs/extract_features.py:s3dg',
+       f'--config.crop_size={CROP}', f'--config.clip_frames={CLIP_FRAMES}'],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 1, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      'vlm-jax extract-features: no video could be read: all 2 failed (first: ')
+  manifest = json.loads((output / 'manifest.json').read_text())
+  assert [f['video_id'] for f in manifest['failures']] == ['broken', 'missing']
 
 
 def _random_variables(abstract, seed):

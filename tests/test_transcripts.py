@@ -1,8 +1,11 @@
 """Transcript parsing: WebVTT/SRT cues, word streams, sentences, JSON corpora."""
 
+import codecs
 import csv
 import json
+import re
 import shutil
+import warnings
 
 import pytest
 
@@ -152,7 +155,7 @@ def test_srt_sample_matches_vtt(realdata):
 
 def test_srt_inline(tmp_path):
   path = _write(tmp_path, 'film.srt', '\ufeff1\n00:00:01,000 --> 00:00:02,500\n'
-                '<i>Hello there.</i>\n{\\an8}How are you?\n\n2\n0:0:4,5 --> 0:0:6,0\nFine!\n')
+                '<i>Hello there.</i>\n{\\an8}How are you?\n\n2\n0:0:4,500 --> 0:0:6,0\nFine!\n')
   cues = transcripts.read_srt_cues(path)
   assert [(c.start, c.end, c.text) for c in cues] == [
       (1.0, 2.5, 'Hello there.\nHow are you?'), (4.5, 6.0, 'Fine!')]
@@ -209,6 +212,246 @@ def test_lenient_directory_skips_bad_file(tmp_path):
     videos = transcripts.load_transcripts(tmp_path, lenient=True, failures=failures)
   assert videos == {'good': [TimedSentence('Good.', 1.0, 2.0)]}
   assert len(failures) == 1 and 'broken.json:1:' in failures[0]
+
+
+# --- encodings ------------------------------------------------------------------
+
+FRENCH_SRT = ('1\n00:00:01,000 --> 00:00:02,000\nL\u2019\u00e9t\u00e9 \u00e9tait tr\u00e8s chaud\u2026 '
+              '\u00ab\u00c7a va\u202f?\u00bb\n\n2\n00:00:03,000 --> 00:00:04,000\n'
+              'Cr\u00e8me br\u00fbl\u00e9e \u2014 5 \u20ac.\n')
+LATIN1_SRT = '1\n00:00:01,000 --> 00:00:02,000\nGar\u00e7on, cr\u00e8me br\u00fbl\u00e9e \u00bfQu\u00e9?\n'
+
+
+@pytest.mark.parametrize('text,data,encoding', [
+    (FRENCH_SRT, FRENCH_SRT.encode('utf-8'), 'utf-8 (UTF-8)'),
+    (FRENCH_SRT, codecs.BOM_UTF8 + FRENCH_SRT.encode('utf-8'), 'utf-8 (byte-order mark)'),
+    (FRENCH_SRT, codecs.BOM_UTF16_LE + FRENCH_SRT.encode('utf-16-le'),
+     'utf-16-le (byte-order mark)'),
+    (FRENCH_SRT, codecs.BOM_UTF16_BE + FRENCH_SRT.encode('utf-16-be'),
+     'utf-16-be (byte-order mark)'),
+    (FRENCH_SRT, FRENCH_SRT.encode('utf-16-le'), 'utf-16-le (no byte-order mark; NUL bytes)'),
+    (FRENCH_SRT, FRENCH_SRT.encode('utf-16-be'), 'utf-16-be (no byte-order mark; NUL bytes)'),
+    (FRENCH_SRT, FRENCH_SRT.encode('utf-32'), 'utf-32-le (byte-order mark)'),
+    # Windows line ends, and the curly quotes, ellipsis, dash and euro sign that
+    # only windows-1252 has (0x80-0x9f).
+    (FRENCH_SRT.replace('\u202f', ' '), FRENCH_SRT.replace('\u202f', ' ')
+     .replace('\n', '\r\n').encode('windows-1252'), 'windows-1252 (not UTF-8; assumed)'),
+    (LATIN1_SRT, LATIN1_SRT.replace('\n', '\r').encode('latin-1'),
+     'latin-1 (not UTF-8; assumed)'),
+])
+def test_encodings_detected_and_reported(tmp_path, text, data, encoding):
+  (tmp_path / 'film.srt').write_bytes(data)
+  encodings = {}
+  got = transcripts.load_transcripts(tmp_path / 'film.srt', encodings=encodings)['film']
+  assert encodings == {str(tmp_path / 'film.srt'): encoding}
+  (tmp_path / 'expected.srt').write_text(text, encoding='utf-8')
+  assert got == transcripts.load_transcripts(tmp_path / 'expected.srt')['expected']
+  assert [c.text for c in transcripts.read_srt_cues(tmp_path / 'film.srt')] == [
+      c.text for c in transcripts.read_srt_cues(tmp_path / 'expected.srt')]
+
+
+def test_undecodable_line_reported_and_binary_refused(tmp_path):
+  # UTF-8 with one Latin-1 byte: still UTF-8; the bad line is named.
+  path = tmp_path / 'mixed.vtt'
+  path.write_bytes('WEBVTT\n\n00:01.000 --> 00:02.000\nCr\u00e8me.\n\n00:03.000 --> 00:04.000\n'
+                   .encode('utf-8') + b'caf\xe9.\n')
+  with pytest.raises(transcripts.TranscriptError, match=r'mixed\.vtt:7: not utf-8'):
+    transcripts.read_vtt_cues(path)
+  failures = []
+  with pytest.warns(transcripts.TranscriptWarning):
+    cues = transcripts.read_vtt_cues(path, lenient=True, failures=failures)
+  assert [c.text for c in cues] == ['Cr\u00e8me.', 'caf\ufffd.'] and len(failures) == 1
+  # UTF-32 without a byte-order mark decodes to NULs: refused, not parsed as garbage.
+  path = tmp_path / 'wide.srt'
+  path.write_bytes(LATIN1_SRT.encode('utf-32-le'))
+  with pytest.raises(transcripts.TranscriptError, match=r'wide\.srt:1: NUL character'):
+    transcripts.load_transcripts(path)
+
+
+def test_command_reports_encodings(tmp_path, capsys):
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'in' / 'a.srt').write_bytes(FRENCH_SRT.replace('\u202f', ' ').encode('cp1252'))
+  (tmp_path / 'in' / 'b.srt').write_bytes(FRENCH_SRT.encode('utf-8'))
+  manifest = parse_transcripts.run(str(tmp_path / 'in'), str(tmp_path / 'out.jsonl'))
+  assert manifest['encodings'] == {str(tmp_path / 'in' / 'a.srt'): 'windows-1252 (not UTF-8; '
+                                   'assumed)', str(tmp_path / 'in' / 'b.srt'): 'utf-8 (UTF-8)'}
+  err = capsys.readouterr().err
+  assert 'a.srt as windows-1252 (not UTF-8; assumed)' in err and 'b.srt' not in err
+
+
+# --- timing grammars ------------------------------------------------------------
+
+@pytest.mark.parametrize('timing,expected', [
+    ('00:01.000 --> 00:02.500', (1.0, 2.5)),
+    ('01:02:03.004 --> 01:02:04.000 align:start position:10% line:0', (3723.004, 3724.0)),
+    ('1:00:00.000 --> 1:00:01.000', (3600.0, 3601.0)),  # the parser takes 1-digit hours
+    ('100:00:00.000 --> 100:00:01.000', (360000.0, 360001.0)),
+    ('00:01.000-->00:02.000', (1.0, 2.0)),
+    ('00:01.000 --> 00:02,000', None),  # a comma: browsers drop the cue
+    ('00:01.5 --> 00:02.0', None),  # exactly three decimals
+    ('00:00:01.0000 --> 00:00:02.000', None),
+    ('0:01.000 --> 0:02.000', None),  # one-digit minutes
+    ('75:00.000 --> 76:00.000', None),  # minutes > 59 need hours
+    ('00:00:60.000 --> 00:01:00.000', None),
+])
+def test_vtt_timings(tmp_path, timing, expected):
+  path = _write(tmp_path, 'a.vtt', f'WEBVTT\n\n{timing}\nhello\n')
+  if expected is None:
+    with pytest.raises(transcripts.TranscriptError, match=r'a\.vtt:3: '):
+      transcripts.read_vtt_cues(path)
+  else:
+    (cue,) = transcripts.read_vtt_cues(path)
+    assert (cue.start, cue.end, cue.text, cue.line) == (*expected, 'hello', 3)
+
+
+@pytest.mark.parametrize('timing,expected', [
+    ('00:00:01,000 --> 00:00:02,500', (1.0, 2.5)),
+    ('00:00:01.000 --> 00:00:02.500', (1.0, 2.5)),
+    ('0:0:1,5 --> 0:0:2,50', (1.005, 2.05)),  # milliseconds, as FFmpeg and VLC read them
+    ('100:00:00,000 --> 100:00:01,000', (360000.0, 360001.0)),
+    ('00:00:01,000 --> 00:00:02,000  X1:100 X2:600 Y1:20 Y2:80', (1.0, 2.0)),
+    ('00:00:01,000-->00:00:02,000', (1.0, 2.0)),
+    ('00:01,000 --> 00:02,000', None),  # hours are required
+    ('00:00:01 --> 00:00:02', None),
+    ('00:00:01,0000 --> 00:00:02,000', None),
+])
+def test_srt_timings(tmp_path, timing, expected):
+  path = _write(tmp_path, 'a.srt', f'1\n{timing}\nhello\n')
+  if expected is None:
+    with pytest.raises(transcripts.TranscriptError, match=r'a\.srt:2: '):
+      transcripts.read_srt_cues(path)
+  else:
+    (cue,) = transcripts.read_srt_cues(path)
+    assert (cue.start, cue.end, cue.text, cue.line) == (*expected, 'hello', 2)
+
+
+def test_vtt_blocks_as_browsers_read_them(tmp_path):
+  path = _write(tmp_path, 'a.vtt', '\n'.join([
+      'WEBVTT - a title',
+      '00:00.000 --> 00:01.000',  # 2: a cue right after the header line
+      'first',
+      '',
+      'NOTE a comment',  # 5
+      'over two lines',
+      '',
+      'STYLE',
+      '::cue { color: yellow }',
+      '',
+      'intro-1',  # 11: an identifier
+      '00:02.000 --> 00:03.000 region:fred',
+      'second',
+      '',
+      'stray text',  # 15: reported
+      'more',
+      '00:04.000 --> 00:05.000',  # 17: starts a cue, as in browsers
+      'third',
+      '']))
+  with pytest.raises(transcripts.TranscriptError, match=r'a\.vtt:15: text without'):
+    transcripts.read_vtt_cues(path)
+  failures = []
+  with pytest.warns(transcripts.TranscriptWarning):
+    cues = transcripts.read_vtt_cues(path, lenient=True, failures=failures)
+  assert [(c.line, c.start, c.text) for c in cues] == [
+      (2, 0.0, 'first'), (12, 2.0, 'second'), (17, 4.0, 'third')]
+  assert [f.split(': ')[0] for f in failures] == [f'{path}:15']
+
+
+MESSY_VTT = '''WEBVTT
+
+00:00:01.000 --> 00:00:02.000
+good1 good2
+
+00:00:03,000 --> 00:00:04,000
+BAD1
+
+00:00:05.000 --> 00:00:06.000 align:start
+good3
+00:00:07.000 --> 00:00:06.000
+BAD2
+00:00:08.000 --> 00:00:09.000
+good4
+
+text BAD3 outside a cue
+
+2
+00:00:10.000 --> 00:00:11.000
+good5
+
+00:00:12.00 --> 00:00:13.000
+BAD4
+'''
+
+MESSY_SRT = '''1
+00:00:01,000 --> 00:00:02,000
+good1
+
+2
+00:00:03,000 -> 00:00:04,000
+BAD1
+
+3
+00:00:05,000 --> 00:00:06,000 X1:1 X2:2 Y1:3 Y2:4
+good2
+4
+00:00:07;000 --> 00:00:08,000
+BAD2
+
+5
+00:00:09.000 --> 00:00:10.000
+good3
+'''
+
+
+def _reported_lines(path, failures):
+  prefix = re.compile(rf'^{re.escape(str(path))}:(\d+): ')
+  return {int(prefix.match(f).group(1)) for f in failures}
+
+
+@pytest.mark.parametrize('name,text', [('messy.vtt', MESSY_VTT), ('messy.srt', MESSY_SRT)])
+def test_every_cue_written_or_reported(tmp_path, name, text):
+  path = _write(tmp_path, name, text)
+  output = tmp_path / 'out.jsonl'
+  with pytest.warns(transcripts.TranscriptWarning):
+    manifest = parse_transcripts.run(str(path), str(output), lenient=True)
+  written = output.read_text(encoding='utf-8')
+  good = sorted(set(re.findall(r'good\d', text)))
+  assert sorted(set(re.findall(r'good\d', written))) == good
+  assert 'BAD' not in written  # a skipped cue is never written
+  read = transcripts.read_vtt_cues if name.endswith('.vtt') else transcripts.read_srt_cues
+  with pytest.warns(transcripts.TranscriptWarning):
+    cues = read(path, lenient=True)
+  lines = text.splitlines()
+  timing_lines = {i for i, line in enumerate(lines, start=1) if '-->' in line}
+  cue_lines = {c.line for c in cues}
+  reported = _reported_lines(path, manifest['failures'])
+  # Every timing line is a cue or a report, never both.
+  assert timing_lines <= cue_lines | reported and not cue_lines & reported
+  # Every bad cue (and stray text) is reported within its block, once.
+  block_start, bad = 1, 0
+  for i, line in enumerate(lines, start=1):
+    if not line:
+      block_start = i + 1
+    elif 'BAD' in line:
+      bad += 1
+      assert reported & set(range(block_start, i + 1)), (i, manifest['failures'])
+  assert manifest['num_failures'] == bad
+
+
+def test_real_captions_every_cue_read_or_reported(realdata):
+  paths = sorted((realdata / 'subtitles').glob('*.vtt')) + sorted(realdata.glob('*/*.srt'))
+  assert len(paths) >= 10
+  for path in paths:
+    failures = []
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', transcripts.TranscriptWarning)
+      read = transcripts.read_vtt_cues if path.suffix == '.vtt' else transcripts.read_srt_cues
+      cues = read(path, lenient=True, failures=failures)
+    lines = path.read_bytes().decode('utf-8-sig').splitlines()
+    timing_lines = {i for i, line in enumerate(lines, start=1) if '-->' in line}
+    assert timing_lines <= {c.line for c in cues} | _reported_lines(path, failures), path
+    # Only the two files made to hold malformed timings have any.
+    if 'invalid_timeframe' not in path.name:
+      assert not failures, (path, failures)
 
 
 # --- sentence splitting ---------------------------------------------------------

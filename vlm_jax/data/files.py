@@ -6,15 +6,20 @@ partial file under its final name (a re-run would take it as done).
 """
 
 import contextlib
+import dataclasses
 import glob as glob_lib
 import json
 import os
 import urllib.parse
 from typing import Iterator
 
-# Containers PyAV (FFmpeg) decodes; matched case-insensitively.
+from vlm_jax.data import video as video_lib
+
+# Names of video files, matched case-insensitively. `find_videos` probes
+# folders instead and uses these only to call an unreadable file a broken video.
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
-                    '.ogv', '.wmv', '.3gp', '.ts')
+                    '.ogv', '.wmv', '.3gp', '.ts', '.m2ts', '.mts', '.vob', '.dv', '.mxf',
+                    '.asf', '.f4v')
 
 
 class DataError(RuntimeError):
@@ -117,33 +122,93 @@ def list_files(pattern: str) -> list[str]:
   return sorted(set(files))
 
 
-def list_videos(source: str) -> list[tuple[str, str]]:
-  """(video_id, path) pairs, id = file stem, in a stable order.
+@dataclasses.dataclass
+class VideoListing:
+  """What `find_videos` found.
+
+  Attributes:
+    videos: (video_id, path) pairs, id = file stem, in path order.
+    not_videos: (path, reason) of every other file looked at (and of hidden
+      folders, not searched), in path order.
+  """
+  videos: list[tuple[str, str]]
+  not_videos: list[tuple[str, str]]
+
+
+def _probe_folder(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
+  """(video paths, (path, reason) of the rest): every file under `folder`, probed."""
+  videos, not_videos = [], []
+  for root, dirs, names in os.walk(folder):
+    # .git, .cache and the like hold no data, and probing them can take long.
+    hidden = [d for d in dirs if d.startswith('.')]
+    not_videos += [(os.path.join(root, d), 'hidden folder, not searched') for d in hidden]
+    dirs[:] = [d for d in dirs if not d.startswith('.')]
+    for name in names:
+      path = os.path.join(root, name)
+      if name.startswith('.'):
+        # macOS "._x.mp4" files and other hidden files are never the data.
+        not_videos.append((path, 'hidden file'))
+        continue
+      if not os.path.isfile(path):
+        not_videos.append((path, 'not a regular file'))  # a FIFO would block the probe
+        continue
+      try:
+        reason = video_lib.why_not_video(path)
+      except video_lib.VideoDecodeError as e:
+        # Named as a video but unreadable: a broken video, which the caller
+        # reports as a failure when it decodes it; otherwise no media at all.
+        reason = None if is_video(path) else 'unreadable: ' + str(e).removeprefix(f'{path}: ')
+      if reason is None:
+        videos.append(path)
+      else:
+        not_videos.append((path, reason))
+  return sorted(videos), sorted(not_videos)
+
+
+def _read_list(source: str, why_not: str) -> list[str]:
+  """The paths of a list file (relative to its folder); ValueError if it is no text."""
+  try:
+    with open(source, encoding='utf-8') as f:
+      text = f.read()
+  except UnicodeDecodeError:
+    text = None
+  if text is None or '\0' in text:
+    raise ValueError(f'{source} is neither a video ({why_not}) nor a UTF-8 text file '
+                     'of video paths')
+  base = os.path.dirname(os.path.abspath(source))
+  lines = [line.strip() for line in text.splitlines()]
+  return [os.path.join(base, line) for line in lines if line and not line.startswith('#')]
+
+
+def find_videos(source: str) -> VideoListing:
+  """The videos of a folder, a video file or a list file, and every file not used.
 
   Args:
-    source: a folder (searched recursively for files with VIDEO_EXTENSIONS), a
-      single video file, or a text file with one video path per line (blank
-      lines and lines starting with '#' skipped; relative paths are taken from
-      the list file's folder).
+    source: a folder, searched recursively: each file is probed with FFmpeg
+      (`video.why_not_video`), so a video is found whatever its name, and
+      audio, pictures, subtitles and other files are listed in `not_videos`
+      with the reason (a file FFmpeg cannot read counts as a broken video
+      when its name has one of VIDEO_EXTENSIONS, so that its decoding fails
+      loudly); a single video file (broken too, if named as one); or a text
+      file with one video path per line (blank lines and lines starting with
+      '#' skipped; relative paths are taken from the list file's folder; used
+      as listed, not probed).
 
   Raises:
     FileNotFoundError: `source` does not exist.
-    ValueError: two videos share a file stem (their outputs would collide).
+    ValueError: two videos share a file stem (their outputs would collide), or
+      `source` is a file that is neither a video nor a text list.
   """
   source = os.fspath(source)
+  not_videos = []
   if os.path.isdir(source):
-    paths = []
-    for root, _, names in os.walk(source):
-      paths += [os.path.join(root, n) for n in names if is_video(n)]
-    paths.sort()
+    paths, not_videos = _probe_folder(source)
   elif os.path.isfile(source):
-    if is_video(source):
-      paths = [source]
-    else:
-      base = os.path.dirname(os.path.abspath(source))
-      with open(source, encoding='utf-8') as f:
-        lines = [line.strip() for line in f]
-      paths = [os.path.join(base, line) for line in lines if line and not line.startswith('#')]
+    try:
+      why_not = video_lib.why_not_video(source)
+    except video_lib.VideoDecodeError as e:
+      why_not = None if is_video(source) else str(e).removeprefix(f'{source}: ')
+    paths = [source] if why_not is None else _read_list(source, why_not)
   else:
     raise FileNotFoundError(f'{source}: no such file or folder')
   seen: dict[str, str] = {}
@@ -155,6 +220,4 @@ def list_videos(source: str) -> list[tuple[str, str]]:
                        f'and {path}; their features would overwrite each other')
     seen[video_id] = path
     pairs.append((video_id, path))
-  return pairs
-
-
+  return VideoListing(pairs, not_videos)

@@ -6,7 +6,10 @@ steps, each of which is public:
 
 1. Cues: `read_vtt_cues` / `read_srt_cues` give the file's cues
    (`Cue(start, end, text)`; the text has its tags removed and its lines joined
-   with '\n', as webvtt-py does). `read_howto100m` gives HowTo100M's caption
+   with '\n', as webvtt-py does). Each format's timings follow its grammar,
+   lenient only where players are (WebVTT: the W3C parser browsers run; SRT:
+   FFmpeg's reader). The file's encoding is detected, legacy ones included
+   (`detect_encoding`). `read_howto100m` gives HowTo100M's caption
    lines as cues; `read_youcook2` gives YouCook2's annotated segments, which are
    already sentences.
 2. Words: `cues_to_words` makes one time-ordered word stream. YouTube
@@ -23,9 +26,11 @@ steps, each of which is public:
 `load_transcripts` does all three for a file or a directory. Malformed input
 raises `TranscriptError` naming the file and line; with `lenient=True` the bad
 cue (or video) is skipped with a `TranscriptWarning` naming them, and recorded
-in the `failures` list when one is given.
+in the `failures` list when one is given. Nothing is dropped unreported: every
+timing line gives a cue or such a report, and so does text outside a cue.
 """
 
+import codecs
 import dataclasses
 import html
 import json
@@ -87,17 +92,39 @@ class TranscriptWarning(UserWarning):
 
 SUPPORTED_EXTENSIONS = ('.vtt', '.srt', '.json')
 
-# Hours optional; SRT writers in the wild drop the zero padding ("00:00:5,000")
-# and some use '.' where SRT has ','.
-_TIMESTAMP = r'(?:\d+:)?\d{1,2}:\d{1,2}[.,]\d{1,3}'
-_TIMESTAMP_RE = re.compile(r'^(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$')
-_TIMING_RE = re.compile(
-    rf'^\s*({_TIMESTAMP})\s*-->\s*({_TIMESTAMP})(?:\s+(.*))?\s*$')
-_INLINE_TIME_RE = re.compile(r'<((?:\d+:)?\d{2}:\d{2}\.\d{3})>')
+# WebVTT as browsers parse it (the W3C spec's parser): [hours:]mm:ss.ttt with
+# two-digit minutes and seconds, hours of any length and exactly three
+# decimals after a '.'.
+_VTT_TIMESTAMP = r'(?:\d+:)?\d{2}:\d{2}\.\d{3}'
+_VTT_TIMESTAMP_RE = re.compile(r'^(?:(\d+):)?(\d{2}):(\d{2})\.(\d{3})$')
+# SubRip has no spec; this is FFmpeg's reader (and VLC's): hours required,
+# unpadded minutes and seconds ("00:00:5,000"), ',' or '.', and 1-3 digits of
+# milliseconds ("1,5" is 1.005 s).
+_SRT_TIMESTAMP = r'\d+:\d{1,2}:\d{1,2}[,.]\d{1,3}'
+_SRT_TIMESTAMP_RE = re.compile(r'^(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})$')
+# A timing line: cue settings (WebVTT) or X1..Y2 positions (SRT) may follow;
+# a further digit is a malformed timestamp, not a setting.
+_TIMING_RES = {
+    fmt: re.compile(rf'^\s*({ts})\s*-->\s*({ts})(?!\d)(.*)$')
+    for fmt, ts in (('vtt', _VTT_TIMESTAMP), ('srt', _SRT_TIMESTAMP))}
+_TIMING_FORMS = {'vtt': '[hh:]mm:ss.ttt --> [hh:]mm:ss.ttt',
+                 'srt': 'hh:mm:ss,mmm --> hh:mm:ss,mmm'}
+_INLINE_TIME_RE = re.compile(rf'<({_VTT_TIMESTAMP})>')
 _TAG_RE = re.compile(r'<[^>]*>')
 # SRT files made from ASS subtitles carry override codes such as {\an8}.
 _ASS_TAG_RE = re.compile(r'\{\\[^}]*\}')
 _SENTENCE_END_RE = re.compile(r'[.!?]+["\'\u201d\u2019)\]]*$')
+# WebVTT's line terminators, which SRT players accept too.
+_LINE_BREAK_RE = re.compile(r'\r\n|\r|\n')
+_BYTE_LINE_BREAK_RE = re.compile(rb'\r\n|\r|\n')
+# Byte-order marks, UTF-32's first: UTF-32-LE's starts with UTF-16-LE's.
+_BOMS = ((codecs.BOM_UTF32_LE, 'utf-32-le'), (codecs.BOM_UTF32_BE, 'utf-32-be'),
+         (codecs.BOM_UTF8, 'utf-8'), (codecs.BOM_UTF16_LE, 'utf-16-le'),
+         (codecs.BOM_UTF16_BE, 'utf-16-be'))
+# UTF-16 without a byte-order mark: at least this share of the bytes of one
+# parity are NUL (captions are mostly ASCII: digits, arrows, spaces, latin
+# text), and ten times fewer of the other.
+_UTF16_NUL_SHARE = 0.2
 
 
 class _Reporter:
@@ -117,21 +144,33 @@ class _Reporter:
       self.failures.append(str(error))
 
 
-def parse_timestamp(text: str) -> float:
-  """Seconds of `[h:]mm:ss.ttt` (',' accepted for '.', padding optional).
+def _seconds(text: str, pattern: re.Pattern, milliseconds: bool) -> float:
+  m = pattern.match(text.strip())
+  if not m:
+    raise ValueError(f'invalid timestamp {text!r}')
+  hours, minutes, seconds, fraction = m.groups()
+  if int(seconds) >= 60 or int(minutes) >= 60:
+    raise ValueError(f'timestamp out of range {text!r}')
+  fraction = int(fraction) / 1000 if milliseconds else float('0.' + fraction)
+  return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + fraction
+
+
+def parse_vtt_timestamp(text: str) -> float:
+  """Seconds of a WebVTT timestamp, `[hh:]mm:ss.ttt`.
 
   Raises:
     ValueError: not a timestamp, or minutes/seconds out of range.
   """
-  m = _TIMESTAMP_RE.match(text.strip())
-  if not m:
-    raise ValueError(f'invalid timestamp {text!r}')
-  hours, minutes, seconds, fraction = m.groups()
-  if int(seconds) >= 60 or (hours is not None and int(minutes) >= 60):
-    raise ValueError(f'timestamp out of range {text!r}')
-  # The fraction is decimal: ",5" is half a second, not 5 ms.
-  return (int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
-          + float('0.' + fraction))
+  return _seconds(text, _VTT_TIMESTAMP_RE, milliseconds=False)
+
+
+def parse_srt_timestamp(text: str) -> float:
+  """Seconds of a SubRip timestamp, `h:m:s,mmm` (see _SRT_TIMESTAMP for the leniency).
+
+  Raises:
+    ValueError: not a timestamp, or minutes/seconds out of range.
+  """
+  return _seconds(text, _SRT_TIMESTAMP_RE, milliseconds=True)
 
 
 def clean_text(raw: str) -> str:
@@ -139,20 +178,95 @@ def clean_text(raw: str) -> str:
   return html.unescape(_ASS_TAG_RE.sub('', _TAG_RE.sub('', raw)))
 
 
-def _read_lines(path, report: _Reporter) -> list[str]:
-  """The file's lines (BOM removed); undecodable lines are an error."""
+def _utf16_by_nuls(data: bytes) -> Optional[str]:
+  if len(data) < 2 or len(data) % 2:
+    return None
+  even, odd = data[0::2].count(0), data[1::2].count(0)
+  for nuls, other, codec in ((odd, even, 'utf-16-le'), (even, odd, 'utf-16-be')):
+    if nuls >= _UTF16_NUL_SHARE * len(data) / 2 and other * 10 <= nuls:
+      try:
+        data.decode(codec)
+      except UnicodeDecodeError:
+        return None
+      return codec
+  return None
+
+
+def detect_encoding(data: bytes) -> tuple[str, str, int]:
+  """(Python codec, how it was chosen, length of its byte-order mark) of caption bytes.
+
+  In order:
+  1. a byte-order mark: UTF-8, UTF-16 or UTF-32 (how: 'byte-order mark');
+  2. UTF-16 without one, from its NUL bytes: the ASCII characters of a
+     caption file (timings, spaces, latin text) put a NUL in every other byte
+     ('no byte-order mark; NUL bytes');
+  3. UTF-8 when at least as many UTF-8 characters as undecodable bytes
+     occur (legacy text hardly ever forms UTF-8 by chance): a UTF-8 file with
+     a few corrupt bytes stays UTF-8, and the lines holding them are reported
+     ('UTF-8');
+  4. else a legacy single-byte encoding ('not UTF-8; assumed'): windows-1252
+     when bytes 0x80-0x9f occur (its curly quotes, dashes and euro sign;
+     latin-1 has control characters there) and all of them are defined in it;
+     otherwise latin-1, which decodes any byte. Other legacy encodings
+     (windows-1251, ...) come out as mojibake under the name assumed.
+
+  charset-normalizer is not used: on subtitle-sized texts it names French
+  windows-1252 'cp1250' and a short Spanish line 'johab'.
+  """
+  for bom, codec in _BOMS:
+    if data.startswith(bom):
+      return codec, 'byte-order mark', len(bom)
+  utf16 = _utf16_by_nuls(data)
+  if utf16:
+    return utf16, 'no byte-order mark; NUL bytes', 0
+  try:
+    data.decode('utf-8')
+    return 'utf-8', 'UTF-8', 0
+  except UnicodeDecodeError:
+    pass
+  text = data.decode('utf-8', errors='replace')
+  bad = text.count('\ufffd') - data.count('\ufffd'.encode())
+  if sum(ord(c) > 127 for c in text) - bad >= bad:
+    return 'utf-8', 'UTF-8', 0
+  try:
+    if re.search(rb'[\x80-\x9f]', data):
+      data.decode('windows-1252')
+      return 'windows-1252', 'not UTF-8; assumed', 0
+  except UnicodeDecodeError:
+    pass
+  return 'latin-1', 'not UTF-8; assumed', 0
+
+
+def _read_lines(path, report: _Reporter) -> tuple[list[str], str]:
+  """The file's lines and 'codec (how it was chosen)'; see detect_encoding.
+
+  Lines that do not decode are reported (in lenient mode kept with U+FFFD);
+  a NUL character (binary data, or UTF-32 without a byte-order mark) is an
+  error.
+  """
   with open(path, 'rb') as f:
     data = f.read()
-  if data.startswith(b'\xef\xbb\xbf'):
-    data = data[3:]
-  lines = []
-  for number, raw in enumerate(data.splitlines(), start=1):
+  codec, how, bom = detect_encoding(data)
+  data = data[bom:]
+  if codec.startswith('utf-16') or codec.startswith('utf-32'):
     try:
-      lines.append(raw.decode('utf-8'))
+      lines = _LINE_BREAK_RE.split(data.decode(codec))
     except UnicodeDecodeError as e:
-      report(path, number, f'not UTF-8 ({e.reason})')
-      lines.append(raw.decode('utf-8', errors='replace'))
-  return lines
+      raise TranscriptError(path, None, f'not valid {codec} ({how}): {e.reason} at byte '
+                            f'{e.start + bom}') from e
+  else:
+    # ASCII-compatible: the line breaks are bytes, and each line decodes alone.
+    lines = []
+    for number, raw in enumerate(_BYTE_LINE_BREAK_RE.split(data), start=1):
+      try:
+        lines.append(raw.decode(codec))
+      except UnicodeDecodeError as e:
+        report(path, number, f'not {codec} ({e.reason})')
+        lines.append(raw.decode(codec, errors='replace'))
+  for number, line in enumerate(lines, start=1):
+    if '\0' in line:
+      raise TranscriptError(path, number, f'NUL character: not text in {codec} ({how})')
+  return lines, f'{codec} ({how})'
 
 
 def _blocks(lines: Sequence[str]) -> list[tuple[int, list[str]]]:
@@ -176,15 +290,16 @@ def _blocks(lines: Sequence[str]) -> list[tuple[int, list[str]]]:
   return blocks
 
 
-def _parse_timing(path, number: int, line: str,
+def _parse_timing(path, number: int, line: str, fmt: str,
                   report: _Reporter) -> Optional[tuple[float, float]]:
-  """(start, end) of a timing line, or None after reporting it malformed."""
-  m = _TIMING_RE.match(line)
+  """(start, end) of a timing line in format `fmt`, or None after reporting it malformed."""
+  m = _TIMING_RES[fmt].match(line)
   if not m:
-    report(path, number, f'invalid cue timing {line.strip()!r}')
+    report(path, number, f'invalid cue timing {line.strip()!r} (expected {_TIMING_FORMS[fmt]})')
     return None
+  parse = parse_vtt_timestamp if fmt == 'vtt' else parse_srt_timestamp
   try:
-    start, end = parse_timestamp(m.group(1)), parse_timestamp(m.group(2))
+    start, end = parse(m.group(1)), parse(m.group(2))
   except ValueError as e:
     report(path, number, str(e))
     return None
@@ -194,13 +309,14 @@ def _parse_timing(path, number: int, line: str,
   return start, end
 
 
-def _cues_from_block(path, numbered: list[tuple[int, str]],
+def _cues_from_block(path, numbered: list[tuple[int, str]], fmt: str,
                      report: _Reporter) -> list[Cue]:
   """Cues of (line number, line) pairs that start with a timing line.
 
   A further timing line inside the block starts a new cue: YouTube's
-  auto-captions omit the blank line between some cues, and webvtt-py (whose
-  results we match) reads them this way.
+  auto-captions omit the blank line between some cues, and browsers (and
+  webvtt-py, whose results we match) read them this way. A cue whose timing
+  is malformed is reported, with its text.
   """
   cues = []
   timing, timing_line, text = None, 0, []
@@ -214,7 +330,7 @@ def _cues_from_block(path, numbered: list[tuple[int, str]],
     if '-->' in line:
       flush()
       timing_line = number
-      timing = _parse_timing(path, number, line, report)
+      timing = _parse_timing(path, number, line, fmt, report)
       text = []
     else:
       text.append(line)
@@ -222,14 +338,42 @@ def _cues_from_block(path, numbered: list[tuple[int, str]],
   return cues
 
 
+def _vtt_cues(path, lines: list[str], report: _Reporter) -> list[Cue]:
+  if not lines or not re.match(r'WEBVTT(?:[ \t]|$)', lines[0]):
+    # Nothing can be read from a file that is not WebVTT: always an error.
+    raise TranscriptError(path, 1, 'missing WEBVTT header')
+  runs = _blocks(lines)
+  # The header ends at the first blank line or, as in browsers, at a timing
+  # line, which starts the first cue.
+  first, header = runs[0]
+  k = next((i for i, line in enumerate(header) if '-->' in line), len(header))
+  runs = ([(first + k, header[k:])] if k < len(header) else []) + runs[1:]
+  cues = []
+  for first, run in runs:
+    numbered = list(enumerate(run, start=first))
+    if len(run) > 1 and '-->' not in run[0] and '-->' in run[1]:
+      numbered = numbered[1:]  # a cue identifier
+    # A timing line further down starts a cue, as in browsers; the text
+    # before it is reported unless it is a NOTE, STYLE or REGION block.
+    k = next((i for i, (_, line) in enumerate(numbered) if '-->' in line), len(numbered))
+    if k and not re.match(r'(?:NOTE(?:\s|$)|STYLE[ \t]*$|REGION[ \t]*$)', run[0]):
+      report(path, first, 'text without a cue timing line')
+    if k < len(numbered):
+      cues.extend(_cues_from_block(path, numbered[k:], 'vtt', report))
+  return cues
+
+
 def read_vtt_cues(path, lenient: bool = False,
                   failures: Optional[list] = None) -> list[Cue]:
   """The cues of a WebVTT file, in file order.
 
+  The grammar is the W3C parser's, as browsers run it (see _VTT_TIMESTAMP).
   The header block (including YouTube's `Kind:`/`Style:` lines), NOTE, STYLE
-  and REGION blocks are skipped; cue settings after the timing are ignored.
-  Cue texts keep their line breaks and lose their tags, as in webvtt-py; a cue
-  without text has text ''.
+  and REGION blocks are skipped; cue identifiers and the cue settings after
+  the timing are ignored. Cue texts keep their line breaks and lose their
+  tags, as in webvtt-py; a cue without text has text ''. A cue is never
+  dropped unreported: every timing line gives a cue or a reported error, and
+  so does text outside a cue. The encoding is detected (`detect_encoding`).
 
   Args:
     path: the .vtt file.
@@ -240,41 +384,10 @@ def read_vtt_cues(path, lenient: bool = False,
     TranscriptError: (strict mode) malformed file or cue, naming file and line.
   """
   report = _Reporter(lenient, failures)
-  lines = _read_lines(path, report)
-  if not lines or not re.match(r'WEBVTT(?:[ \t]|$)', lines[0]):
-    # Nothing can be read from a file that is not WebVTT: always an error.
-    raise TranscriptError(path, 1, 'missing WEBVTT header')
-  cues = []
-  for first, block in _blocks(lines)[1:]:  # [0] is the header
-    if '-->' in block[0] or (len(block) > 1 and '-->' in block[1]):
-      skip = 0 if '-->' in block[0] else 1  # a cue identifier
-      numbered = list(enumerate(block, start=first))[skip:]
-      cues.extend(_cues_from_block(path, numbered, report))
-    elif re.match(r'(?:NOTE(?:\s|$)|STYLE[ \t]*$|REGION[ \t]*$)', block[0]):
-      continue
-    else:
-      report(path, first, 'text without a cue timing line')
-  return cues
+  return _vtt_cues(path, _read_lines(path, report)[0], report)
 
 
-def read_srt_cues(path, lenient: bool = False,
-                  failures: Optional[list] = None) -> list[Cue]:
-  """The cues of a SubRip (.srt) file, in file order.
-
-  Lenient about what SRT writers get wrong: unpadded timestamps
-  (`00:00:5,000`), '.' for ',', missing cue numbers, a missing blank line
-  between cues. Tags (<i>, <font ...>, {\\an8}) are removed.
-
-  Args:
-    path: the .srt file.
-    lenient: skip malformed cues with a warning instead of raising.
-    failures: if given, a list that collects the skipped items' messages.
-
-  Raises:
-    TranscriptError: (strict mode) malformed cue, naming file and line.
-  """
-  report = _Reporter(lenient, failures)
-  lines = _read_lines(path, report)
+def _srt_cues(path, lines: list[str], report: _Reporter) -> list[Cue]:
   cues = []
   for first, block in _blocks(lines):
     numbered = list(enumerate(block, start=first))
@@ -289,8 +402,31 @@ def read_srt_cues(path, lenient: bool = False,
       report(path, numbered[0][0], 'text before the cue timing line')
       while '-->' not in numbered[0][1]:
         numbered.pop(0)
-    cues.extend(_cues_from_block(path, numbered, report))
+    cues.extend(_cues_from_block(path, numbered, 'srt', report))
   return cues
+
+
+def read_srt_cues(path, lenient: bool = False,
+                  failures: Optional[list] = None) -> list[Cue]:
+  """The cues of a SubRip (.srt) file, in file order.
+
+  Lenient where players (FFmpeg, VLC) are: unpadded timestamps
+  (`00:00:5,000`), '.' for ',', short milliseconds (`,5` = 5 ms), X1..Y2
+  positions after the timing, missing cue numbers, a missing blank line
+  between cues. Tags (<i>, <font ...>, {\\an8}) are removed. The encoding is
+  detected (`detect_encoding`); every timing line gives a cue or a reported
+  error.
+
+  Args:
+    path: the .srt file.
+    lenient: skip malformed cues with a warning instead of raising.
+    failures: if given, a list that collects the skipped items' messages.
+
+  Raises:
+    TranscriptError: (strict mode) malformed cue, naming file and line.
+  """
+  report = _Reporter(lenient, failures)
+  return _srt_cues(path, _read_lines(path, report)[0], report)
 
 
 def _rolling(cues: Sequence[Cue]) -> bool:
@@ -325,7 +461,7 @@ def _cue_words(cue: Cue, lines: list[str]) -> list[TimedWord]:
   previous = cue.start
   for i in range(1, len(parts), 2):
     # Clamp into the cue and keep time order whatever the file says.
-    t = min(max(parse_timestamp(parts[i]), previous), cue.end)
+    t = min(max(parse_vtt_timestamp(parts[i]), previous), cue.end)
     segments.append((t, clean_text(parts[i + 1])))
     previous = t
   words = _segment_words(segments, cue.end)
@@ -414,8 +550,9 @@ def split_sentences(words: Sequence[TimedWord], max_gap: float = 1.0,
 
 def _load_json(path):
   try:
-    with open(path, encoding='utf-8-sig') as f:
-      return json.load(f)
+    with open(path, 'rb') as f:
+      # From bytes, json tells UTF-8 (BOM or not) from UTF-16 and UTF-32.
+      return json.loads(f.read())
   except json.JSONDecodeError as e:
     raise TranscriptError(path, e.lineno, f'invalid JSON ({e.msg})') from e
   except UnicodeDecodeError as e:
@@ -514,13 +651,17 @@ def _is_howto100m(data) -> bool:
 
 
 def _load_file(path: str, lenient: bool, max_gap: float, max_words: int,
-               failures: Optional[list]) -> dict[str, list[TimedSentence]]:
+               failures: Optional[list],
+               encodings: Optional[dict]) -> dict[str, list[TimedSentence]]:
   ext = os.path.splitext(path)[1].lower()
   stem = os.path.splitext(os.path.basename(path))[0]
   if ext in ('.vtt', '.srt'):
-    read = read_vtt_cues if ext == '.vtt' else read_srt_cues
-    words = cues_to_words(read(path, lenient=lenient, failures=failures))
-    return {stem: split_sentences(words, max_gap, max_words)}
+    report = _Reporter(lenient, failures)
+    lines, encoding = _read_lines(path, report)
+    if encodings is not None:
+      encodings[path] = encoding
+    cues = (_vtt_cues if ext == '.vtt' else _srt_cues)(path, lines, report)
+    return {stem: split_sentences(cues_to_words(cues), max_gap, max_words)}
   if ext == '.json':
     data = _load_json(path)
     report = _Reporter(lenient, failures)
@@ -548,8 +689,8 @@ def transcript_files(path) -> list[str]:
 
 
 def load_transcripts(path, lenient: bool = False, max_gap: float = 1.0,
-                     max_words: int = 32,
-                     failures: Optional[list] = None) -> dict[str, list[TimedSentence]]:
+                     max_words: int = 32, failures: Optional[list] = None,
+                     encodings: Optional[dict] = None) -> dict[str, list[TimedSentence]]:
   """Timed sentences per video from a transcript file or directory.
 
   .vtt and .srt: one video, id = file stem, sentences from `split_sentences`.
@@ -564,6 +705,8 @@ def load_transcripts(path, lenient: bool = False, max_gap: float = 1.0,
     max_gap: see `split_sentences`.
     max_words: see `split_sentences`.
     failures: if given, a list that collects the skipped items' messages.
+    encodings: if given, a dict that gets {.vtt/.srt path: 'codec (how it was
+      chosen)'} (`detect_encoding`), e.g. 'windows-1252 (not UTF-8; assumed)'.
 
   Raises:
     TranscriptError: (strict mode) malformed input, naming file and line.
@@ -574,7 +717,7 @@ def load_transcripts(path, lenient: bool = False, max_gap: float = 1.0,
   origin: dict[str, str] = {}
   for file in transcript_files(path):
     try:
-      videos = _load_file(file, lenient, max_gap, max_words, failures)
+      videos = _load_file(file, lenient, max_gap, max_words, failures, encodings)
     except TranscriptError as e:
       if not lenient:
         raise

@@ -46,7 +46,9 @@ kept; FFmpeg's swscale, area interpolation) and centre-cropped to
 ratio and rotation metadata are ignored.
 
 Unreadable, corrupt or frameless files raise `VideoDecodeError`, which names
-the file and the cause.
+the file and the cause. The video stream read is not cover art (see
+`_video_stream`); `why_not_video` tells videos from the other files FFmpeg reads (audio,
+still images, subtitles, text) by probing them.
 """
 
 import collections
@@ -66,6 +68,9 @@ PTS_TOLERANCE = 0.25
 # Frames held to re-pair decode-order timestamps with display-order frames
 # (AVI); B-frame reordering displaces timestamps by a few frames only.
 _REORDER_WINDOW = 8
+# Codecs of FFmpeg's text-art readers (tty, bintext): they draw any text file
+# (a .txt, a list of paths) as frames of ANSI art, which is not video.
+_TEXT_ART_CODECS = frozenset({'ansi', 'bintext', 'xbin', 'idf'})
 
 Number = Union[int, float, fractions.Fraction]
 
@@ -142,15 +147,83 @@ def resample(timed: Iterable[tuple[float, Optional[float], Any]],
     yield k, payload
 
 
-def _open(path: str):
+def _cause(error: Exception) -> str:
+  """'EOFError: End of file': FFmpeg's message without the file name it repeats."""
+  return f'{type(error).__name__}: {getattr(error, "strerror", None) or error}'
+
+
+def _video_stream(container):
+  """The video stream to read, or None.
+
+  Not cover art (an attached picture); of several, the one with the most
+  frames by the header, the first when none says: an animated AVIF holds its
+  one-frame still image before the animation.
+  """
+  streams = [s for s in container.streams.video
+             if not s.disposition & av.stream.Disposition.attached_pic]
+  return max(streams, key=lambda s: s.frames or 0, default=None)
+
+
+def _av_open(path: str):
   try:
-    container = av.open(os.fspath(path))
+    return av.open(os.fspath(path))
   except (av.FFmpegError, EOFError, OSError) as e:
-    raise VideoDecodeError(f'{path}: cannot open video ({type(e).__name__}: {e})') from e
-  if not container.streams.video:
+    raise VideoDecodeError(f'{path}: cannot open video ({_cause(e)})') from e
+
+
+def _open(path: str):
+  """(container, its video stream); VideoDecodeError when there is none."""
+  container = _av_open(path)
+  stream = _video_stream(container)
+  if stream is None or stream.codec_context.name in _TEXT_ART_CODECS:
+    what = ('text, no video stream' if stream is not None else
+            'only cover art, no video stream' if container.streams.video else 'no video stream')
     container.close()
-    raise VideoDecodeError(f'{path}: no video stream')
-  return container
+    raise VideoDecodeError(f'{path}: {what}')
+  return container, stream
+
+
+def why_not_video(path: str) -> Optional[str]:
+  """Why FFmpeg's reading of `path` is not a video; None when it is one.
+
+  The reason starts with its kind: 'audio only', 'still image', 'subtitles',
+  'text', ... (then ', detail' and the FFmpeg format in parentheses).
+
+  What the file holds decides, not its name: a video stream (not cover art)
+  that decodes to at least two frames makes a video, so MPEG-TS, VOB, DV,
+  animated GIF/PNG/AVIF count like MP4 and MKV. Not videos: audio (with or
+  without cover art, which FFmpeg shows as a one-picture video stream), still
+  images (one frame), subtitles, and text. Costs one open and at most two
+  decoded frames.
+
+  Raises:
+    VideoDecodeError: FFmpeg cannot open the file, or its video stream does
+      not decode: a broken video or no media at all, which the caller tells
+      apart.
+  """
+  with _av_open(path) as container:
+    fmt = container.format.name
+    stream = _video_stream(container)
+    if stream is None:
+      if container.streams.audio:
+        cover = ', with cover art' if container.streams.video else ''
+        return f'audio only{cover} ({fmt})'
+      if container.streams.subtitles:
+        return f'subtitles, no video ({fmt})'
+      return f'picture only, no video ({fmt})' if container.streams.video else f'no video ({fmt})'
+    if stream.codec_context.name in _TEXT_ART_CODECS:
+      return f"text, no video (FFmpeg's {fmt} reader would draw it as ANSI art)"
+    frames = 0
+    try:
+      for _ in container.decode(stream):
+        frames += 1
+        if frames == 2:
+          return None
+    except (av.FFmpegError, EOFError, OSError) as e:
+      raise VideoDecodeError(f'{path}: decoding failed after {frames} frames ({_cause(e)})') from e
+    if frames == 1:
+      return f'still image, one frame ({fmt})'
+    raise VideoDecodeError(f'{path}: no video frames decoded')
 
 
 def probe(path: str) -> dict:
@@ -162,9 +235,8 @@ def probe(path: str) -> dict:
     None when unknown), 'duration' (container duration s, or None: never
     needed for decoding)}.
   """
-  container = _open(path)
+  container, stream = _open(path)
   try:
-    stream = container.streams.video[0]
     ctx = stream.codec_context
     return {
         'path': os.fspath(path),
@@ -183,9 +255,9 @@ def probe(path: str) -> dict:
     container.close()
 
 
-def _timed_frames(path: str, container) -> Iterator[tuple[float, Optional[float], Any]]:
-  """(time s, duration s or None, av.VideoFrame) in display order."""
-  stream = container.streams.video[0]
+def _timed_frames(path: str, container,
+                  stream) -> Iterator[tuple[float, Optional[float], Any]]:
+  """(time s, duration s or None, av.VideoFrame) of `stream`, in display order."""
   stream.thread_type = 'AUTO'
   time_base = stream.time_base
   rate_period = 1.0 / float(stream.average_rate) if stream.average_rate else None
@@ -214,8 +286,7 @@ def _timed_frames(path: str, container) -> Iterator[tuple[float, Optional[float]
       if len(frames) > _REORDER_WINDOW:
         yield pop()
   except (av.FFmpegError, EOFError, OSError) as e:
-    raise VideoDecodeError(
-        f'{path}: decoding failed after {decoded} frames ({type(e).__name__}: {e})') from e
+    raise VideoDecodeError(f'{path}: decoding failed after {decoded} frames ({_cause(e)})') from e
   if not decoded:
     raise VideoDecodeError(f'{path}: no video frames decoded')
   while frames:
@@ -250,10 +321,10 @@ def iter_frames(path: str, fps: Number = 20.0,
                 size: Optional[int] = 224) -> Iterator[np.ndarray]:
   """Streams output frames [size, size, 3] float32 (see the module docstring)."""
   _check(fps, size)
-  container = _open(path)
+  container, stream = _open(path)
   try:
     cached_frame, cached = None, None
-    for _, frame in resample(_timed_frames(path, container), fps):
+    for _, frame in resample(_timed_frames(path, container, stream), fps):
       # Only frames that are output get converted; repeats reuse the array.
       if frame is not cached_frame:
         cached_frame, cached = frame, _to_array(frame, size)

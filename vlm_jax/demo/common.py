@@ -63,7 +63,8 @@ def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
   """The user's videos as the demo's video records, split into train and held-out test.
 
   Args:
-    videos_dir: a folder of video files (not recursive); id = file stem.
+    videos_dir: a folder of videos, searched as extract-features searches it
+      (files_lib.find_videos); id = file stem.
     transcripts: a transcript file or folder (vlm_jax.data.transcripts), matched by id.
     test_fraction: share of the videos held out (at least one when there are two or more).
     seed: seeds the split.
@@ -74,11 +75,11 @@ def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
   from vlm_jax.data import transcripts as transcripts_lib  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(videos_dir):
     raise FileNotFoundError(f'--videos {videos_dir}: not a folder')
-  paths = {os.path.splitext(n)[0]: os.path.join(videos_dir, n)
-           for n in sorted(os.listdir(videos_dir)) if files_lib.is_video(n)}
+  listing = files_lib.find_videos(videos_dir)
+  paths = dict(listing.videos)
   if not paths:
-    raise ValueError(f'--videos {videos_dir}: no video files '
-                     f'({", ".join(files_lib.VIDEO_EXTENSIONS)})')
+    raise ValueError(f'--videos {videos_dir}: no videos (of {len(listing.not_videos)} files '
+                     'looked at, none holds a video stream)')
   sentences = transcripts_lib.load_transcripts(transcripts, lenient=True)
   ids = sorted(paths)
   order = np.random.default_rng(seed).permutation(len(ids))
