@@ -66,6 +66,9 @@ def get_config(arg: str = 'paper') -> ml_collections.ConfigDict:
   # trains on one device, so its masks need not be the same under every
   # sharding, and rbg compiles several times faster than threefry on CPU.
   c.train.dropout_rng = 'rbg'
+  # Resume a workdir whose config.json differs from this config (the changes are
+  # recorded in its manifest.json); shapes must still match the checkpoint's.
+  c.train.allow_config_change = False
 
   c.decode = ml_collections.ConfigDict()
   # Segments per greedy-decoding call (a fixed shape: one compilation).

@@ -121,6 +121,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # PRNG for dropout masks: 'threefry2x32' (identical under any sharding) or
   # 'rbg' (much cheaper on accelerators; masks then depend on the sharding).
   c.train.dropout_rng = 'threefry2x32'
+  # Resume a workdir whose config.json differs from this config (the changes are
+  # recorded in its manifest.json); shapes must still match the checkpoint's.
+  c.train.allow_config_change = False
 
   common.add_mesh(c)
 

@@ -99,6 +99,9 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train.dropout_rng = 'threefry2x32'
   # Embedding batch (pairs) for the retrieval vectors and encode-video/encode-text.
   c.train.encode_batch_size = 16 if runlocal else 64
+  # Resume a workdir whose config.json differs from this config (the changes are
+  # recorded in its manifest.json); shapes must still match the checkpoint's.
+  c.train.allow_config_change = False
 
   # Zero-shot protocol of `vlm-jax encode-video` (vlm_jax/videoclip/inference.py).
   c.eval = ml_collections.ConfigDict()

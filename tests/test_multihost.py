@@ -21,14 +21,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, steps, port):
+def _launch(workdir, steps, port, *extra):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
   common = [sys.executable, '-m', 'vlm_jax.cli', 'train', '--multihost',
             f'--coordinator_address=localhost:{port}', '--num_processes=2',
             '--config', 'configs/videobert.py:tiny,runlocal', f'--workdir={workdir}',
             f'--config.train.num_steps={steps}', '--config.train.global_batch_size=8',
             '--config.train.checkpoint_every=2', '--config.train.log_every=2',
-            '--config.optim.warmup_steps=1', '--config.data.synthetic_videos=32']
+            '--config.optim.warmup_steps=1', '--config.data.synthetic_videos=32', *extra]
   return [subprocess.Popen(common + [f'--process_id={i}'], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
           for i in range(2)]
@@ -57,7 +57,8 @@ def test_two_processes_train_save_and_resume(tmp_path):
   # Each process saves its own position in its own share of the data.
   saved = {name.split('.')[0] for name in os.listdir(workdir / 'data_state' / 'step_2')}
   assert saved == {'process_0', 'process_1'}
-  outputs = _wait(_launch(workdir, 4, _free_port()))
+  # Extending the run changes its schedule: a resume allows it only when asked.
+  outputs = _wait(_launch(workdir, 4, _free_port(), '--config.train.allow_config_change=True'))
   assert 'resumed from the checkpoint at step 2' in outputs[0]
   # Only process 0 logs.
   rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]

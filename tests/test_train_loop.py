@@ -166,19 +166,22 @@ def restore_params(workdir, step):
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
   config = small_config(num_steps=8, checkpoint_every=3, log_every=2)
-  trainer.train(config, str(tmp_path / 'resumed'), stop_at=4)
+  # Stopped off the logging cadence: its last row (5) averages step 5 alone.
+  trainer.train(config, str(tmp_path / 'resumed'), stop_at=5)
   manifest = json.loads((tmp_path / 'resumed' / 'manifest.json').read_text())
-  assert manifest['final_step'] == 4 and manifest['checkpoint_steps'][-1] == 4
+  assert manifest['final_step'] == 5 and manifest['checkpoint_steps'][-1] == 5
   trainer.train(config, str(tmp_path / 'resumed'))
   trainer.train(config, str(tmp_path / 'straight'))
   resumed = restore_params(str(tmp_path / 'resumed'), 8)
   straight = restore_params(str(tmp_path / 'straight'), 8)
   assert_trees_close(resumed, straight, atol=1e-6)
   manifest = json.loads((tmp_path / 'resumed' / 'manifest.json').read_text())
-  assert manifest['resumed_from_step'] == 4
-  # metrics.jsonl has each logged step exactly once across the two runs.
-  steps = [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')]
-  assert steps == [2, 4, 6, 8]
+  assert manifest['resumed_from_step'] == 5
+  # Each row means what the straight run's does: row 6 averages steps 5 and 6.
+  rows, straight_rows = _rows(tmp_path / 'resumed'), _rows(tmp_path / 'straight')
+  assert [r['step'] for r in rows] == [r['step'] for r in straight_rows] == [2, 4, 6, 8]
+  for row, straight_row in zip(_without_timing(rows), _without_timing(straight_rows)):
+    assert row == pytest.approx(straight_row, rel=1e-5)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -247,22 +250,48 @@ def toy_runs(tmp_path_factory):
   return straight, resumed, (first, second)
 
 
+def _rows(workdir):
+  return [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+
+
+def _without_timing(rows):
+  return [{k: v for k, v in r.items() if not k.endswith('_per_second')} for r in rows]
+
+
 def test_loop_logs_checkpoints_resumes_and_hands_batches_the_current_state(toy_runs):
   straight, resumed, (first, second) = toy_runs
   # Each epoch is planned from the state after the step before it, also when resumed.
   assert first == [(1, 0), (4, 3)] and second == [(7, 6)]
-  rows = [json.loads(l) for l in open(resumed / 'metrics.jsonl')]
-  assert [r['step'] for r in rows] == [2, 4, 5, 6, 7]  # 5: where the first run stopped
-  assert [r['epoch'] for r in rows] == [0, 1, 1, 1, 2]
+  rows = _rows(resumed)
+  assert [r['step'] for r in rows] == [2, 4, 6, 7]
+  assert [r['epoch'] for r in rows] == [0, 1, 1, 2]
   assert all(r['examples_per_second'] == pytest.approx(8 * r['steps_per_second']) for r in rows)
+  # The same rows as the straight run: row 6 averages steps 5 and 6 although the first
+  # run stopped after 5 (its row 5 is redone), and nothing marks the resume.
+  assert _without_timing(rows) == _without_timing(_rows(straight))
   manifest = json.loads((resumed / 'manifest.json').read_text())
   assert manifest['toy'] and manifest['resumed_from_step'] == 5 and manifest['final_step'] == 7
   assert manifest['checkpoint_steps'] == [6, 7]  # every 3, the end, keep 2
+  assert manifest['config_changes'] == []
   assert (resumed / 'curves.png').stat().st_size > 0
-  straight_rows = [json.loads(l) for l in open(straight / 'metrics.jsonl')]
-  assert straight_rows[-1]['loss'] == rows[-1]['loss'] < rows[0]['loss']
+  assert rows[-1]['loss'] < rows[0]['loss']
   np.testing.assert_array_equal(restore_params(str(resumed), 7)['w'],
                                 restore_params(str(straight), 7)['w'])
+
+
+def test_a_checkpoint_without_the_metrics_window_marks_the_first_row(tmp_path):
+  """Checkpoints written before the window was saved: the row says what it averages."""
+  loop.train(_toy_config(), str(tmp_path), _toy_run([]), stop_at=5, progress=False)
+  # As such a checkpoint's metadata: no custom metadata.
+  path = tmp_path / 'checkpoints' / '5' / '_CHECKPOINT_METADATA'
+  metadata = json.loads(path.read_text())
+  del metadata['custom_metadata'][loop.WINDOW_KEY]
+  path.write_text(json.dumps(metadata))
+  loop.train(_toy_config(), str(tmp_path), _toy_run([]), progress=False)
+  rows = _rows(tmp_path)
+  assert [r['step'] for r in rows] == [2, 4, 5, 6, 7]  # 5 kept: its steps are nowhere else
+  assert rows[3]['resumed'] and rows[3]['averaged_steps'] == 1
+  assert not any('resumed' in r for r in rows[:3] + rows[4:])
 
 
 def test_restore_params_reads_no_optimizer_state(toy_runs, monkeypatch):

@@ -11,7 +11,9 @@ is configs/videobert.py's tiny preset, on the generated synthetic corpus unless
 --config.data.train_files names records.
 
 Writes checkpoints, metrics.jsonl, TensorBoard events, curves.png and
-manifest.json to the workdir; re-running with the same workdir resumes.
+manifest.json to the workdir; re-running with the same workdir resumes, under
+the same config (a changed one is refused, naming the fields, unless
+--config.train.allow_config_change=True; changes are then listed in the manifest).
 The workdir and --config.data.train_files may be local or on Cloud Storage:
 
   vlm-jax train --config configs/videobert.py:base --workdir gs://BUCKET/runs/vb \\

@@ -9,6 +9,8 @@ the cross-modal structure predicts masked visual tokens from the sentence and
 tells aligned from misaligned pairs; this is the fast fixture of the trainer.
 """
 
+import os
+
 import numpy as np
 
 from vlm_jax.data import narration, records
@@ -20,6 +22,26 @@ NOUNS = ('tomato', 'onion', 'egg', 'potato', 'carrot', 'garlic', 'butter',
 CLIP_SECONDS = 1.5
 # Bumped whenever the generator changes, so cached corpora are not reused.
 VERSION = 3
+# A data root shared by runs (the corpus is then written once for all of them).
+ROOT_VARIABLE = 'VLM_JAX_DATA'
+
+
+def data_root(workdir: str | None) -> str:
+  """Where generated corpora go: $VLM_JAX_DATA if set, else WORKDIR/data.
+
+  Never the current directory: a run's files stay with the run, wherever the
+  command was started. Local roots come back absolute, URLs (gs://) as they are.
+
+  Raises:
+    ValueError: neither $VLM_JAX_DATA nor a workdir.
+  """
+  root = os.environ.get(ROOT_VARIABLE)
+  if not root:
+    if workdir is None:
+      raise ValueError(f'no data root for the synthetic corpus: set {ROOT_VARIABLE} or give '
+                       'a workdir')
+    root = os.path.join(workdir, 'data')
+  return root if '://' in root else os.path.abspath(root)
 
 
 def visual_block(verb: int, noun: int, num_visual_tokens: int) -> tuple[int, int]:

@@ -99,11 +99,14 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
   _, _, orphans = join.match(video_ids, sentences_by_video)
 
   failures: list[dict[str, str]] = []
+  # VideoCLIP's: the first record's width; a video of another is a failure.
+  feature_dim = book.dim if book else None
   counts = dict(feature_files=len(names), videos=0, with_transcript=0, without_transcript=0,
                 sentences=0, empty_sentences_dropped=0, clips=0, failed=0,
                 transcripts_without_features=len(orphans))
 
   def video_records():
+    nonlocal feature_dim
     for name, video_id in zip(tqdm.tqdm(names, desc='make-records', unit='video',
                                         disable=not progress), video_ids):
       try:
@@ -114,8 +117,12 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
           raise ValueError(f'no {video_id}{TIMES_SUFFIX} clip times next to the features')
         times = np.load(times_path, allow_pickle=False)
         if videoclip:
+          if feature_dim not in (None, array.shape[1]):
+            raise ValueError(f'{array.shape[1]}-d features, but the first record\'s are '
+                             f'{feature_dim}-d')
           record, stats = _videoclip_record(video_id, array, times,
                                             sentences_by_video.get(video_id), tokenizer)
+          feature_dim = array.shape[1]
         else:
           record, stats = join.video_record(video_id, array, times, book,
                                             sentences_by_video.get(video_id), tokenizer)
@@ -158,7 +165,10 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
       transcripts=os.path.abspath(transcripts) if transcripts else None,
       output=os.path.abspath(output), vocab_file=os.path.abspath(vocab_file),
       parameters=params, inputs=inputs,
+      # The records' vocabulary, which `vlm-jax train` checks against the model.
       num_visual_tokens=book.num_leaves if book else None,
+      text_vocab_size=tokenizer.get_vocab_size(),
+      feature_dim=feature_dim,
       codebook_shape=dict(levels=book.levels, k=book.k, dim=book.dim) if book else None,
       shards=shards, counts=counts, transcripts_without_features=orphans,
       failures=failures, transcript_failures=[str(f) for f in transcript_failures])

@@ -20,7 +20,10 @@ def run(config, workdir: str) -> dict:
   """Trains (or resumes) config.system's model in `workdir`; returns the last logged metrics.
 
   Raises:
-    ConfigError: an unknown config.system or a bad field (named).
+    ConfigError: an unknown config.system or a bad field (named); records whose
+      vocabulary does not fit the model; a resume under a config that builds
+      other shapes than the checkpoint's, or that differs from the workdir's
+      config.json without config.train.allow_config_change (loop.check_resume).
     DataError, FileNotFoundError: training files that cannot be read.
     TrainingDiverged: the loss stopped being finite.
   """

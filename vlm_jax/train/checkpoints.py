@@ -7,6 +7,7 @@ handle both.
 import os
 from typing import Any, Callable
 
+import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -18,8 +19,36 @@ def _path(workdir: str) -> str:
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """The manager of WORKDIR/checkpoints (a local path or a gs:// URL), keeping `keep`."""
+  # The handler named up front, so that a checkpoint's array metadata can be read
+  # before it is restored (`shape_mismatches`).
   return ocp.CheckpointManager(
-      _path(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      _path(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      item_handlers=ocp.StandardCheckpointHandler())
+
+
+def shape_mismatches(checkpoints: ocp.CheckpointManager, step: int,
+                     abstract_state: Any) -> list[str]:
+  """What differs between the arrays saved at `step` and those of `abstract_state`.
+
+  Read from the checkpoint's metadata, without restoring it: restoring into
+  other shapes fails deep inside Orbax ('tree structures do not match').
+
+  Returns:
+    'name: (saved shape) saved, (shape) now' per array ('absent' for a side that
+    has none), names as Orbax writes them (params.bert.encoder...); empty when
+    the state fits.
+  """
+  tree = checkpoints.item_metadata(step).tree
+  saved = {x.name: tuple(x.shape)
+           for x in jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, 'shape'))
+           if hasattr(x, 'shape')}
+  # Orbax names an array by its path, keys joined by dots (params.bert..., opt_state.1.0.mu...).
+  now = {jax.tree_util.keystr(path, simple=True, separator='.'): tuple(x.shape)
+         for path, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+  # Parameters first: the optimizer's moments repeat them.
+  names = sorted(saved.keys() | now.keys(), key=lambda name: (not name.startswith('params.'), name))
+  return [f'{name}: {saved.get(name, "absent")} saved, {now.get(name, "absent")} now'
+          for name in names if saved.get(name) != now.get(name)]
 
 
 def restore_or_create(checkpoints: ocp.CheckpointManager, abstract_state: Any,

@@ -12,6 +12,24 @@ bar), checkpoint cadence, the NaN stop, SIGTERM, curves.png and manifest.json.
 The host never waits for a step it has just dispatched: step s's metrics are
 read after step s + 1 is dispatched (and before any log line or checkpoint),
 so the device always has the next step queued.
+
+A metrics row at step s means the same in an interrupted run as in a straight
+one: the mean over the steps since the previous multiple of train.log_every.
+Each checkpoint carries the metrics of the steps not yet in a row (in its Orbax
+custom metadata), and a row logged where a run stopped off that cadence
+(stop_at, SIGTERM) is redone by the resumed run. After a checkpoint without
+them (older ones), the first row is marked `resumed: true` with its
+`averaged_steps`.
+
+A resume first compares the config with the checkpoint and the workdir's
+config.json (`check_resume`), before anything is restored or compiled: other
+array shapes are refused, naming the fields that differ; any other difference
+too, unless config.train.allow_config_change is set. Allowed changes are
+recorded in manifest.json (`config_changes`: [{step, field, old, new}]) before
+config.json takes the new values. Only log_every, checkpoint_every and
+keep_checkpoints may change without leave (report.BOOKKEEPING_FIELDS); not
+train.num_steps: the learning rate decays linearly to 0 at num_steps, so a run
+extended late in its schedule sees its learning rate jump back up.
 """
 
 import dataclasses
@@ -29,9 +47,13 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from vlm_jax import config_checks
 from vlm_jax.train import checkpoints, partitioning, report
 
 TrainState = partitioning.TrainState
+# The key of a checkpoint's custom metadata that holds the metrics of the steps
+# since the last logged row (a list of {metric: value}).
+WINDOW_KEY = 'metrics_window'
 
 
 def say(message: str) -> None:
@@ -133,6 +155,43 @@ def data_state_path(workdir: str, step: int) -> str:
   return os.path.join(workdir, 'data_state', f'step_{step}', f'process_{jax.process_index()}')
 
 
+def _listed(differences) -> str:
+  return ', '.join(f'config.{field} {old!r} -> {new!r}' for field, old, new in differences)
+
+
+def check_resume(config, workdir: str, manager: ocp.CheckpointManager, step: int,
+                 abstract_state: TrainState) -> list[dict[str, Any]]:
+  """Checks that `config` may resume the checkpoint at `step`; returns its changes.
+
+  Returns:
+    [{step, field, old, new}] of every field that differs from WORKDIR/config.json.
+
+  Raises:
+    ConfigError: the config builds arrays of other shapes than the checkpoint
+      holds (whatever else is allowed), or it differs from config.json in a
+      field outside report.BOOKKEEPING_FIELDS without
+      config.train.allow_config_change. One line, naming the fields.
+  """
+  differences = report.config_differences(workdir, config)
+  stored = os.path.join(workdir, 'config.json')
+  mismatches = checkpoints.shape_mismatches(manager, step, abstract_state)
+  if mismatches:
+    fields = (f'this config differs from {stored} in {_listed(differences)}' if differences
+              else f'no field differs from {stored}')
+    more = f' and {len(mismatches) - 2} more' if len(mismatches) > 2 else ''
+    raise config_checks.ConfigError(
+        f'the checkpoint at step {step} in {workdir} holds arrays of other shapes than this '
+        f'config builds ({"; ".join(mismatches[:2])}{more}); {fields}; resume with the '
+        f"checkpoint's values or train in a new --workdir")
+  strict = [d for d in differences if d[0] not in report.BOOKKEEPING_FIELDS]
+  if strict and not config.train.get('allow_config_change', False):
+    raise config_checks.ConfigError(
+        f'this config differs from {stored} (the config of the checkpoint at step {step}) in '
+        f'{_listed(strict)}; set config.train.allow_config_change=True to resume with the new '
+        'values (recorded in manifest.json), or train in a new --workdir')
+  return [dict(step=step, field=field, old=old, new=new) for field, old, new in differences]
+
+
 def _drop_stale_data_states(workdir: str, keep_steps) -> None:
   directory = os.path.join(workdir, 'data_state')
   if not tf.io.gfile.isdir(directory):
@@ -151,11 +210,14 @@ def train(config, workdir: str, run: Run, *, stop_at: int | None = None,
           progress: bool = True) -> dict[str, float]:
   """Trains `run` until run.num_steps (or `stop_at`); returns the last logged metrics.
 
-  Reads config.train.log_every, checkpoint_every and keep_checkpoints; writes
-  config.json (all of `config`), metrics.jsonl, tensorboard/, checkpoints/,
-  data_state/, curves.png and manifest.json under `workdir`.
+  Reads config.train.log_every, checkpoint_every, keep_checkpoints and (on a
+  resume) allow_config_change; writes config.json (all of `config`),
+  metrics.jsonl, tensorboard/, checkpoints/, data_state/, curves.png and
+  manifest.json under `workdir`.
 
   Raises:
+    ConfigError: a resume whose config does not fit the checkpoint or differs
+      from config.json without leave (`check_resume`); nothing is written.
     TrainingDiverged: a step's loss or gradient norm is not finite; no checkpoint
       is saved after the last finite step.
   """
@@ -163,36 +225,59 @@ def train(config, workdir: str, run: Run, *, stop_at: int | None = None,
   is_chief = jax.process_index() == 0
   end = min(run.num_steps, stop_at) if stop_at else run.num_steps
   train_config = config.train
+  log_every = train_config.log_every
+  manifest_path = os.path.join(workdir, 'manifest.json')
 
-  # --- Checkpoints: resume from the latest one if there is one.
+  # --- Checkpoints: resume from the latest one if there is one, if the config allows.
   manager = checkpoints.manager(workdir, train_config.keep_checkpoints)
+  latest = manager.latest_step()
+  changes = ([] if latest is None else
+             check_resume(config, workdir, manager, latest, run.abstract_state))
   state, start, resumed = checkpoints.restore_or_create(manager, run.abstract_state,
                                                         run.create_state)
+  previous = report.read_json(manifest_path) if resumed else {}
+  config_changes = previous.get('config_changes', []) + changes
+  window, carried = [], False  # the metrics of the steps since the last row
   if resumed:
     say(f'resumed from the checkpoint at step {start} in {workdir}')
+    for change in changes:
+      say(f'config.{change["field"]}: {change["old"]!r} -> {change["new"]!r} from step {start}')
+    saved = manager.metadata(start).custom_metadata or {}
+    carried = WINDOW_KEY in saved
+    window = list(saved.get(WINDOW_KEY, []))
     if run.restore_data:
       run.restore_data(data_state_path(workdir, start))
+  if changes and is_chief:
+    # Recorded before config.json takes the new values (in open_run).
+    report.write_manifest(manifest_path, dict(previous, config_changes=config_changes))
 
   # --- Metrics: console, metrics.jsonl and TensorBoard, from process 0.
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  writer = report.open_run(workdir, config, start, enabled=is_chief)
+  # A row logged off the cadence where the last run stopped averaged steps that
+  # are in the carried window now: the next row on the cadence averages them again.
+  redo_row = carried and start % log_every != 0 and start < end
+  writer = report.open_run(workdir, config, start - 1 if redo_row else start, enabled=is_chief)
+  # Without a carried window, the first row averages only the steps of this run.
+  mark_row = resumed and not carried and start % log_every != 0
 
   started = time.time()
   last_good = start if resumed else None
-  window, window_start, logged, first_loss = [], time.time(), {}, None
+  logged, first_loss = {}, None
+  timed, window_start = 0, time.time()  # steps read in this process since the last row
   bar = tqdm.tqdm(total=end, initial=start, desc=run.name, unit='step',
                   disable=not (is_chief and progress), dynamic_ncols=True)
   pending = None  # (step, device metrics) of the last dispatched step, not read yet
 
   def flush():
     """Reads the pending step's metrics (waiting for that step) into the window."""
-    nonlocal pending, first_loss
+    nonlocal pending, first_loss, timed
     if pending is not None:
       step_done, device_metrics = pending
       host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
       check_finite(step_done, host, last_good, workdir)
       first_loss = host['loss'] if first_loss is None else first_loss
       window.append(host)
+      timed += 1
       pending = None
 
   def current_state():
@@ -212,22 +297,29 @@ def train(config, workdir: str, run: Run, *, stop_at: int | None = None,
       bar.update(1)
       preempted = watcher.reached(step)
       is_last = step == end or preempted
-      if step % train_config.log_every == 0 or is_last:
+      on_cadence = step % log_every == 0
+      if on_cadence or is_last:
         flush()
         elapsed = time.time() - window_start
         logged = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
         extra = run.log_fields(step) if run.log_fields else {}
-        logged.update(extra, steps_per_second=len(window) / elapsed,
-                      examples_per_second=len(window) * run.examples_per_step / elapsed)
+        logged.update(extra, steps_per_second=timed / elapsed,
+                      examples_per_second=timed * run.examples_per_step / elapsed)
+        if mark_row:
+          logged.update(resumed=True, averaged_steps=len(window))
+          mark_row = False
         writer.write(step, logged)
         postfix = dict(loss=f'{logged["loss"]:.3f}', **extra)
         if 'learning_rate' in logged:
           postfix['lr'] = f'{logged["learning_rate"]:.2e}'
         bar.set_postfix(postfix)
-        window, window_start = [], time.time()
+        if on_cadence:
+          # Off the cadence (the last step) the window stays: the checkpoint carries it.
+          window, window_start, timed = [], time.time(), 0
       if step % train_config.checkpoint_every == 0 or is_last:
         flush()
-        manager.save(step, args=ocp.args.StandardSave(state))
+        manager.save(step, args=ocp.args.StandardSave(state),
+                     custom_metadata={WINDOW_KEY: window})
         if run.save_data:
           run.save_data(data_state_path(workdir, step))
         last_good = step
@@ -245,7 +337,7 @@ def train(config, workdir: str, run: Run, *, stop_at: int | None = None,
 
   if is_chief:
     report.plot_curves(metrics_path, os.path.join(workdir, 'curves.png'))
-    report.write_manifest(os.path.join(workdir, 'manifest.json'), {
+    report.write_manifest(manifest_path, {
         'command': 'train',
         'workdir': workdir,
         **run.manifest,
@@ -255,6 +347,7 @@ def train(config, workdir: str, run: Run, *, stop_at: int | None = None,
         'final_step': step,
         'preempted': preempted,
         'checkpoint_steps': sorted(int(s) for s in manager.all_steps()),
+        'config_changes': config_changes,
         'first_loss_this_run': first_loss,
         'wall_seconds': time.time() - started,
         'last_metrics': logged,

@@ -1,4 +1,5 @@
-"""What a training run leaves for people: metrics files, curves and a manifest.
+"""What a training run leaves for people: metrics files, curves, config.json and a manifest,
+and what it reads back: its own config.json, the records' make-records manifests.
 
 All files go through tf.io.gfile, so a workdir may be a local path or a URL
 (gs://bucket/run).
@@ -29,7 +30,9 @@ class MetricWriter:
     self._jsonl.flush()
     with self._tensorboard.as_default(step=step):
       for key, value in metrics.items():
-        tf.summary.scalar(key, value)
+        # Markers such as `resumed: true` are for the JSON rows, not curves.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+          tf.summary.scalar(key, value)
     self._tensorboard.flush()
 
   def close(self) -> None:
@@ -84,14 +87,33 @@ def write_manifest(path: str, manifest: dict) -> None:
     json.dump(manifest, f, indent=2, default=str)
 
 
-def open_run(workdir: str, config, start: int, enabled: bool = True) -> MetricWriter:
-  """The metric writer of a run that starts (or resumes) at step `start`.
+def read_json(path: str) -> dict:
+  """A JSON file (a manifest) as a dict; {} when there is none."""
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
-  Drops metrics.jsonl lines past `start` (a resumed run logs them again) and
-  writes config.json; nothing is written when not `enabled` (processes but 0).
+
+def records_manifests(files) -> dict[str, dict]:
+  """{path: manifest} of the make-records manifest.json beside the training files, if any.
+
+  make-records writes one per output folder, with the records' vocabulary
+  (num_visual_tokens, text_vocab_size, feature_dim); third-party and older
+  records may have none.
+  """
+  paths = sorted({os.path.join(os.path.dirname(f), 'manifest.json') for f in files})
+  return {p: m for p in paths if (m := read_json(p))}
+
+
+def open_run(workdir: str, config, keep_through: int, enabled: bool = True) -> MetricWriter:
+  """The metric writer of a run that starts (or resumes) after step `keep_through`.
+
+  Drops metrics.jsonl lines past `keep_through` (a resumed run logs them again)
+  and writes config.json; nothing is written when not `enabled` (processes but 0).
   """
   if enabled:
-    truncate_metrics(os.path.join(workdir, 'metrics.jsonl'), after_step=start)
+    truncate_metrics(os.path.join(workdir, 'metrics.jsonl'), after_step=keep_through)
     with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   return MetricWriter(workdir, enabled=enabled)
@@ -108,3 +130,35 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     # JSON turns the rules' tuples into lists; partitioning expects (name, axis) pairs.
     data['logical_axis_rules'] = tuple(tuple(rule) for rule in data['logical_axis_rules'])
   return ml_collections.ConfigDict(data)
+
+
+# Config fields that may change on a resume without train.allow_config_change: they
+# decide what a run writes and when, never what it computes (still recorded).
+BOOKKEEPING_FIELDS = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints')
+# The permission itself: a one-off, never a difference.
+ALLOW_CHANGE_FIELD = 'train.allow_config_change'
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def config_differences(workdir: str, config) -> list[tuple[str, object, object]]:
+  """(field, value in WORKDIR/config.json, value in `config`) of every field that differs.
+
+  Both sides compared as JSON (tuples become lists alike); a field one side lacks
+  is None there; train.allow_config_change is left out. Empty without config.json.
+  """
+  stored = _flat(read_json(os.path.join(workdir, 'config.json')))
+  if not stored:
+    return []
+  new = _flat(json.loads(config.to_json_best_effort()))
+  return [(field, stored.get(field), new.get(field))
+          for field in sorted(stored.keys() | new.keys())
+          if field != ALLOW_CHANGE_FIELD and stored.get(field) != new.get(field)]

@@ -41,3 +41,37 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   checks.batch_split('train.global_batch_size', batch, num_processes, micro, data_parallel,
                      f'{batch} (micro-batch {micro})')
   checks.train_loop(t)
+
+
+def records_vocab(config, manifests: dict[str, dict]) -> None:
+  """The records' vocabulary, as their make-records manifests state it, against the model's.
+
+  Ids past the model's tables train into NaN at the first step, and text ids
+  of another vocab train into nonsense: both are refused before anything is
+  built or compiled.
+
+  Args:
+    config: the training config.
+    manifests: {path: manifest} of the records' manifest.json files (older
+      manifests may lack a field: it is not checked).
+
+  Raises:
+    ConfigError: naming the manifest, its field and both numbers.
+  """
+  m = config.model
+  for path, manifest in manifests.items():
+    system = manifest.get('system', 'videobert')
+    require(system == 'videobert', 'data.train_files',
+            f'{path} describes {system} records, not VideoBERT ones '
+            '(vlm-jax make-records --config.system=videobert)')
+    visual = manifest.get('num_visual_tokens')
+    require(visual is None or visual <= m.num_visual_tokens, 'model.num_visual_tokens',
+            f'{m.num_visual_tokens}, but {path} has num_visual_tokens={visual}: its visual '
+            f'token ids do not fit; set --config.model.num_visual_tokens={visual} (the '
+            "codebook's leaves)")
+    text = manifest.get('text_vocab_size')
+    require(text is None or text == m.text_vocab_size, 'model.text_vocab_size',
+            f'{m.text_vocab_size} (the vocab of config.data.vocab_file or the init checkpoint), '
+            f'but {path} has text_vocab_size={text} (vocab_file={manifest.get("vocab_file")}): '
+            'the records were tokenized with another vocab; give that one as '
+            '--config.data.vocab_file or remake the records with this one')

@@ -6,6 +6,9 @@ A re-run with the same workdir resumes from the latest checkpoint, at the same
 step and the same position of the data stream (the tf.data iterator's state is
 saved next to each checkpoint).
 
+Without config.data.train_files it trains on the token-level synthetic corpus
+(vlm_jax.data.synthetic), written once under $VLM_JAX_DATA, else WORKDIR/data.
+
 The workdir and the data may be local paths or URLs such as gs://bucket/run:
 every file goes through tf.io.gfile (or Orbax, for checkpoints), never through
 os-level calls that only know the local disk.
@@ -17,24 +20,30 @@ import os
 
 import jax
 import tensorflow as tf
+from jax.experimental import multihost_utils
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import synthetic, tokenizer
-from vlm_jax.train import loop
+from vlm_jax.train import loop, report
 from vlm_jax.videobert import checks, pipeline
 from vlm_jax.videobert import step as step_lib
 
 
-def training_files(config, tok) -> list[str]:
-  """The configured TFRecords, or the synthetic corpus (made once, then reused)."""
+def training_files(config, tok, workdir: str | None = None) -> list[str]:
+  """The configured TFRecords, or the synthetic corpus (made once, then reused).
+
+  Local paths come back absolute. The synthetic corpus lives under
+  synthetic.data_root(workdir): $VLM_JAX_DATA, else WORKDIR/data.
+  """
   if config.data.train_files:
-    return files_lib.list_files(config.data.train_files)
-  root = os.environ.get('VLM_JAX_DATA', 'data')
+    return [p if '://' in p else os.path.abspath(p)
+            for p in files_lib.list_files(config.data.train_files)]
   name = (f'synthetic_tokens_v{synthetic.VERSION}_k{config.model.num_visual_tokens}_'
           f'n{config.data.synthetic_videos}_s{config.seed}')
-  directory = os.path.join(root, name)
+  directory = os.path.join(synthetic.data_root(workdir), name)
   done = os.path.join(directory, 'DONE')
-  if not tf.io.gfile.exists(done):
+
+  def write():
     loop.say(f'writing the synthetic corpus ({config.data.synthetic_videos} videos) to '
              f'{directory}')
     files = synthetic.write_corpus(
@@ -42,14 +51,34 @@ def training_files(config, tok) -> list[str]:
         config.model.num_visual_tokens, seed=config.seed)
     with tf.io.gfile.GFile(done, 'w') as f:
       json.dump({'files': [os.path.basename(p) for p in files]}, f)
+
+  # Process 0 writes it; the others wait, then write their own only if the root
+  # is not shared with process 0.
+  if jax.process_index() == 0 and not tf.io.gfile.exists(done):
+    write()
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('synthetic corpus')
+  if not tf.io.gfile.exists(done):
+    write()
   with tf.io.gfile.GFile(done) as f:
     return [os.path.join(directory, p) for p in json.load(f)['files']]
 
 
-def make_run(config) -> loop.Run:
-  """The loop's view of a VideoBERT run: the sharded step and the tf.data batch iterator."""
+def make_run(config, workdir: str) -> loop.Run:
+  """The loop's view of a VideoBERT run: the sharded step and the tf.data batch iterator.
+
+  Raises:
+    ConfigError: records whose make-records manifest says their vocabulary does
+      not fit the model (checks.records_vocab), before anything is built.
+  """
   tok, vocab = step_lib.load_vocab(config)
-  files = training_files(config, tok)
+  files = training_files(config, tok, workdir)
+  if config.data.train_files:
+    manifests = report.records_manifests(files)
+    if not manifests:
+      loop.say('no make-records manifest.json beside the training files: their vocabulary '
+               'is not checked against the model')
+    checks.records_vocab(config, manifests)
   setup = step_lib.build(config, vocab)
 
   def create_state():
@@ -80,4 +109,5 @@ def make_run(config) -> loop.Run:
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains until config.train.num_steps (or `stop_at`); returns the last logged metrics."""
   checks.validate(config, jax.device_count(), jax.process_count())
-  return loop.train(config, workdir, make_run(config), stop_at=stop_at)
+  workdir = loop.make_workdir(workdir)
+  return loop.train(config, workdir, make_run(config, workdir), stop_at=stop_at)

@@ -46,3 +46,33 @@ def validate(config, num_devices: int, num_processes: int, num_videos: int) -> N
           'must be 1 for a contrastive loss (its negatives span the whole batch)')
   checks.train_loop(t, ('log_every', 'checkpoint_every', 'keep_checkpoints',
                         'encode_batch_size'))
+
+
+def records(config, feature_dim: int, text_vocab_size: int, files: list[str],
+            manifests: dict[str, dict]) -> None:
+  """The records against the model: feature width, and their vocab as make-records states it.
+
+  Args:
+    config: the training config.
+    feature_dim: the width of the records' features (every record holds it).
+    text_vocab_size: rows of the text tower's word table.
+    files: the record files (the first one is named for the width).
+    manifests: {path: manifest} of the records' make-records manifest.json files.
+
+  Raises:
+    ConfigError: naming the file or manifest, its field and both numbers.
+  """
+  require(feature_dim == config.model.feature_dim, 'model.feature_dim',
+          f'{config.model.feature_dim}, but the records hold {feature_dim}-d features '
+          f'(video/feature_dim in {files[0]}); set --config.model.feature_dim={feature_dim}')
+  for path, manifest in manifests.items():
+    system = manifest.get('system', 'videoclip')
+    require(system == 'videoclip', 'data.train_files',
+            f'{path} describes {system} records, not VideoCLIP ones '
+            '(vlm-jax make-records --config.system=videoclip)')
+    text = manifest.get('text_vocab_size')
+    require(text is None or text == text_vocab_size, 'data.vocab_file',
+            f'the text tower has {text_vocab_size} word rows, but {path} has '
+            f'text_vocab_size={text} (vocab_file={manifest.get("vocab_file")}): the records '
+            'were tokenized with another vocab; give that one (with a model of its size) or '
+            'remake the records with this one')

@@ -10,23 +10,27 @@ of an epoch depend only on (plan, epoch, seed), so a resumed run continues the
 same epoch with the same batches. The step is vlm_jax.videoclip.step's.
 """
 
+import os
+
 import jax
 
 from vlm_jax import config_checks
 from vlm_jax.data import files as files_lib
-from vlm_jax.train import loop
+from vlm_jax.train import loop, report
 from vlm_jax.videoclip import checks
 from vlm_jax.videoclip import pipeline as videoclip_pipeline
 from vlm_jax.videoclip import plan as plan_lib
 from vlm_jax.videoclip import step as step_lib
 
 
-def load_training_corpus(config) -> videoclip_pipeline.Corpus:
+def training_files(config) -> list[str]:
+  """The configured TFRecords; local paths absolute."""
   if not config.data.train_files:
     raise config_checks.ConfigError(
         'config.data.train_files: a glob of VideoCLIP TFRecords is required '
         '(vlm-jax make-records --config.system=videoclip)')
-  return videoclip_pipeline.load_corpus(files_lib.list_files(config.data.train_files))
+  return [p if '://' in p else os.path.abspath(p)
+          for p in files_lib.list_files(config.data.train_files)]
 
 
 def with_corpus_size(config, num_videos: int):
@@ -37,8 +41,10 @@ def with_corpus_size(config, num_videos: int):
   return config
 
 
-def make_run(config, workdir: str, corpus: videoclip_pipeline.Corpus) -> loop.Run:
-  """The loop's view of a VideoCLIP run; `config` has train.steps_per_epoch filled in."""
+def make_run(config, workdir: str, files: list[str],
+             corpus: videoclip_pipeline.Corpus) -> loop.Run:
+  """The loop's view of a VideoCLIP run of `corpus` (read from `files`); `config` has
+  train.steps_per_epoch filled in."""
   setup = step_lib.build(config)
   steps_per_epoch = config.train.steps_per_epoch
   opts = videoclip_pipeline.sampling_options(config)
@@ -67,7 +73,7 @@ def make_run(config, workdir: str, corpus: videoclip_pipeline.Corpus) -> loop.Ru
       train_step=setup.train_step, num_steps=config.train.num_epochs * steps_per_epoch,
       batches=batches,
       examples_per_step=config.data.videos_per_batch * config.data.pairs_per_video,
-      manifest={'system': 'videoclip', 'data_files': config.data.train_files,
+      manifest={'system': 'videoclip', 'data_files': files,
                 'videos': len(corpus), 'videos_skipped': corpus.skipped,
                 'steps_per_epoch': steps_per_epoch, 'retrieval': bool(config.data.retrieval)},
       log_fields=lambda step: {'epoch': (step - 1) // steps_per_epoch},
@@ -76,11 +82,14 @@ def make_run(config, workdir: str, corpus: videoclip_pipeline.Corpus) -> loop.Ru
 
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains for config.train.num_epochs (or until step `stop_at`); returns the last metrics."""
-  corpus = load_training_corpus(config)
+  files = training_files(config)
+  corpus = videoclip_pipeline.load_corpus(files)
   config = with_corpus_size(config, len(corpus))
   checks.validate(config, jax.device_count(), jax.process_count(), len(corpus))
+  checks.records(config, corpus.feature_dim, step_lib.bert_config(config).vocab_size, files,
+                 report.records_manifests(files))
   workdir = loop.make_workdir(workdir)
   loop.say(f'{len(corpus)} videos ({len(corpus.skipped)} without sentences skipped), '
            f'{config.train.steps_per_epoch} batches of {config.data.videos_per_batch} videos x '
            f'{config.data.pairs_per_video} pairs per epoch, {config.train.num_epochs} epochs')
-  return loop.train(config, workdir, make_run(config, workdir, corpus), stop_at=stop_at)
+  return loop.train(config, workdir, make_run(config, workdir, files, corpus), stop_at=stop_at)
