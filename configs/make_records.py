@@ -6,7 +6,7 @@
 Presets, chosen by the config argument, name the records' system:
 
   videobert  (the default) visual tokens from --codebook (vlm_jax.data.records).
-  videoclip  per-second features, no codebook (vlm_jax.videoclip.records):
+  videoclip  per-second features, no codebook (vlm_jax.data.feature_records):
                --config configs/make_records.py:videoclip, or --config.system=videoclip.
 
 Override any field with `--config.field=value`.

@@ -21,7 +21,7 @@ from vlm_jax.train import partitioning
 from vlm_jax.videoclip import checks as videoclip_checks
 from vlm_jax.videoclip import inference as videoclip_inference
 from vlm_jax.videoclip import pipeline as videoclip_pipeline
-from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.data import feature_records
 from vlm_jax.videoclip import step as videoclip_step
 from vlm_jax.videoclip import trainer as videoclip_trainer
 
@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 16
 
 
-def _corpus(num_videos: int, seed: int = 0) -> list[videoclip_records.VideoClipRecord]:
+def _corpus(num_videos: int, seed: int = 0) -> list[feature_records.FeatureRecord]:
   """Videos of 4 topics: features offset by topic, WordPieces drawn from the topic's 10."""
   rng = np.random.default_rng(seed)
   out = []
@@ -41,7 +41,7 @@ def _corpus(num_videos: int, seed: int = 0) -> list[videoclip_records.VideoClipR
       sentences.append([2000 + 10 * topic + int(x) for x in rng.integers(0, 10, rng.integers(3, 10))])
       times.append((t, t + 3.0))
       t += 3.5
-    out.append(videoclip_records.VideoClipRecord(f'v{v:03d}', features, sentences, times))
+    out.append(feature_records.FeatureRecord(f'v{v:03d}', features, sentences, times))
   return out
 
 
@@ -49,7 +49,7 @@ def _corpus(num_videos: int, seed: int = 0) -> list[videoclip_records.VideoClipR
 def record_files(tmp_path_factory):
   directory = tmp_path_factory.mktemp('videoclip_records')
   return records.write_shards(_corpus(24), str(directory), 2,
-                              serialize=videoclip_records.to_example)
+                              serialize=feature_records.to_example)
 
 
 def _config(files, **train):
@@ -64,15 +64,15 @@ def _config(files, **train):
 def test_per_second_takes_the_clip_holding_each_second():
   features = np.arange(4)[:, None] * np.ones((1, 2))
   clip_times = np.array([[0, 1.5], [1.5, 3.0], [3.0, 4.5], [4.5, 6.0]])
-  rows = videoclip_records.per_second(features, clip_times)[:, 0]
+  rows = feature_records.per_second(features, clip_times)[:, 0]
   # Middles 0.5, 1.5, 2.5, 3.5, 4.5, 5.5 -> clips 0, 1, 1, 2, 3, 3.
   np.testing.assert_array_equal(rows, [0, 1, 1, 2, 3, 3])
 
 
 def test_records_round_trip_as_float16(tmp_path):
   original = _corpus(3)
-  paths = records.write_shards(original, str(tmp_path), 2, serialize=videoclip_records.to_example)
-  back = sorted(videoclip_records.read(paths), key=lambda r: r.video_id)
+  paths = records.write_shards(original, str(tmp_path), 2, serialize=feature_records.to_example)
+  back = sorted(feature_records.read(paths), key=lambda r: r.video_id)
   for a, b in zip(original, back):
     assert a.video_id == b.video_id and a.sentences == b.sentences
     np.testing.assert_allclose(a.sentence_times, b.sentence_times)
@@ -104,9 +104,9 @@ def test_make_records_videoclip_format(tmp_path):
   manifest = make_records.run(str(features), None, str(transcript_dir), str(tmp_path / 'out'), c,
                               progress=False)
   assert manifest['counts']['videos'] == 2 and manifest['codebook'] is None
-  by_id = {r.video_id: r for r in videoclip_records.read(manifest['shards'])}
+  by_id = {r.video_id: r for r in feature_records.read(manifest['shards'])}
   np.testing.assert_array_equal(
-      by_id['vid'].features, videoclip_records.per_second(clips, np.load(
+      by_id['vid'].features, feature_records.per_second(clips, np.load(
           features / 'vid.times.npy')).astype(np.float16))
   assert by_id['vid'].features.shape == (9, DIM)
   tok = tokenizer_lib.load()

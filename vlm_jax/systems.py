@@ -14,6 +14,7 @@ from vlm_jax import config_checks
 TRAINERS = {
     'videobert': 'vlm_jax.videobert.trainer',
     'videoclip': 'vlm_jax.videoclip.trainer',
+    'cbt': 'vlm_jax.cbt.trainer',
 }
 NAMES = tuple(TRAINERS)
 # Checkpoint files of other codebases that a system loads as its own runs.

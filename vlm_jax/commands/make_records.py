@@ -19,7 +19,7 @@ are rewritten (written aside, then renamed into place).
 
 VideoCLIP's records (`--config.system=videoclip`, no --codebook): per-second
 features (row t = the clip holding second t + 0.5; extract-features' s3dg preset
-makes 1-s clips) and the same timed sentences (vlm_jax.videoclip.records).
+makes 1-s clips) and the same timed sentences (vlm_jax.data.feature_records).
 """
 
 import os

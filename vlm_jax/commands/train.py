@@ -33,7 +33,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'configs/videoclip.py:tiny,runlocal; the default is VideoBERT\'s tiny preset.',
     lock_config=True)
 # --help lists their presets and options beside the default's.
-OTHER_CONFIGS = ['videoclip.py']
+OTHER_CONFIGS = ['videoclip.py', 'cbt.py']
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints and metrics go: a local directory or a URL such as '
     'gs://bucket/run (TPU VMs: write to Cloud Storage, their disks do not outlive them).')

@@ -12,7 +12,7 @@ import tqdm
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.videoclip import inference as videoclip_inference
-from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.data import feature_records
 
 
 def read_segments(path: str) -> list[dict]:
@@ -56,7 +56,7 @@ def load_per_second(features_dir: str, video_id: str) -> np.ndarray:
     raise ValueError(f'{path}: expected [num_clips, D] features, got {list(features.shape)}')
   times_path = os.path.join(features_dir, f'{video_id}.times.npy')
   if os.path.exists(times_path):
-    features = videoclip_records.per_second(features, np.load(times_path))
+    features = feature_records.per_second(features, np.load(times_path))
   return features
 
 

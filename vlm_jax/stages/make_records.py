@@ -3,7 +3,7 @@
 Used by `vlm-jax make-records` and the demos; see that command for the details.
 `config.system` picks the schema: 'videobert' (visual tokens from a codebook,
 vlm_jax.data.records) or 'videoclip' (per-second features, no codebook,
-vlm_jax.videoclip.records).
+vlm_jax.data.feature_records).
 """
 
 import glob
@@ -23,7 +23,7 @@ from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
 from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import make_records as join
-from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.data import feature_records
 
 TIMES_SUFFIX = '.times.npy'
 
@@ -57,8 +57,8 @@ def _shard_files(output: str, prefix: str) -> list[str]:
 def _videoclip_record(video_id, features, clip_times, sentences, tokenizer):
   times = join.check_clip_times(clip_times, features.shape[0])
   ids, sentence_times, empty = join.tokenize_sentences(tokenizer, sentences or [])
-  record = videoclip_records.VideoClipRecord(
-      video_id, videoclip_records.per_second(features, times), ids, sentence_times)
+  record = feature_records.FeatureRecord(
+      video_id, feature_records.per_second(features, times), ids, sentence_times)
   record.validate()
   return record, join.JoinStats(clips=len(features), sentences=len(ids), empty_sentences=empty)
 
@@ -145,7 +145,7 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
   num_shards = max(1, min(config.num_shards, len(names)))
   try:
     staged = records.write_shards(video_records(), staging, num_shards, prefix=config.prefix,
-                                  serialize=videoclip_records.to_example if videoclip else None)
+                                  serialize=feature_records.to_example if videoclip else None)
     stale = set(_shard_files(output, config.prefix))
     shards = []
     for path in staged:

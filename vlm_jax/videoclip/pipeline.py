@@ -1,6 +1,6 @@
 """VideoCLIP's input pipeline: records in memory, epoch plans, batches of sampled pairs.
 
-The corpus (per-second features and timed sentences, vlm_jax.videoclip.records)
+The corpus (per-second features and timed sentences, vlm_jax.data.feature_records)
 is read once into host memory: retrieval-augmented batching needs random access
 to any video at any step. An epoch is a plan, [num_batches, k] video indices:
 a random partition, or the clusters of a faiss index over the videos'
@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from vlm_jax.data.files import DataError
 from vlm_jax.videoclip import model as videoclip_model
-from vlm_jax.videoclip import records as videoclip_records
+from vlm_jax.data import feature_records
 from vlm_jax.videoclip import sampling as videoclip_sampling
 
 
@@ -48,7 +48,7 @@ def load_corpus(files: Sequence[str]) -> Corpus:
   corpus = Corpus([], [], [], [], [])
   for path in files:
     try:
-      for record in videoclip_records.read([path]):
+      for record in feature_records.read([path]):
         if not record.sentences:
           corpus.skipped.append({'video_id': record.video_id, 'file': path,
                                  'reason': 'no sentences: no text to pair with'})

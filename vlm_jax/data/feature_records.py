@@ -1,4 +1,4 @@
-"""VideoCLIP's TFRecord schema: one `tf.train.Example` per video, per-second features.
+"""The feature-record schema of VideoCLIP and CBT: one `tf.train.Example` per video.
 
 | feature                 | type        | meaning                                           |
 |-------------------------|-------------|---------------------------------------------------|
@@ -12,8 +12,10 @@
 | `video/feature_dim`     | int64       | columns of the features                            |
 
 The text fields are VideoBERT's (vlm_jax.data.records). Features are stored
-as float16 bytes: S3D-G's 512-d tokens lose nothing that matters to the MLP
-that reads them, and a HowTo100M-scale corpus halves on disk.
+as float16 bytes: S3D-G's 512-d tokens lose nothing that matters to the
+models that read them, and a HowTo100M-scale corpus halves on disk. Shared
+here because systems never import one another: `vlm-jax make-records
+--config.system=videoclip` writes them, VideoCLIP and CBT read them.
 """
 
 import dataclasses
@@ -24,7 +26,7 @@ import tensorflow as tf
 
 from vlm_jax.data import records
 
-# The id and text fields are VideoBERT's; the video fields are VideoCLIP's own.
+# The id and text fields are VideoBERT's; the video fields are continuous features.
 FEATURES = {name: spec for name, spec in records.FEATURES.items()
             if not name.startswith('video/')}
 FEATURES.update({
@@ -35,7 +37,7 @@ FEATURES.update({
 
 
 @dataclasses.dataclass
-class VideoClipRecord:
+class FeatureRecord:
   """One video: per-second features and timed sentences (host memory)."""
   video_id: str
   features: np.ndarray                 # [num_seconds, dim]
@@ -84,7 +86,7 @@ def _bytes(value: bytes):
   return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def to_example(record: VideoClipRecord) -> bytes:
+def to_example(record: FeatureRecord) -> bytes:
   record.validate()
   starts, ends = (zip(*record.sentence_times) if record.sentence_times else ((), ()))
   features = np.ascontiguousarray(record.features, '<f2')
@@ -104,7 +106,7 @@ def to_example(record: VideoClipRecord) -> bytes:
       deterministic=True)
 
 
-def from_example(serialized: bytes) -> VideoClipRecord:
+def from_example(serialized: bytes) -> FeatureRecord:
   """Parses one serialized example (eager; the corpus is loaded once per run)."""
   p = tf.io.parse_single_example(serialized, FEATURES)
   p = {k: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy()
@@ -116,13 +118,13 @@ def from_example(serialized: bytes) -> VideoClipRecord:
     raise ValueError(f'{video_id}: video/features holds {features.size} values, not '
                      f'{shape[0]} x {shape[1]}')
   bounds = np.cumsum(np.concatenate([[0], p['text/sentence_lengths']])).astype(int)
-  return VideoClipRecord(
+  return FeatureRecord(
       video_id=video_id, features=features.reshape(shape),
       sentences=[p['text/token_ids'][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])],
       sentence_times=list(zip(p['text/start_times'].tolist(), p['text/end_times'].tolist())))
 
 
-def read(paths: Sequence[str]) -> Iterable[VideoClipRecord]:
+def read(paths: Sequence[str]) -> Iterable[FeatureRecord]:
   """Every record of `paths`, in file order."""
   for path in paths:
     for raw in tf.data.TFRecordDataset([path]):

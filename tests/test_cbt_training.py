@@ -1,0 +1,141 @@
+"""CBT end to end on hand-made records: the CLI trains, resumes, and shards as one device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import cbt as cbt_config
+from vlm_jax import config_checks
+from vlm_jax.cbt import checks as cbt_checks
+from vlm_jax.cbt import pipeline as cbt_pipeline
+from vlm_jax.cbt import step as cbt_step
+from vlm_jax.cbt import trainer as cbt_trainer
+from vlm_jax.data import records
+from vlm_jax.train import checkpoints, partitioning
+from vlm_jax.data import feature_records
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIM = 16
+
+
+def _corpus(num_videos: int, seed: int = 0) -> list[feature_records.FeatureRecord]:
+  """Videos of 4 topics: slowly drifting features offset by topic, words from the topic's 10."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for v in range(num_videos):
+    topic, clips = v % 4, int(rng.integers(10, 24))
+    drift = np.cumsum(rng.normal(scale=0.5, size=(clips, DIM)), axis=0)
+    features = (drift + 3 * np.eye(DIM)[topic]).astype(np.float32)
+    sentences, times, t = [], [], 0.0
+    while t < clips - 2:
+      sentences.append([2000 + 10 * topic + int(x) for x in rng.integers(0, 10, 5)])
+      times.append((t, t + 2.0))
+      t += 2.5
+    out.append(feature_records.FeatureRecord(f'v{v:03d}', features, sentences, times))
+  return out
+
+
+@pytest.fixture(scope='module')
+def record_files(tmp_path_factory):
+  return records.write_shards(_corpus(16), str(tmp_path_factory.mktemp('cbt_records')), 2,
+                              serialize=feature_records.to_example)
+
+
+def _config(files):
+  c = cbt_config.get_config('tiny,runlocal')
+  c.data.train_files = ','.join(files)
+  c.model.feature_dim = DIM
+  return c
+
+
+def _cli(workdir, files):
+  return subprocess.run(
+      [sys.executable, '-m', 'vlm_jax.cli', 'train', '--config', 'configs/cbt.py:tiny,runlocal',
+       f'--workdir={workdir}', f'--config.data.train_files={",".join(files)}',
+       f'--config.model.feature_dim={DIM}'],
+      cwd=REPO, capture_output=True, text=True, env=dict(os.environ), check=True)
+
+
+@pytest.fixture(scope='module')
+def runs(record_files, tmp_path_factory):
+  """A straight CLI run, and one stopped at step 6 then resumed by the CLI."""
+  straight = tmp_path_factory.mktemp('cbt_straight')
+  _cli(straight, record_files)
+  resumed = tmp_path_factory.mktemp('cbt_resumed')
+  cbt_trainer.train(_config(record_files), str(resumed), stop_at=6)
+  out = _cli(resumed, record_files)
+  return straight, resumed, out.stdout + out.stderr
+
+
+def _rows(workdir):
+  return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def _params(workdir, config):
+  setup = cbt_step.build(config)
+  params, step = checkpoints.restore_params(str(workdir), setup.sharded.abstract_state.params)
+  return jax.device_get(params), step
+
+
+def test_the_cli_trains_and_the_loss_decreases(runs):
+  rows = _rows(runs[0])
+  assert [r['step'] for r in rows] == list(range(2, 13, 2))
+  assert rows[-1]['loss'] < rows[0]['loss']
+  for key in ('loss_visual', 'loss_cross', 'visual_accuracy', 'cross_accuracy', 'l2_grads'):
+    assert np.isfinite(rows[-1][key])
+  manifest = json.loads((runs[0] / 'manifest.json').read_text())
+  assert manifest['system'] == 'cbt' and manifest['final_step'] == 12
+
+
+def test_resume_mid_run_equals_a_straight_run(runs, record_files):
+  straight, resumed, log = runs
+  assert 'resumed from the checkpoint at step 6' in log
+  config = _config(record_files)
+  (a, step_a), (b, step_b) = _params(straight, config), _params(resumed, config)
+  assert step_a == step_b == 12
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_sharded_step_equals_single_device_and_leaves_frozen_text(record_files):
+  config = _config(record_files)
+  corpus = cbt_pipeline.load_corpus(record_files)
+  batch = cbt_pipeline.batch_at(corpus, 1, config.seed, 8, cbt_trainer.window_options(config))
+  batch.pop('video_index')
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()[:4]):
+    setup = cbt_step.build(config.copy_and_resolve_references(), devices)
+    initial = cbt_step.initial_params(setup)
+    text_before = jax.device_get(initial['text_bert'])
+    state = setup.sharded.create_state(initial)
+    state, metrics = setup.train_step(state, partitioning.device_batch(batch, setup.mesh))
+    results.append((float(metrics['loss']), jax.device_get(state.params)))
+    # Frozen: no update at all (AdamW's decay would otherwise shrink them).
+    for x, y in zip(jax.tree.leaves(text_before), jax.tree.leaves(results[-1][1]['text_bert'])):
+      np.testing.assert_array_equal(x, y)
+  assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+  for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_config_checks_name_the_field(record_files):
+  config = _config(record_files)
+  config.train.global_batch_size = 32
+  with pytest.raises(config_checks.ConfigError, match='^config.train.global_batch_size: 32'):
+    cbt_trainer.train(config, '/nonexistent/never-made')
+  config = _config(record_files)
+  config.model.feature_dim = 8
+  with pytest.raises(config_checks.ConfigError, match='^config.model.feature_dim: 8, but'):
+    cbt_trainer.train(config, '/nonexistent/never-made')
+
+
+@pytest.mark.parametrize('preset', ['tiny', 'base', 'tiny,runlocal'])
+def test_presets_pass_their_checks_on_four_devices(preset):
+  config = cbt_config.get_config(preset)
+  cbt_checks.validate(config, 4, 1, config.train.global_batch_size)
+  assert config.system == 'cbt' and config.model.cross_layers == 1
