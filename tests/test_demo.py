@@ -1,13 +1,17 @@
 """The demo main job end to end (runlocal preset), its resumption, and the Colab notebook."""
 
+import html as html_lib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from test_report_layout import layout_problems
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +29,7 @@ def demo_dir(tmp_path_factory):
 def test_demo_writes_the_report(demo_dir):
   report = demo_dir / 'report'
   html = (report / 'index.html').read_text()
-  for picture in ('curves.png', 'text_to_video.png', 'forecast.png'):
+  for picture in ('curves.png', 'text_to_video.png', 'forecast.png', 'alignment.png'):
     assert (report / picture).stat().st_size > 1000 and picture in html
   assert any(name.startswith('preview_test_') for name in os.listdir(report))
   metrics = json.loads((report / 'metrics.json').read_text())
@@ -57,6 +61,139 @@ def test_demo_writes_the_report(demo_dir):
   # Held-out videos only: every evaluated step belongs to a test video.
   assert {p['video_id'] for p in metrics['predictions']} <= {
       v['video_id'] for v in steps if v['split'] == 'test'}
+  assert 'Synthetic cooking videos were rendered, each step narrated by a sentence.' in html
+
+
+def _narrated(demo_dir, split):
+  steps = [json.loads(line) for line in (demo_dir / 'corpus' / 'steps.jsonl').open()]
+  return [dict(s, video_id=v['video_id']) for v in steps if v['split'] == split
+          for s in v['steps'] if s['sentence']]
+
+
+def test_alignment_is_measured_against_the_always_aligned_baseline(demo_dir):
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  for split in ('dev', 'test'):
+    r = metrics['alignment'][split]
+    assert r['num_steps'] == len(_narrated(demo_dir, split))
+    # The baseline is right on exactly the steps shown with their own video.
+    assert r['always_aligned']['mean'] == pytest.approx(1 - r['num_negatives'] / r['num_steps'])
+    for name in ('accuracy', 'always_aligned', 'pairwise', 'cloze_pairwise'):
+      low, high = r[name]['ci95']
+      assert 0 <= low <= r[name]['mean'] <= high <= 1
+  assert metrics['training_mix']['negative_prob'] == pytest.approx(
+      metrics['alignment']['test']['negative_prob'])
+  html = (demo_dir / 'report' / 'index.html').read_text()
+  assert 'Video-text alignment (held-out steps)' in html and 'always says' in html
+
+
+def test_text_to_video_is_scored_against_chance_and_frequent_tokens(demo_dir):
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  scores = metrics['text_to_video_scores']['test']
+  assert scores['num_steps'] == len(_narrated(demo_dir, 'test'))
+  assert set(scores['scores']) == {'videobert', 'videobert_against_prior', 'most_frequent',
+                                   'chance', 'own_clips'}
+  labels = metrics['token_labels']
+  steps = _narrated(demo_dir, 'test')
+  # The most-frequent-token baseline: the share of steps whose verb is that token's label.
+  frequent = int(np.argmax(labels['count']))
+  assert scores['scores']['most_frequent']['verb']['mean'] == pytest.approx(
+      np.mean([s['verb'] == labels['verb'][frequent] for s in steps]))
+  for item in metrics['text_to_video']:
+    for key in ('tokens', 'tokens_against_prior'):
+      assert len(set(item[key])) == len(item[key])
+  # One shown step per noun, as far as the test steps go.
+  nouns = [item['noun'] for item in metrics['text_to_video']]
+  assert len(set(nouns)) == len(nouns) >= min(6, len({s['noun'] for s in steps}))
+
+
+def test_forecasts_start_from_different_tokens_and_show_others(demo_dir):
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  forecast = metrics['forecast']
+  starts = list(dict.fromkeys(f['token'] for f in forecast))
+  assert len(starts) == 3 and len(forecast) == 3 * 3
+  for f in forecast:
+    assert f['token'] not in f['next_other'] and len(f['next_other']) == 3
+    assert 0 <= f['p_self'] <= 1
+
+
+def test_captioning_has_its_baselines_and_previews_their_narration(demo_dir):
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  captioning = metrics['captioning']
+  assert set(captioning['baselines']) == {'nearest_neighbour', 'most_frequent'}
+  for scores in captioning['baselines'].values():
+    assert all(0 <= scores[k] <= 1 for k in ('Bleu_4', 'ROUGE_L'))
+  train = {s['sentence'] for s in _narrated(demo_dir, 'train')}
+  assert all(e['nearest_neighbour'] in train for e in captioning['examples'])
+  html = (demo_dir / 'report' / 'index.html').read_text()
+  assert 'nearest training step' in html and 'most frequent training sentence' in html
+  first = metrics['previews'][0]
+  assert html_lib.escape(f'{first["video_id"]} ({first["split"]}): {first["steps"][0]}') in html
+
+
+def test_report_figures_keep_text_off_the_frames(demo_dir):
+  """The demo's figures, rebuilt from its metrics: no text over a frame or another text."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from vlm_jax.demo import videobert as demo  # pylint: disable=import-outside-toplevel
+  from vlm_jax.train import report as train_report  # pylint: disable=import-outside-toplevel
+  metrics = json.loads((demo_dir / 'report' / 'metrics.json').read_text())
+  labels = metrics['token_labels']
+
+  def frames(token):
+    return np.zeros((112, 112, 3), np.float32)
+  for fig, min_frame_px in (
+      (demo.text_to_video_figure(metrics['text_to_video'], labels, frames), 96),
+      (demo.forecast_figure(metrics['forecast'], labels, frames), 96),
+      (demo.alignment_figure(train_report.read_metrics(str(demo_dir / 'train' / 'metrics.jsonl')),
+                             metrics['training_mix'], metrics['alignment']), 0)):
+    assert layout_problems(fig, min_frame_px) == []
+    plt.close(fig)
+
+
+# Marks each picture loaded or not, and lists text blocks that cover a picture.
+_PROBE = """<script>
+window.addEventListener('load', () => {
+  const pictures = [...document.images];
+  for (const img of pictures) img.dataset.loaded = img.naturalWidth > 0 ? 'yes' : 'no';
+  const overlaps = [];
+  for (const block of document.querySelectorAll('h1, h2, p, table, figcaption')) {
+    const a = block.getBoundingClientRect();
+    for (const img of pictures) {
+      const b = img.getBoundingClientRect();
+      const x = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (x > 1 && y > 1) overlaps.push(block.tagName + ' over ' + img.getAttribute('src'));
+    }
+  }
+  document.body.dataset.overlaps = JSON.stringify(overlaps);
+});
+</script>"""
+
+
+def test_report_in_headless_chromium(demo_dir, tmp_path):
+  """Every picture of index.html loads, no text block covers one, and the demo kept a
+  screenshot of the page."""
+  from vlm_jax.demo import report  # pylint: disable=import-outside-toplevel
+  browser = report.browser()
+  if browser is None:
+    pytest.skip('no Chromium (apt-get install chromium; .ci/run installs it)')
+  folder = demo_dir / 'report'
+  page = (folder / 'index.html').read_text()
+  probe = tmp_path / 'probe.html'
+  probe.write_text(page.replace('<head>', f'<head><base href="{folder.as_uri()}/">', 1)
+                   .replace('</body>', _PROBE + '</body>'))
+  out = subprocess.run([browser, '--headless', '--no-sandbox', '--disable-gpu',
+                        '--window-size=1280,4000', '--virtual-time-budget=10000',
+                        '--dump-dom', probe.as_uri()],
+                       capture_output=True, text=True, timeout=180, check=True)
+  images = re.findall(r'<img [^>]*>', out.stdout)
+  assert len(images) == page.count('<img ') >= 6
+  assert all('data-loaded="yes"' in img for img in images), images
+  overlaps = re.search(r'data-overlaps="([^"]*)"', out.stdout)
+  assert overlaps and json.loads(html_lib.unescape(overlaps.group(1))) == []
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  with Image.open(folder / 'screenshot.png') as shot:
+    assert shot.width == 1280 and shot.height > 2000
+    assert shot.convert('L').getextrema()[0] < 100  # not a blank page
 
 
 def test_random_s3d_features_see_nouns_and_verbs_across_videos(demo_dir):

@@ -4,9 +4,10 @@ Used by `vlm-jax caption` and the demo; see that command for the stages and
 files.
 """
 
+import collections
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tqdm
@@ -159,14 +160,51 @@ def _train_stage(config, output: str) -> dict[str, Any]:
     return json.load(f)
 
 
+def nearest_captions(train_features: np.ndarray, train_sentences: Sequence[str],
+                     test_features: np.ndarray) -> list[str]:
+  """[N_test] the sentence of each test segment's nearest training segment.
+
+  Nearest by cosine similarity of the features standardised per dimension on
+  the training set (the captioner's own inputs, none of which would otherwise
+  outweigh the rest by its scale).
+
+  Args:
+    train_features: [N_train, D].
+    train_sentences: [N_train].
+    test_features: [N_test, D].
+  """
+  mean, scale = train_features.mean(0), train_features.std(0) + 1e-6
+
+  def unit(x):
+    x = (x - mean) / scale
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+  nearest = (unit(test_features) @ unit(train_features).T).argmax(1)
+  return [str(train_sentences[i]) for i in nearest]
+
+
+def baseline_captions(output: str) -> dict[str, list[str]]:
+  """Captions of the test segments without the captioner: the nearest training
+  segment's sentence (`nearest_neighbour`), the most frequent training sentence."""
+  train, test = _load_split(output, 'train'), _load_split(output, 'test')
+  sentences = [str(s) for s in train['sentences']]
+  frequent = collections.Counter(sentences).most_common(1)[0][0]
+  return {'nearest_neighbour': nearest_captions(train['features'], sentences, test['features']),
+          'most_frequent': [frequent] * len(test['ids'])}
+
+
+def _write_predictions(path: str, ids, captions: Sequence[str]) -> None:
+  files_lib.write_text(path, ''.join(
+      json.dumps({'id': str(i), 'caption': text}, ensure_ascii=False) + '\n'
+      for i, text in zip(ids, captions)))
+
+
 def _predict_stage(output: str, score: bool) -> dict[str, Any]:
   trained = captioner.load(os.path.join(output, 'captioner'))
   data = _load_split(output, 'test')
   predicted = captioner.captions(trained, data['features'], progress=True)
   predictions = os.path.join(output, 'predictions.jsonl')
-  files_lib.write_text(predictions, ''.join(
-      json.dumps({'id': str(i), 'caption': text}, ensure_ascii=False) + '\n'
-      for i, text in zip(data['ids'], predicted)))
+  _write_predictions(predictions, data['ids'], predicted)
   references = {str(i): [str(s)] for i, s in zip(data['ids'], data['sentences']) if s}
   result: dict[str, Any] = dict(predictions=len(predicted), references=len(references),
                                 captioner_step=trained.step)
@@ -178,6 +216,14 @@ def _predict_stage(output: str, score: bool) -> dict[str, Any]:
                                os.path.join(output, 'metrics.json'))
     result.update(scores=metrics['scores'], tokenizer=metrics['tokenizer'],
                   meteor_skipped=metrics['meteor_skipped'])
+    # The same scorer on captions that need no captioner: what it has to beat.
+    result['baselines'] = {}
+    for name, captions in baseline_captions(output).items():
+      path = os.path.join(output, f'predictions_{name}.jsonl')
+      _write_predictions(path, data['ids'], captions)
+      scored = caption_eval.run(os.path.join(output, 'references.json'), path,
+                                os.path.join(output, f'metrics_{name}.json'))
+      result['baselines'][name] = dict(scores=scored['scores'], predictions=path)
   return result
 
 

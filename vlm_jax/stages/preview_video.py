@@ -6,10 +6,11 @@ Used by `vlm-jax preview-video` and the demo; see that command for the layout.
 import json
 import os
 import sys
+from typing import Sequence
 
 import numpy as np
 import tqdm
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import video
@@ -47,19 +48,27 @@ def clip_row(clip: video.Clip, columns: int) -> np.ndarray:
 
 
 def preview(path: str, png: str, fps: float, clip_frames: int, size: int,
-            columns: int) -> dict:
-  """Decodes one video and writes its grid to `png`; returns its manifest entry."""
-  rows, starts, frames = [], [], 0
+            columns: int, steps: Sequence[tuple[float, float, str]] = ()) -> dict:
+  """Decodes one video and writes its grid to `png`; returns its manifest entry.
+
+  Each row (a clip) is labelled with its start time, and with the label of the
+  step of `steps` (start, end, label) its centre falls in, if any.
+  """
+  rows, starts, ends, frames = [], [], [], 0
   for clip in video.iter_clips(path, fps, clip_frames, size, last_clip='pad'):
     # Keep only the shown frames: a long video never sits in memory.
     rows.append(clip_row(clip, columns))
     starts.append(clip.start)
+    ends.append(clip.end)
     frames += clip.num_real_frames
   image = Image.fromarray(np.concatenate(rows, axis=0))
   draw = ImageDraw.Draw(image)
-  for i, start in enumerate(starts):
-    draw.text((3, i * size + 2), f'{start:.1f}s', fill=(255, 255, 0), stroke_width=1,
-              stroke_fill=(0, 0, 0))
+  font = ImageFont.load_default(size=max(10, size // 6))
+  for i, (start, end) in enumerate(zip(starts, ends)):
+    centre = (start + end) / 2
+    label = next((text for a, b, text in steps if a <= centre <= b), '')
+    draw.text((3, i * size + 2), f'{start:.1f}s  {label}'.rstrip(), fill=(255, 255, 0),
+              font=font, stroke_width=1, stroke_fill=(0, 0, 0))
   # A PNG that exists is a finished one (resume).
   with files_lib.atomic_path(png) as tmp:
     image.save(tmp, format='PNG')
