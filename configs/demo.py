@@ -105,7 +105,10 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.videobert.data.mask_prob = 0.5
   c.videobert.train.num_steps = 900
   if runlocal:
-    c.videobert.train.num_steps = 4
+    # Enough for the randomly initialised runlocal model to learn the narration's
+    # most frequent pieces (held-out cloze ~14%, 2% after 4 steps): the demo test
+    # checks that it learns.
+    c.videobert.train.num_steps = 60
     c.videobert.optim.warmup_steps = 1
     c.videobert.train.global_batch_size = 8
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 from matplotlib.text import Text  # pylint: disable=wrong-import-position
 
 from vlm_jax.demo import report  # pylint: disable=wrong-import-position
-from vlm_jax.demo import videobert as demo  # pylint: disable=wrong-import-position
+from vlm_jax.demo import videobert_report as demo  # pylint: disable=wrong-import-position
 from vlm_jax.stages import caption  # pylint: disable=wrong-import-position
 from vlm_jax.videobert import alignment, generation  # pylint: disable=wrong-import-position
 
@@ -135,9 +135,9 @@ def test_alignment_section_says_when_the_head_is_at_the_baseline():
   held_out = _held_out()
   held_out['test'].update(predicted_aligned=1.0, mean_p_aligned={'own': 0.8, 'mismatched': 0.8},
                           mismatches_sharing_verb_and_noun=0.03)
-  assert 'learned nothing but the label split' in demo._alignment_section(held_out, mix, 900)
+  assert 'learned nothing but the label split' in demo.alignment_section(held_out, mix, 900)
   held_out['test']['pairwise'] = {'mean': 0.7, 'ci95': [0.62, 0.78]}
-  assert 'separates own from mismatched' in demo._alignment_section(held_out, mix, 900)
+  assert 'separates own from mismatched' in demo.alignment_section(held_out, mix, 900)
 
 
 def test_table_right_aligns_numbers_only():
