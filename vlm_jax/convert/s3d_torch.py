@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from vlm_jax.convert import state_dicts
 from vlm_jax.models import s3d
 
 Variables = dict[str, Any]
@@ -96,32 +97,9 @@ def s3dg_table(embed_dim: int | None = 512,
 
 
 def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """A .pth path or a mapping of tensors / arrays -> float32 NumPy arrays by name.
-
-  A `module.` prefix (DataParallel checkpoints, as MIL-NCE's) is removed;
-  integer tensors (`num_batches_tracked`) are dropped.
-  """
-  if isinstance(source, (str, os.PathLike)):
-    try:
-      import torch  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-      raise ImportError(f'{source} needs torch to read; or pass a dict of NumPy arrays') from e
-    source = torch.load(source, map_location='cpu', weights_only=True)
-    if 'state_dict' in source and isinstance(source['state_dict'], Mapping):
-      source = source['state_dict']
-  out = {}
-  for name, value in source.items():
-    if hasattr(value, 'detach'):  # a torch tensor; no torch import needed
-      value = value.detach().cpu().float().numpy() if value.is_floating_point() else None
-    if value is None:
-      continue
-    value = np.asarray(value)
-    if not np.issubdtype(value.dtype, np.floating):
-      continue
-    if name.startswith('module.'):
-      name = name[len('module.'):]
-    out[name] = value.astype(np.float32)
-  return out
+  """A .pth path or a mapping of tensors / arrays -> float32 NumPy arrays by name
+  (state_dicts.read: `module.` prefixes and non-float entries dropped)."""
+  return {name: value.astype(np.float32) for name, value in state_dicts.read(source).items()}
 
 
 # ------------------------------------------------------------------ both ways
