@@ -33,6 +33,14 @@ def test_template_and_mask_positions():
   assert list(query.types) == [0] * 13 + [1] * 4
 
 
+def test_another_template_for_diagnostics():
+  tok = tokenizer.load()
+  vocab = vocab_lib.from_tokenizer(tok, 144)
+  ids, positions = action_classification.template_ids(tok, vocab, 'next we {verb} the {noun}.')
+  assert [tok.id_to_token(i) for i in ids] == ['next', 'we', '[MASK]', 'the', '[MASK]', '.']
+  assert positions == (2, 4)
+
+
 def test_long_videos_are_cut_to_the_sequence_length():
   tok = tokenizer.load()
   vocab = vocab_lib.from_tokenizer(tok, 144)

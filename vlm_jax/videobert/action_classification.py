@@ -22,9 +22,9 @@ from vlm_jax.videobert import inference as videobert_inference
 TEMPLATE = narration.PROMPT
 
 
-def template_ids(tok, vocab) -> tuple[list[int], tuple[int, int]]:
-  """WordPiece ids of the template with two [MASK]s, and the masks' indices in them."""
-  before, rest = TEMPLATE.split('{verb}')
+def template_ids(tok, vocab, template: str = TEMPLATE) -> tuple[list[int], tuple[int, int]]:
+  """WordPiece ids of `template` ('...{verb}...{noun}...') with two [MASK]s, and their indices."""
+  before, rest = template.split('{verb}')
   middle, after = rest.split('{noun}')
   pieces = tokenizer_lib.wordpieces(tok, [before, middle, after])
   ids = pieces[0] + [vocab.mask_id] + pieces[1] + [vocab.mask_id] + pieces[2]
@@ -48,12 +48,12 @@ def label_token_ids(tok, labels: Sequence[str], what: str) -> np.ndarray:
 
 
 def queries(tok, vocab, visual_tokens: Sequence[Sequence[int]], seq_len: int,
-            with_video: bool = True) -> list[videobert_inference.Query]:
+            with_video: bool = True, template: str = TEMPLATE) -> list[videobert_inference.Query]:
   """One query per segment: the template, then the segment's visual tokens (leaf ids).
 
   Visual tokens beyond what `seq_len` holds are dropped from the end.
   """
-  text, (verb_at, noun_at) = template_ids(tok, vocab)
+  text, (verb_at, noun_at) = template_ids(tok, vocab, template)
   room = seq_len - len(text) - 3  # [CLS], [>], [SEP]
   out = []
   for tokens in visual_tokens:
@@ -64,12 +64,16 @@ def queries(tok, vocab, visual_tokens: Sequence[Sequence[int]], seq_len: int,
 
 
 def scores(loaded, visual_tokens: Sequence[Sequence[int]], verbs: Sequence[str],
-           nouns: Sequence[str], with_video: bool = True) -> tuple[np.ndarray, np.ndarray]:
-  """Verb [N, len(verbs)] and noun [N, len(nouns)] log-probabilities per segment."""
+           nouns: Sequence[str], with_video: bool = True,
+           template: str = TEMPLATE) -> tuple[np.ndarray, np.ndarray]:
+  """Verb [N, len(verbs)] and noun [N, len(nouns)] log-probabilities per segment.
+
+  `template` is the paper's prompt unless another is given (diagnostics).
+  """
   tok, vocab = loaded.tokenizer, loaded.vocab
   verb_ids = label_token_ids(tok, verbs, 'verb')
   noun_ids = label_token_ids(tok, nouns, 'noun')
-  qs = queries(tok, vocab, visual_tokens, loaded.config.data.seq_len, with_video)
+  qs = queries(tok, vocab, visual_tokens, loaded.config.data.seq_len, with_video, template)
   log_probs = videobert_inference.masked_log_probs(loaded, qs, videobert_inference.TEXT)
   verb = np.stack([lp[0, verb_ids] for lp in log_probs])
   noun = np.stack([lp[1, noun_ids] for lp in log_probs])
