@@ -30,7 +30,7 @@ def corpus(tmp_path_factory):
             _video('v4', 10, [(3.0, 4.0)])]
   paths = records.write_shards(videos, str(tmp_path_factory.mktemp('cbt_records')), 1,
                                serialize=feature_records.to_example)
-  return cbt_pipeline.load_corpus(paths)
+  return feature_records.load_corpus(paths)
 
 
 class _Fixed:
@@ -108,4 +108,4 @@ def test_a_file_that_is_not_a_feature_record_is_named(tmp_path):
   video = records.VideoRecord('x', [[5]], [(0.0, 1.0)], [3], [(0.0, 1.0)])
   paths = records.write_shards([video], str(tmp_path), 1)
   with pytest.raises(files_lib.DataError, match='not a feature record'):
-    cbt_pipeline.load_corpus(paths)
+    feature_records.load_corpus(paths)

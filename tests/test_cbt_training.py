@@ -104,7 +104,7 @@ def test_resume_mid_run_equals_a_straight_run(runs, record_files):
 
 def test_sharded_step_equals_single_device_and_leaves_frozen_text(record_files):
   config = _config(record_files)
-  corpus = cbt_pipeline.load_corpus(record_files)
+  corpus = feature_records.load_corpus(record_files)
   batch = cbt_pipeline.batch_at(corpus, 1, config.seed, 8, cbt_trainer.window_options(config))
   batch.pop('video_index')
   results = []

@@ -84,7 +84,7 @@ def test_truncated_record_file_is_named(tmp_path, record_files):
   bad = tmp_path / 'bad.tfrecord'
   bad.write_bytes(data[:len(data) // 2])
   with pytest.raises(files_lib.DataError, match='bad.tfrecord'):
-    videoclip_pipeline.load_corpus([str(bad)])
+    feature_records.load_corpus([str(bad)])
 
 
 def test_make_records_videoclip_format(tmp_path):
@@ -115,12 +115,12 @@ def test_make_records_videoclip_format(tmp_path):
   assert by_id['vid'].sentences == expected
   assert by_id['silent'].sentences == []
   # A video without sentences cannot give pairs: left out of training, and said so.
-  corpus = videoclip_pipeline.load_corpus(manifest['shards'])
+  corpus = feature_records.load_corpus(manifest['shards'])
   assert corpus.video_ids == ['vid'] and corpus.skipped[0]['video_id'] == 'silent'
 
 
 def test_batches_follow_the_sampling_and_split_over_processes(record_files):
-  corpus = videoclip_pipeline.load_corpus(record_files)
+  corpus = feature_records.load_corpus(record_files)
   opts = videoclip_pipeline.sampling_options(_config(record_files))
   plan = videoclip_pipeline.random_plan(len(corpus), 4, np.random.default_rng(0))
   whole = list(videoclip_pipeline.make_dataset(corpus, plan, 3, 7, opts).as_numpy_iterator())
@@ -160,7 +160,7 @@ def test_retrieval_plan_batches_come_from_one_neighbourhood():
 
 def test_sharded_step_equals_single_device(record_files):
   config = _config(record_files)
-  corpus = videoclip_pipeline.load_corpus(record_files)
+  corpus = feature_records.load_corpus(record_files)
   config = videoclip_trainer.with_corpus_size(config, len(corpus))
   opts = videoclip_pipeline.sampling_options(config)
   batch = videoclip_pipeline.batch_of_videos(corpus, [0, 5, 9, 14], 0, 0, opts)
@@ -218,7 +218,7 @@ def test_resume_mid_epoch_equals_a_straight_run(trained):
 
 def test_encoders_feed_the_retrieval_binary(trained, record_files, tmp_path):
   run = str(trained[0])
-  corpus = videoclip_pipeline.load_corpus(record_files)
+  corpus = feature_records.load_corpus(record_files)
   features = tmp_path / 'features'
   features.mkdir()
   for video_id, f in zip(corpus.video_ids[:6], corpus.features[:6]):

@@ -13,7 +13,6 @@ spans of `mask_span`). A resumed run, or any process, builds the same batch.
 """
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,23 +25,6 @@ NAMES = ('features', 'clip_mask', 'masked', 'input_ids', 'attention_mask', 'vide
 DTYPES = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
 
 
-@dataclasses.dataclass
-class Corpus:
-  """Videos with at least one sentence, in file order."""
-  video_ids: list[str]
-  features: list[np.ndarray]           # [num_clips, dim] float16 each
-  sentences: list[list[list[int]]]     # WordPiece ids per sentence
-  times: list[np.ndarray]              # [num_sentences, 2] seconds
-  skipped: list[dict[str, str]]        # videos left out, with the reason
-
-  def __len__(self) -> int:
-    return len(self.video_ids)
-
-  @property
-  def feature_dim(self) -> int:
-    return int(self.features[0].shape[1])
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WindowOptions:
   """How windows are cut and framed (the config's data fields and its vocab's ids)."""
@@ -52,37 +34,6 @@ class WindowOptions:
   max_text_tokens: int
   mask_rate: float
   mask_span: int = 1
-
-
-def load_corpus(files: Sequence[str]) -> Corpus:
-  """Reads every record of `files`.
-
-  Raises:
-    DataError: a file that cannot be read (named), or no usable video.
-  """
-  corpus = Corpus([], [], [], [], [])
-  for path in files:
-    try:
-      for record in feature_records.read([path]):
-        if not record.sentences:
-          corpus.skipped.append({'video_id': record.video_id, 'file': path,
-                                 'reason': 'no sentences: no text for the cross-modal loss'})
-          continue
-        corpus.video_ids.append(record.video_id)
-        corpus.features.append(record.features)
-        corpus.sentences.append(record.sentences)
-        corpus.times.append(np.asarray(record.sentence_times, np.float64).reshape(-1, 2))
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
-      raise DataError(f'{path}: corrupt or truncated TFRecord ({e.message})') from e
-    except (tf.errors.InvalidArgumentError, KeyError, IndexError, ValueError) as e:
-      raise DataError(f'{path}: not a feature record (vlm-jax make-records '
-                      f'--config.system=videoclip): {e!r}') from e
-  if not corpus.video_ids:
-    raise DataError(f'no video with sentences in {len(files)} files ({list(files)[:3]}...)')
-  dims = {f.shape[1] for f in corpus.features}
-  if len(dims) > 1:
-    raise DataError(f'feature widths differ between videos: {sorted(dims)}')
-  return corpus
 
 
 def window_start(centre_seconds: float, num_clips: int, video_clips: int, length: int) -> int:
@@ -101,7 +52,7 @@ def mask_clips(rng: np.random.Generator, length: int, rate: float, span: int) ->
   return masked
 
 
-def window(corpus: Corpus, video: int, rng: np.random.Generator,
+def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
            opts: WindowOptions) -> dict[str, np.ndarray]:
   """One window of `video` and its sentence, as fixed-shape arrays.
 
@@ -128,8 +79,9 @@ def window(corpus: Corpus, video: int, rng: np.random.Generator,
   return out
 
 
-def batch_at(corpus: Corpus, step: int, seed: int, batch_size: int, opts: WindowOptions,
-             process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+def batch_at(corpus: feature_records.Corpus, step: int, seed: int, batch_size: int,
+             opts: WindowOptions, process_index: int = 0,
+             process_count: int = 1) -> dict[str, np.ndarray]:
   """This process's rows of the global batch of `step` (the module docstring's draw).
 
   Row r of the global batch depends on (seed, step, r) only, so processes build
@@ -145,7 +97,7 @@ def batch_at(corpus: Corpus, step: int, seed: int, batch_size: int, opts: Window
   return batch
 
 
-def make_dataset(corpus: Corpus, seed: int, batch_size: int, opts: WindowOptions,
+def make_dataset(corpus: feature_records.Corpus, seed: int, batch_size: int, opts: WindowOptions,
                  start_step: int, num_steps: int, process_index: int = 0,
                  process_count: int = 1) -> tf.data.Dataset:
   """The host batches of steps start_step + 1 ... num_steps (a step's batch: `batch_at`)."""

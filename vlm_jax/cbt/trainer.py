@@ -16,6 +16,7 @@ from vlm_jax import config_checks
 from vlm_jax.cbt import checks
 from vlm_jax.cbt import pipeline as cbt_pipeline
 from vlm_jax.cbt import step as step_lib
+from vlm_jax.data import feature_records
 from vlm_jax.data import files as files_lib
 from vlm_jax.train import loop
 
@@ -38,7 +39,7 @@ def window_options(config) -> cbt_pipeline.WindowOptions:
       max_text_tokens=d.max_text_tokens, mask_rate=d.mask_rate, mask_span=d.mask_span)
 
 
-def make_run(config, files: list[str], corpus: cbt_pipeline.Corpus) -> loop.Run:
+def make_run(config, files: list[str], corpus: feature_records.Corpus) -> loop.Run:
   """The loop's view of a CBT run of `corpus` (read from `files`)."""
   setup = step_lib.build(config)
   opts = window_options(config)
@@ -69,7 +70,7 @@ def make_run(config, files: list[str], corpus: cbt_pipeline.Corpus) -> loop.Run:
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains for config.train.num_steps (or until step `stop_at`); returns the last metrics."""
   files = training_files(config)
-  corpus = cbt_pipeline.load_corpus(files)
+  corpus = feature_records.load_corpus(files)
   checks.validate(config, jax.device_count(), jax.process_count(), len(corpus))
   checks.records(config, corpus.feature_dim, files)
   workdir = loop.make_workdir(workdir)

@@ -26,7 +26,6 @@ state dict of another architecture or depth never loads silently.
 
 from typing import Any, Mapping
 
-import jax
 import numpy as np
 
 from vlm_jax.convert import state_dicts
@@ -148,20 +147,6 @@ def to_flax(source, config: resnet.ResNetConfig = resnet.CLIPBERT,
       _set(stats, path + ('norm', 'mean'), mean.astype(np.float32))
       _set(stats, path + ('norm', 'var'), var.astype(np.float32))
   variables = {'params': params} if config.frozen_bn else {'params': params, 'batch_stats': stats}
-  _check_shapes(variables, config)
+  state_dicts.check_shapes(resnet.abstract_variables(resnet.ResNet(config)), variables,
+                           f'ResNetConfig(width={config.width})')
   return variables
-
-
-def _check_shapes(variables: Variables, config: resnet.ResNetConfig) -> None:
-  """Every leaf has the shape the model makes (a width mismatch names the leaf)."""
-  expected = resnet.abstract_variables(resnet.ResNet(config))
-  wrong = []
-
-  def compare(path, want, got):
-    if tuple(want.shape) != tuple(np.shape(got)):
-      wrong.append(f'{jax.tree_util.keystr(path)}: {np.shape(got)}, model {tuple(want.shape)}')
-
-  jax.tree_util.tree_map_with_path(compare, expected, variables)
-  if wrong:
-    raise ValueError(f'ResNet state dict shapes differ from ResNetConfig(width={config.width}): '
-                     f'{wrong[:5]}')

@@ -4,6 +4,7 @@ import os
 import pickle
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 
@@ -42,3 +43,22 @@ def read(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]
       name = name[len('module.'):]
     out[name] = value
   return out
+
+
+def check_shapes(expected, variables, model: str) -> None:
+  """ValueError naming the leaves (up to 5) whose shape differs from `expected`'s.
+
+  Args:
+    expected: the model's abstract variables (jax.eval_shape of its init).
+    variables: the converted ones, the same tree.
+    model: how the message names the model.
+  """
+  wrong = []
+
+  def compare(path, want, got):
+    if tuple(want.shape) != tuple(np.shape(got)):
+      wrong.append(f'{jax.tree_util.keystr(path)}: {np.shape(got)}, model {tuple(want.shape)}')
+
+  jax.tree_util.tree_map_with_path(compare, expected, variables)
+  if wrong:
+    raise ValueError(f'state dict shapes differ from {model}: {wrong[:5]}')

@@ -25,7 +25,6 @@ ValueError, naming them; shapes are checked against the model.
 
 from typing import Any, Mapping
 
-import jax
 import numpy as np
 
 from vlm_jax.convert import state_dicts
@@ -146,7 +145,7 @@ def to_flax(source, config: vit.ViTConfig, naming: str | None = None,
         'norm1': norm(block['norm1']), 'attention': attention, 'norm2': norm(block['norm2']),
         'mlp': {'fc1': linear(block['fc1']), 'fc2': linear(block['fc2'])}}
   variables = {'params': params}
-  _check_shapes(variables, config)
+  state_dicts.check_shapes(vit.abstract_variables(vit.ViT(config)), variables, 'the config')
   return variables
 
 
@@ -168,17 +167,3 @@ def _position_embeddings(table: np.ndarray, config: vit.ViTConfig, name: str) ->
     out['cls_pos_embedding'] = (table[:, :1] if prefix else
                                 np.zeros((1, 1, hidden), np.float32))
   return out
-
-
-def _check_shapes(variables: Params, config: vit.ViTConfig) -> None:
-  """Every leaf has the shape the model makes (a size mismatch names the leaf)."""
-  expected = vit.abstract_variables(vit.ViT(config))
-  wrong = []
-
-  def compare(path, want, got):
-    if tuple(want.shape) != tuple(np.shape(got)):
-      wrong.append(f'{jax.tree_util.keystr(path)}: {np.shape(got)}, model {tuple(want.shape)}')
-
-  jax.tree_util.tree_map_with_path(compare, expected, variables)
-  if wrong:
-    raise ValueError(f'ViT state dict shapes differ from the config: {wrong[:5]}')

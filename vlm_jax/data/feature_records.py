@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from vlm_jax.data import records
+from vlm_jax.data.files import DataError
 
 # The id and text fields are VideoBERT's; the video fields are continuous features.
 FEATURES = {name: spec for name, spec in records.FEATURES.items()
@@ -129,3 +130,51 @@ def read(paths: Sequence[str]) -> Iterable[FeatureRecord]:
   for path in paths:
     for raw in tf.data.TFRecordDataset([path]):
       yield from_example(raw.numpy())
+
+
+@dataclasses.dataclass
+class Corpus:
+  """The videos of feature records that have at least one sentence, in file order."""
+  video_ids: list[str]
+  features: list[np.ndarray]           # [num_seconds, dim] float16 each (a row a clip)
+  sentences: list[list[list[int]]]     # WordPiece ids per sentence
+  times: list[np.ndarray]              # [num_sentences, 2] seconds
+  skipped: list[dict[str, str]]        # videos left out, with the reason
+
+  def __len__(self) -> int:
+    return len(self.video_ids)
+
+  @property
+  def feature_dim(self) -> int:
+    return int(self.features[0].shape[1])
+
+
+def load_corpus(files: Sequence[str]) -> Corpus:
+  """Reads every record of `files`.
+
+  Raises:
+    DataError: a file that cannot be read (named), or no usable video.
+  """
+  corpus = Corpus([], [], [], [], [])
+  for path in files:
+    try:
+      for record in read([path]):
+        if not record.sentences:
+          corpus.skipped.append({'video_id': record.video_id, 'file': path,
+                                 'reason': 'no sentences'})
+          continue
+        corpus.video_ids.append(record.video_id)
+        corpus.features.append(record.features)
+        corpus.sentences.append(record.sentences)
+        corpus.times.append(np.asarray(record.sentence_times, np.float64))
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
+      raise DataError(f'{path}: corrupt or truncated TFRecord ({e.message})') from e
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+      raise DataError(f'{path}: not a feature record (vlm-jax make-records '
+                      f'--config.system=videoclip): {e}') from e
+  if not corpus.video_ids:
+    raise DataError(f'no video with sentences in {len(files)} files ({list(files)[:3]}...)')
+  dims = {f.shape[1] for f in corpus.features}
+  if len(dims) > 1:
+    raise DataError(f'feature widths differ between videos: {sorted(dims)}')
+  return corpus

@@ -22,54 +22,6 @@ from vlm_jax.data import feature_records
 from vlm_jax.videoclip import sampling as videoclip_sampling
 
 
-@dataclasses.dataclass
-class Corpus:
-  """Videos that can give pairs (at least one sentence), in file order."""
-  video_ids: list[str]
-  features: list[np.ndarray]           # [num_seconds, dim] float16 each
-  sentences: list[list[list[int]]]     # WordPiece ids per sentence
-  times: list[np.ndarray]              # [num_sentences, 2] seconds
-  skipped: list[dict[str, str]]        # videos left out, with the reason
-
-  def __len__(self) -> int:
-    return len(self.video_ids)
-
-  @property
-  def feature_dim(self) -> int:
-    return int(self.features[0].shape[1])
-
-
-def load_corpus(files: Sequence[str]) -> Corpus:
-  """Reads every record of `files`.
-
-  Raises:
-    DataError: a file that cannot be read (named), or no usable video.
-  """
-  corpus = Corpus([], [], [], [], [])
-  for path in files:
-    try:
-      for record in feature_records.read([path]):
-        if not record.sentences:
-          corpus.skipped.append({'video_id': record.video_id, 'file': path,
-                                 'reason': 'no sentences: no text to pair with'})
-          continue
-        corpus.video_ids.append(record.video_id)
-        corpus.features.append(record.features)
-        corpus.sentences.append(record.sentences)
-        corpus.times.append(np.asarray(record.sentence_times, np.float64))
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
-      raise DataError(f'{path}: corrupt or truncated TFRecord ({e.message})') from e
-    except (tf.errors.InvalidArgumentError, ValueError) as e:
-      raise DataError(f'{path}: not a VideoCLIP record (vlm-jax make-records '
-                      f'--config.system=videoclip): {e}') from e
-  if not corpus.video_ids:
-    raise DataError(f'no video with sentences in {len(files)} files ({list(files)[:3]}...)')
-  dims = {f.shape[1] for f in corpus.features}
-  if len(dims) > 1:
-    raise DataError(f'feature widths differ between videos: {sorted(dims)}')
-  return corpus
-
-
 def sampling_options(config) -> videoclip_sampling.SamplingOptions:
   """The pair sampling of a VideoCLIP config: its data fields and its vocab's [CLS] / [SEP]."""
   d, ids = config.data, videoclip_model.special_ids(config)
@@ -111,7 +63,7 @@ def pair_arrays(pairs: Sequence[videoclip_sampling.Pair], features: np.ndarray,
   return out
 
 
-def video_pairs(corpus: Corpus, video: int, rng: np.random.Generator,
+def video_pairs(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
                 opts: videoclip_sampling.SamplingOptions, num_pairs: int | None = None
                 ) -> dict[str, np.ndarray]:
   """`num_pairs` (default opts.pairs_per_video) sampled pairs of one video as arrays."""
@@ -121,7 +73,7 @@ def video_pairs(corpus: Corpus, video: int, rng: np.random.Generator,
   return pair_arrays(pairs, corpus.features[video], opts)
 
 
-def batch_of_videos(corpus: Corpus, videos: Sequence[int], epoch: int, seed: int,
+def batch_of_videos(corpus: feature_records.Corpus, videos: Sequence[int], epoch: int, seed: int,
                     opts: videoclip_sampling.SamplingOptions) -> dict[str, np.ndarray]:
   """Pairs of `videos`, video-major: rows [i * P, (i + 1) * P) are video i's P pairs."""
   parts = [video_pairs(corpus, int(v), pair_rng(seed, epoch, int(v)), opts) for v in videos]
@@ -144,7 +96,7 @@ def retrieval_plan(vectors: np.ndarray, videos_per_batch: int, rng: np.random.Ge
                                                        num_lists)).astype(np.int64)
 
 
-def make_dataset(corpus: Corpus, plan: np.ndarray, epoch: int, seed: int,
+def make_dataset(corpus: feature_records.Corpus, plan: np.ndarray, epoch: int, seed: int,
                  opts: videoclip_sampling.SamplingOptions, start_batch: int = 0,
                  process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Batches of the plan's rows from `start_batch` on; this process's share of each.

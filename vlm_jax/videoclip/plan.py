@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import NamedSharding
 
+from vlm_jax.data import feature_records
 from vlm_jax.train import partitioning
 from vlm_jax.videoclip import pipeline as videoclip_pipeline
 from vlm_jax.videoclip import step as step_lib
@@ -45,7 +46,7 @@ def encode_in_batches(setup: step_lib.Setup, params, inputs: dict[str, np.ndarra
   return (np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs]))
 
 
-def retrieval_vectors(setup: step_lib.Setup, params, corpus: videoclip_pipeline.Corpus,
+def retrieval_vectors(setup: step_lib.Setup, params, corpus: feature_records.Corpus,
                       epoch: int) -> np.ndarray:
   """[num_videos, hidden]: per video, the mean over sampled pairs of (z_video + z_text) / 2."""
   config = setup.config
@@ -64,7 +65,7 @@ def plan_path(workdir: str, epoch: int) -> str:
   return os.path.join(workdir, 'plans', f'epoch_{epoch:04d}.npy')
 
 
-def epoch_plan(setup: step_lib.Setup, params, corpus: videoclip_pipeline.Corpus, epoch: int,
+def epoch_plan(setup: step_lib.Setup, params, corpus: feature_records.Corpus, epoch: int,
                workdir: str) -> np.ndarray:
   """The epoch's [num_batches, k] video indices: read back if saved, else made and saved."""
   path = plan_path(workdir, epoch)

@@ -15,6 +15,7 @@ import os
 import jax
 
 from vlm_jax import config_checks
+from vlm_jax.data import feature_records
 from vlm_jax.data import files as files_lib
 from vlm_jax.train import loop, report
 from vlm_jax.videoclip import checks
@@ -42,7 +43,7 @@ def with_corpus_size(config, num_videos: int):
 
 
 def make_run(config, workdir: str, files: list[str],
-             corpus: videoclip_pipeline.Corpus) -> loop.Run:
+             corpus: feature_records.Corpus) -> loop.Run:
   """The loop's view of a VideoCLIP run of `corpus` (read from `files`); `config` has
   train.steps_per_epoch filled in."""
   setup = step_lib.build(config)
@@ -83,7 +84,7 @@ def make_run(config, workdir: str, files: list[str],
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains for config.train.num_epochs (or until step `stop_at`); returns the last metrics."""
   files = training_files(config)
-  corpus = videoclip_pipeline.load_corpus(files)
+  corpus = feature_records.load_corpus(files)
   config = with_corpus_size(config, len(corpus))
   checks.validate(config, jax.device_count(), jax.process_count(), len(corpus))
   checks.records(config, corpus.feature_dim, step_lib.bert_config(config).vocab_size, files,
