@@ -70,7 +70,7 @@ def test_extract_features_without_config_reaches_its_stage(tmp_path):
      'config.optim.learnig_rate: no such field; did you mean learning_rate?'),
     # A path relative to the repository, from elsewhere.
     (['--config', 'configs/videobert.py:tiny'],
-     f"config: no such file 'configs/videobert.py' (the configs in {CONFIGS}: captioner.py, "
+     f"config: no such file 'configs/videobert.py' (the configs in {CONFIGS}: captioner.py, cbt.py, "
      'demo.py, extract_features.py, make_records.py, videobert.py, videoclip.py)'),
 ])
 def test_a_config_mistake_is_one_line_on_stderr(tmp_path, args, message):
@@ -85,3 +85,20 @@ def test_print_config_shows_the_overridden_default_without_the_required_flags(tm
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   assert 'batch_size: 16' in lines and 'model: s3d' in lines
+
+
+def test_tensorflow_start_up_notices_stay_off_an_error_after_flag_parsing(tmp_path):
+  """The check runs after TensorFlow is imported; its notices would come first."""
+  run = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'train', '--workdir',
+                        str(tmp_path / 'w'), '--config.data.seq_len=1024'],
+                       capture_output=True, text=True, cwd=tmp_path)
+  assert run.returncode == 1
+  assert run.stderr.splitlines() == [
+      'vlm-jax train: config.data.seq_len: 1024 is longer than the position table '
+      '(model.max_position_embeddings=512)']
+  assert 'tensorflow' not in run.stdout
+  # --verbosity keeps them.
+  verbose = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'train', '--workdir',
+                            str(tmp_path / 'w'), '--config.data.seq_len=1024', '--verbosity=0'],
+                           capture_output=True, text=True, cwd=tmp_path)
+  assert 'absl::InitializeLog' in verbose.stderr and verbose.returncode == 1

@@ -5,6 +5,8 @@ import csv
 import json
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -260,7 +262,9 @@ def test_undecodable_line_reported_and_binary_refused(tmp_path):
   failures = []
   with pytest.warns(transcripts.TranscriptWarning):
     cues = transcripts.read_vtt_cues(path, lenient=True, failures=failures)
-  assert [c.text for c in cues] == ['Cr\u00e8me.', 'caf\ufffd.'] and len(failures) == 1
+  # The undecodable cue is reported, and never written.
+  assert [c.text for c in cues] == ['Cr\u00e8me.'] and len(failures) == 1
+  assert failures[0].endswith('not utf-8 (invalid continuation byte); its cue is skipped')
   # UTF-32 without a byte-order mark decodes to NULs: refused, not parsed as garbage.
   path = tmp_path / 'wide.srt'
   path.write_bytes(LATIN1_SRT.encode('utf-32-le'))
@@ -411,7 +415,9 @@ def _reported_lines(path, failures):
 def test_every_cue_written_or_reported(tmp_path, name, text):
   path = _write(tmp_path, name, text)
   output = tmp_path / 'out.jsonl'
-  with pytest.warns(transcripts.TranscriptWarning):
+  # The job lists its skipped items once (manifest, command), without warnings.
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', transcripts.TranscriptWarning)
     manifest = parse_transcripts.run(str(path), str(output), lenient=True)
   written = output.read_text(encoding='utf-8')
   good = sorted(set(re.findall(r'good\d', text)))
@@ -536,7 +542,9 @@ def test_command_run(tmp_path):
   output = tmp_path / 'out' / 'sentences.jsonl'
   with pytest.raises(transcripts.TranscriptError, match=r'a\.srt:6:'):
     parse_transcripts.run(str(inputs), str(output))
-  with pytest.warns(transcripts.TranscriptWarning):
+  # The job lists its skipped items once (manifest, command), without warnings.
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', transcripts.TranscriptWarning)
     manifest = parse_transcripts.run(str(inputs), str(output), lenient=True, max_gap=1.0)
   rows = [json.loads(line) for line in output.read_text(encoding='utf-8').splitlines()]
   assert [r['video_id'] for r in rows] == ['a', 'b']
@@ -584,3 +592,25 @@ def test_tokenizer_parity(realdata, vocab, tmp_path):
   theirs = reference(texts, add_special_tokens=False)['input_ids']
   mismatches = [t for t, a, b in zip(texts, ours, theirs) if a != b]
   assert not mismatches, mismatches[:5]
+
+
+def test_lenient_cli_skips_only_the_cue_with_binary_text_and_says_so_once(tmp_path):
+  srt = tmp_path / 'bin.srt'
+  srt.write_bytes(b'1\n00:00:01,000 --> 00:00:02,000\nhello\x00\xff\xfe world\n\n'
+                  b'2\n00:00:03,000 --> 00:00:04,000\nok\n')
+  out = tmp_path / 'out.jsonl'
+  run = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'parse-transcripts', '--input',
+                        str(srt), '--output', str(out), '--lenient'],
+                       capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr
+  (video,) = [json.loads(line) for line in out.read_text().splitlines()]
+  assert video['sentences'] == [{'text': 'ok', 'start': 3.0, 'end': 4.0}]
+  assert (run.stdout + run.stderr).count('bin.srt:3: NUL character') == 1
+  # Nothing read at all: the batch fails, naming the item.
+  srt.write_bytes(b'1\n00:00:01,000 --> 00:00:02,000\nhello\x00 world\n')
+  run = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'parse-transcripts', '--input',
+                        str(srt), '--output', str(out), '--lenient'],
+                       capture_output=True, text=True)
+  assert run.returncode == 1
+  assert run.stderr.strip().splitlines()[-1].startswith(
+      'vlm-jax parse-transcripts: no sentence could be read: 1 items skipped (first: ')

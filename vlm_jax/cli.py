@@ -20,6 +20,7 @@ from absl import app, flags, logging
 
 from configs import common
 from vlm_jax import host_memory
+from vlm_jax import tf_startup
 
 SUBCOMMANDS = {
     'demo': ('vlm_jax.commands.demo',
@@ -119,6 +120,9 @@ def _run_eval(argv: list[str]) -> None:
 
 def _run(module_name: str, program: str, args: list[str]) -> None:
   _random_numbers_that_shard()
+  if not any(a.startswith(('--verbosity', '-v')) for a in args):
+    # TensorFlow's C++ start-up notices, printed as its libraries load; --verbosity keeps them.
+    tf_startup.install()
   # A config flag with a default file parses it as it is defined, with the
   # --config.* overrides it finds in sys.argv: a bad one would fail the import.
   # Imported with none there, the overrides wait for flag parsing, which

@@ -133,6 +133,8 @@ class _Reporter:
   def __init__(self, lenient: bool, failures: Optional[list]):
     self.lenient = lenient
     self.failures = failures
+    # Lines reported as not text (lenient mode): a cue holding one is never written.
+    self.bad_lines: set[int] = set()
 
   def __call__(self, path, line: Optional[int], message: str) -> None:
     error = TranscriptError(path, line, message)
@@ -237,12 +239,16 @@ def detect_encoding(data: bytes) -> tuple[str, str, int]:
   return 'latin-1', 'not UTF-8; assumed', 0
 
 
+_SKIPPED = '; its cue is skipped'
+
+
 def _read_lines(path, report: _Reporter) -> tuple[list[str], str]:
   """The file's lines and 'codec (how it was chosen)'; see detect_encoding.
 
-  Lines that do not decode are reported (in lenient mode kept with U+FFFD);
-  a NUL character (binary data, or UTF-32 without a byte-order mark) is an
-  error.
+  Lines that do not decode, and lines with a NUL character (binary data, or
+  UTF-32 without a byte-order mark), are errors; in lenient mode they are
+  reported, kept as placeholders so the cues around them still parse, and
+  marked in `report.bad_lines`, so that the cue holding one is skipped.
   """
   with open(path, 'rb') as f:
     data = f.read()
@@ -261,11 +267,14 @@ def _read_lines(path, report: _Reporter) -> tuple[list[str], str]:
       try:
         lines.append(raw.decode(codec))
       except UnicodeDecodeError as e:
-        report(path, number, f'not {codec} ({e.reason})')
+        report(path, number, f'not {codec} ({e.reason}){_SKIPPED * report.lenient}')
+        report.bad_lines.add(number)
         lines.append(raw.decode(codec, errors='replace'))
   for number, line in enumerate(lines, start=1):
-    if '\0' in line:
-      raise TranscriptError(path, number, f'NUL character: not text in {codec} ({how})')
+    if '\0' in line and number not in report.bad_lines:
+      report(path, number, f'NUL character: not text in {codec} ({how}){_SKIPPED * report.lenient}')
+      report.bad_lines.add(number)
+      lines[number - 1] = line.replace('\0', '')
   return lines, f'{codec} ({how})'
 
 
@@ -322,18 +331,21 @@ def _cues_from_block(path, numbered: list[tuple[int, str]], fmt: str,
   timing, timing_line, text = None, 0, []
 
   def flush():
-    if timing is not None:
+    # A cue with a line that is not text was reported with that line.
+    if timing is not None and not ({timing_line, *text_lines} & report.bad_lines):
       raw = '\n'.join(text)
       cues.append(Cue(timing[0], timing[1], clean_text(raw), raw, timing_line))
 
+  text_lines = []
   for number, line in numbered:
     if '-->' in line:
       flush()
       timing_line = number
       timing = _parse_timing(path, number, line, fmt, report)
-      text = []
+      text, text_lines = [], []
     else:
       text.append(line)
+      text_lines.append(number)
   flush()
   return cues
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import transcripts
@@ -22,13 +23,17 @@ def run(input_path: str, output: str, lenient: bool = False, max_gap: float = 1.
 
   Raises:
     TranscriptError: malformed input (without `lenient`), naming file and line.
+    ValueError: (lenient) items were skipped and no sentence was read.
     FileNotFoundError: `input_path` does not exist.
   """
   failures: list[str] = []
   encodings: dict[str, str] = {}
-  videos = transcripts.load_transcripts(input_path, lenient=lenient, max_gap=max_gap,
-                                        max_words=max_words, failures=failures,
-                                        encodings=encodings)
+  with warnings.catch_warnings():
+    # Collected in `failures`, which the manifest and the command list once.
+    warnings.simplefilter('ignore', transcripts.TranscriptWarning)
+    videos = transcripts.load_transcripts(input_path, lenient=lenient, max_gap=max_gap,
+                                          max_words=max_words, failures=failures,
+                                          encodings=encodings)
   for path, encoding in encodings.items():
     if not encoding.startswith('utf-8'):
       # Often a guess: say it where the user looks, not only in the manifest.
@@ -51,4 +56,7 @@ def run(input_path: str, output: str, lenient: bool = False, max_gap: float = 1.
   }
   with open(output + '.manifest.json', 'w', encoding='utf-8') as f:
     json.dump(manifest, f, indent=2, ensure_ascii=False)
+  if failures and not manifest['num_sentences']:
+    raise ValueError(f'no sentence could be read: {len(failures)} items skipped (first: '
+                     f'{failures[0]}; all in {output}.manifest.json)')
   return manifest
