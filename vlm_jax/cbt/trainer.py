@@ -8,27 +8,13 @@ resumed run sees the batches a straight one would, with no data state to save.
 The step is vlm_jax.cbt.step's.
 """
 
-import os
-
 import jax
 
-from vlm_jax import config_checks
 from vlm_jax.cbt import checks
 from vlm_jax.cbt import pipeline as cbt_pipeline
 from vlm_jax.cbt import step as step_lib
 from vlm_jax.data import feature_records
-from vlm_jax.data import files as files_lib
 from vlm_jax.train import loop
-
-
-def training_files(config) -> list[str]:
-  """The configured TFRecords; local paths absolute."""
-  if not config.data.train_files:
-    raise config_checks.ConfigError(
-        'config.data.train_files: a glob of feature TFRecords is required '
-        '(vlm-jax make-records --config.system=videoclip)')
-  return [p if '://' in p else os.path.abspath(p)
-          for p in files_lib.list_files(config.data.train_files)]
 
 
 def window_options(config) -> cbt_pipeline.WindowOptions:
@@ -69,7 +55,7 @@ def make_run(config, files: list[str], corpus: feature_records.Corpus) -> loop.R
 
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains for config.train.num_steps (or until step `stop_at`); returns the last metrics."""
-  files = training_files(config)
+  files = feature_records.training_files(config)
   corpus = feature_records.load_corpus(files)
   checks.validate(config, jax.device_count(), jax.process_count(), len(corpus))
   checks.records(config, corpus.feature_dim, files)

@@ -19,11 +19,14 @@ here because systems never import one another: `vlm-jax make-records
 """
 
 import dataclasses
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from vlm_jax import config_checks
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data.files import DataError
 
@@ -178,3 +181,13 @@ def load_corpus(files: Sequence[str]) -> Corpus:
   if len(dims) > 1:
     raise DataError(f'feature widths differ between videos: {sorted(dims)}')
   return corpus
+
+
+def training_files(config) -> list[str]:
+  """The feature TFRecords of `config.data.train_files` (VideoCLIP, CBT); local paths absolute."""
+  if not config.data.train_files:
+    raise config_checks.ConfigError(
+        'config.data.train_files: a glob of feature TFRecords is required '
+        '(vlm-jax make-records --config.system=videoclip)')
+  return [p if '://' in p else os.path.abspath(p)
+          for p in files_lib.list_files(config.data.train_files)]

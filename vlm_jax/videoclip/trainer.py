@@ -10,28 +10,14 @@ of an epoch depend only on (plan, epoch, seed), so a resumed run continues the
 same epoch with the same batches. The step is vlm_jax.videoclip.step's.
 """
 
-import os
-
 import jax
 
-from vlm_jax import config_checks
 from vlm_jax.data import feature_records
-from vlm_jax.data import files as files_lib
 from vlm_jax.train import loop, report
 from vlm_jax.videoclip import checks
 from vlm_jax.videoclip import pipeline as videoclip_pipeline
 from vlm_jax.videoclip import plan as plan_lib
 from vlm_jax.videoclip import step as step_lib
-
-
-def training_files(config) -> list[str]:
-  """The configured TFRecords; local paths absolute."""
-  if not config.data.train_files:
-    raise config_checks.ConfigError(
-        'config.data.train_files: a glob of VideoCLIP TFRecords is required '
-        '(vlm-jax make-records --config.system=videoclip)')
-  return [p if '://' in p else os.path.abspath(p)
-          for p in files_lib.list_files(config.data.train_files)]
 
 
 def with_corpus_size(config, num_videos: int):
@@ -83,7 +69,7 @@ def make_run(config, workdir: str, files: list[str],
 
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains for config.train.num_epochs (or until step `stop_at`); returns the last metrics."""
-  files = training_files(config)
+  files = feature_records.training_files(config)
   corpus = feature_records.load_corpus(files)
   config = with_corpus_size(config, len(corpus))
   checks.validate(config, jax.device_count(), jax.process_count(), len(corpus))
