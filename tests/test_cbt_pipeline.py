@@ -1,5 +1,8 @@
 """CBT's windows, masks and sentences on hand-made feature records."""
 
+import dataclasses
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -8,9 +11,11 @@ from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import feature_records
 
-CLS, SEP = 101, 102
+CLS, SEP, MASK, VOCAB = 101, 102, 103, 30522
 OPTS = cbt_pipeline.WindowOptions(cls_id=CLS, sep_id=SEP, num_clips=8, max_text_tokens=3,
                                   mask_rate=0.25)
+# With the text MLM term: half of each sentence's (at most 3) WordPieces, P = 2 slots.
+MLM_OPTS = dataclasses.replace(OPTS, text_mask_rate=0.5, mask_id=MASK, vocab_size=VOCAB)
 
 
 def _video(video_id, clips, sentence_times, seed=0):
@@ -109,3 +114,99 @@ def test_a_file_that_is_not_a_feature_record_is_named(tmp_path):
   paths = records.write_shards([video], str(tmp_path), 1)
   with pytest.raises(files_lib.DataError, match='not a feature record'):
     feature_records.load_corpus(paths)
+
+
+def _digest(batches) -> str:
+  h = hashlib.sha256()
+  for batch in batches:
+    for key in sorted(batch):
+      value = batch[key]
+      for part in (key, str(value.dtype), str(value.shape)):
+        h.update(part.encode())
+      h.update(value.tobytes())
+  return h.hexdigest()
+
+
+def test_without_the_mlm_term_batches_are_the_bits_they_were_before_it(corpus):
+  batches = [cbt_pipeline.batch_at(corpus, step, 7, 4, OPTS) for step in (1, 2, 3)]
+  assert all(set(b) == set(cbt_pipeline.NAMES) for b in batches)  # no text-mask arrays
+  # Recorded from the pipeline as it was before the text MLM term existed.
+  assert _digest(batches) == '801afc3c1cc3dd1031216ee6e522e3542d6021adfbd1615da3fea5df857919fe'
+  dataset = next(cbt_pipeline.make_dataset(corpus, 7, 4, OPTS, 0, 1).as_numpy_iterator())
+  assert sorted(dataset) == sorted(cbt_pipeline.NAMES)
+
+
+def _row(words, length=32):
+  ids = np.zeros(length, np.int32)
+  ids[:len(words) + 2] = [CLS] + list(words) + [SEP]
+  return ids
+
+
+def test_text_masking_predicts_the_rate_of_words_and_never_cls_sep_or_padding():
+  rng = np.random.default_rng(0)
+  for n in range(0, 31):
+    ids = _row(2000 + np.arange(n))
+    out = cbt_pipeline.mask_text(rng, ids, n, 0.15, MASK, VOCAB, num_predictions=4)
+    count = min(n, max(1, round(0.15 * n)))
+    assert out['mlm_weights'].sum() == count and out['mlm_weights'].dtype == np.float32
+    positions = out['mlm_positions'][:count]
+    assert len(set(positions)) == count and all(1 <= p <= n for p in positions)
+    np.testing.assert_array_equal(out['mlm_labels'][:count], ids[positions])
+    np.testing.assert_array_equal(out['mlm_positions'][count:], 0)  # padding slots
+    np.testing.assert_array_equal(out['mlm_labels'][count:], 0)
+    unchanged = np.ones(len(ids), bool)
+    unchanged[positions] = False  # [CLS], [SEP], padding and unpredicted words stay
+    np.testing.assert_array_equal(out['masked_ids'][unchanged], ids[unchanged])
+  assert cbt_pipeline.text_predictions(0.15, 30) == 4  # round(4.5): the most any row has
+
+
+def test_text_masking_is_deterministic_and_80_10_10_in_aggregate():
+  ids = _row(2000 + np.arange(30))
+  masks = lambda seed: cbt_pipeline.mask_text(np.random.default_rng(seed), ids, 30, 0.15, MASK,
+                                              VOCAB, 4)
+  for key, value in masks(5).items():
+    np.testing.assert_array_equal(value, masks(5)[key])
+  replaced = []
+  for seed in range(3000):  # 12,000 predictions
+    out = masks(seed)
+    replaced.append(out['masked_ids'][out['mlm_positions']])
+  replaced = np.concatenate(replaced)
+  original = ids[1:31]
+  assert replaced.size == 12000
+  is_mask = replaced == MASK
+  kept = np.isin(replaced, original) & ~is_mask  # a word of the sentence: itself, as drawn
+  # Binomial sd at 12,000 draws: 0.4% (80%), 0.3% (10%); the bounds are ~4 sd.
+  assert abs(is_mask.mean() - 0.8) < 0.015
+  assert abs(kept.mean() - 0.1) < 0.012
+  assert abs((~is_mask & ~kept).mean() - 0.1) < 0.012
+
+
+def test_mlm_batches_add_the_masked_text_and_leave_every_other_array_alone(corpus):
+  plain = cbt_pipeline.batch_at(corpus, 5, 7, 4, OPTS)
+  masked = cbt_pipeline.batch_at(corpus, 5, 7, 4, MLM_OPTS)
+  assert sorted(masked) == sorted(cbt_pipeline.NAMES + cbt_pipeline.TEXT_MASK_NAMES)
+  for key in plain:  # the text draws come last from each row's generator
+    np.testing.assert_array_equal(masked[key], plain[key])
+  assert masked['mlm_positions'].shape == masked['mlm_labels'].shape == (4, 2)
+  for row in range(4):
+    length = int(plain['attention_mask'][row].sum())
+    words = length - 2
+    count = int(masked['mlm_weights'][row].sum())
+    assert count == min(words, max(1, round(0.5 * words)))
+    positions = masked['mlm_positions'][row, :count]
+    assert all(1 <= p <= length - 2 for p in positions)
+    np.testing.assert_array_equal(masked['mlm_labels'][row, :count],
+                                  plain['input_ids'][row, positions])
+  # Keyed by (seed, step, row): the same again, split over processes, or from the dataset.
+  again = cbt_pipeline.batch_at(corpus, 5, 7, 4, MLM_OPTS)
+  halves = [cbt_pipeline.batch_at(corpus, 5, 7, 4, MLM_OPTS, p, 2) for p in range(2)]
+  dataset = list(cbt_pipeline.make_dataset(corpus, 7, 4, MLM_OPTS, 4, 5).as_numpy_iterator())
+  for key in masked:
+    np.testing.assert_array_equal(again[key], masked[key])
+    np.testing.assert_array_equal(np.concatenate([halves[0][key], halves[1][key]]), masked[key])
+    np.testing.assert_array_equal(dataset[0][key], masked[key])
+    assert dataset[0][key].dtype == masked[key].dtype
+  assert not np.array_equal(cbt_pipeline.batch_at(corpus, 6, 7, 4, MLM_OPTS)['masked_ids'],
+                            masked['masked_ids'])
+  with pytest.raises(ValueError, match='needs a mask_id'):
+    dataclasses.replace(OPTS, text_mask_rate=0.15)

@@ -12,12 +12,14 @@ import pytest
 from configs import cbt as cbt_config
 from vlm_jax import config_checks
 from vlm_jax.cbt import checks as cbt_checks
+from vlm_jax.cbt import inference as cbt_inference
 from vlm_jax.cbt import pipeline as cbt_pipeline
 from vlm_jax.cbt import step as cbt_step
 from vlm_jax.cbt import trainer as cbt_trainer
-from vlm_jax.data import records
-from vlm_jax.train import checkpoints, partitioning
 from vlm_jax.data import feature_records
+from vlm_jax.data import records
+from vlm_jax.data import tokenizer as tokenizer_lib
+from vlm_jax.train import checkpoints, partitioning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 16
@@ -139,3 +141,54 @@ def test_presets_pass_their_checks_on_four_devices(preset):
   config = cbt_config.get_config(preset)
   cbt_checks.validate(config, 4, 1, config.train.global_batch_size)
   assert config.system == 'cbt' and config.model.cross_layers == 1
+
+
+SENTENCES = ['now let me pour the water', 'slice the onion thinly', 'stir it well',
+             'fry the egg', 'peel a potato']
+
+
+def test_features_are_standardised_by_the_training_corpus(runs, record_files):
+  corpus = feature_records.load_corpus(record_files)
+  rows = np.concatenate(corpus.features).astype(np.float64)
+  loaded = cbt_inference.load(str(runs[0]))
+  np.testing.assert_allclose(loaded.stats.mean, rows.mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(loaded.stats.std, rows.std(0), rtol=1e-5)
+  standardised = loaded.prepare(corpus.features[0])
+  np.testing.assert_allclose(standardised, (corpus.features[0] - rows.mean(0)) / rows.std(0),
+                             atol=1e-4)
+
+
+def test_clip_states_are_the_visual_transformer_over_windows(runs, record_files):
+  loaded = cbt_inference.load(str(runs[0]))
+  assert loaded.step == 12 and loaded.window == 8
+  corpus = feature_records.load_corpus(record_files)
+  video = max(corpus.features, key=len)  # >= 16 clips: windows at 0, 4, 8, ... (stride 4)
+  encode = lambda f: np.asarray(loaded.model.apply(
+      {'params': loaded.params}, loaded.prepare(f)[None], np.ones((1, len(f)), np.int32),
+      np.zeros((1, len(f)), np.int32), method='encode_visual')[0][0])
+  short, long = cbt_inference.clip_states(loaded, [video[:5], video])
+  # A video shorter than a window: one padded window, padding masked as keys.
+  np.testing.assert_allclose(short, encode(video[:5]), atol=1e-5)
+  first, second = encode(video[:8]), encode(video[4:12])
+  np.testing.assert_allclose(long[:4], first[:4], atol=1e-5)  # only window 0 covers 0..3
+  np.testing.assert_allclose(long[4:8], (first[4:] + second[:4]) / 2, atol=1e-5)
+  assert long.shape == (len(video), loaded.config.model.visual_hidden_size)
+
+
+def test_cross_scores_equal_the_training_forward_pass(runs, record_files):
+  loaded = cbt_inference.load(str(runs[0]))
+  corpus = feature_records.load_corpus(record_files)
+  videos = [f[:8] for f in corpus.features[:len(SENTENCES)]]
+  ids, mask = tokenizer_lib.sentence_inputs(loaded.tokenizer, SENTENCES,
+                                            loaded.config.data.max_text_tokens)
+  inputs = np.stack([loaded.prepare(v) for v in videos])
+  out = loaded.model.apply({'params': loaded.params}, inputs,
+                           np.ones((len(videos), 8), np.int32), np.zeros((len(videos), 8), np.int32),
+                           ids, mask)
+  # Blocks of 2 queries x 3 windows: padded blocks must not change a real pair's score.
+  scores = cbt_inference.cross_scores(loaded, SENTENCES, videos, query_block=2, window_block=3)
+  np.testing.assert_allclose(scores, np.asarray(out['cross_scores']).T, atol=1e-4)
+  # A video of two windows scores the mean of its windows' scores.
+  two = np.concatenate([videos[0], videos[1]])
+  both = cbt_inference.cross_scores(loaded, SENTENCES, [two])[:, 0]
+  np.testing.assert_allclose(both, (scores[:, 0] + scores[:, 1]) / 2, atol=1e-4)

@@ -27,7 +27,8 @@ def _cli(cwd, *args):
 
 
 @pytest.mark.parametrize('command,default,others,presets', [
-    ('train', 'videobert.py', {'videoclip.py': 'presets: tiny (default), base; options: runlocal'},
+    ('train', 'videobert.py', {'videoclip.py': 'presets: tiny (default), base; options: runlocal',
+                               'clipbert.py': 'presets: tiny (default), base; options: runlocal'},
      'presets: tiny (default), base, large, paper; options: runlocal'),
     ('extract-features', 'extract_features.py', {}, 'presets: s3d (default), s3dg, demo'),
     ('make-records', 'make_records.py', {}, 'presets: videobert (default), videoclip'),
@@ -70,7 +71,7 @@ def test_extract_features_without_config_reaches_its_stage(tmp_path):
      'config.optim.learnig_rate: no such field; did you mean learning_rate?'),
     # A path relative to the repository, from elsewhere.
     (['--config', 'configs/videobert.py:tiny'],
-     f"config: no such file 'configs/videobert.py' (the configs in {CONFIGS}: captioner.py, cbt.py, "
+     f"config: no such file 'configs/videobert.py' (the configs in {CONFIGS}: captioner.py, cbt.py, clipbert.py, "
      'demo.py, extract_features.py, make_records.py, videobert.py, videoclip.py)'),
 ])
 def test_a_config_mistake_is_one_line_on_stderr(tmp_path, args, message):

@@ -324,6 +324,79 @@ def test_videoclip_demo_on_the_same_corpus(demo_dir):
   assert 'report:' in out.stdout
 
 
+def _step_means(folder, steps_by_video, subset):
+  rows, labels = [], []
+  for video_id, (split, steps) in steps_by_video.items():
+    if split != subset:
+      continue
+    features = np.load(folder / f'{video_id}.npy')
+    for s in steps:
+      first = int(np.floor(s['start']))
+      rows.append(features[first:max(first + 1, int(np.ceil(s['end'])))].mean(0))
+      labels.append(s['verb'])
+  return np.stack(rows), np.array(labels)
+
+
+def test_cbt_demo_on_the_same_corpus(demo_dir):
+  """--system cbt reuses the corpus and features; its probes agree with scikit-learn's, its
+  ranking covers every narrated test step, its captions sit beside VideoBERT's."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={demo_dir}',
+                        '--config', 'configs/demo.py:runlocal', '--system', 'cbt'],
+                       cwd=REPO, check=True, capture_output=True, text=True)
+  assert 'report:' in out.stdout
+  metrics = json.loads((demo_dir / 'report_cbt' / 'metrics.json').read_text())
+  assert metrics['stages']['features']['seconds'] < 5  # reused, not extracted again
+  steps = [json.loads(line) for line in (demo_dir / 'corpus' / 'steps.jsonl').open()]
+  split_of = {'train': 'training', 'dev': 'validation', 'test': 'testing'}
+  by_video = {v['video_id']: (split_of[v['split']], v['steps']) for v in steps}
+
+  # The raw-S3D step-verb probe, redone with scikit-learn at the l2 it chose on dev.
+  probe = metrics['linear_probes']['step verb']['S3D (raw)']
+  folder = demo_dir / 'probe' / 'main' / 's3d'
+  train_x, train_y = _step_means(folder, by_video, 'training')
+  test_x, test_y = _step_means(folder, by_video, 'testing')
+  assert probe['counts']['test'] == len(test_y) and probe['counts']['train'] == len(train_y)
+  mean, std = train_x.mean(0), train_x.std(0)
+  std[std == 0] = 1
+  oracle = LogisticRegression(C=1 / (probe['parameters']['l2'] * len(train_y)), max_iter=5000,
+                              tol=1e-8).fit((train_x - mean) / std, train_y)
+  agreement = np.mean(oracle.predict((test_x - mean) / std) == test_y)
+  assert probe['metrics']['accuracy'] == pytest.approx(agreement, abs=1.5 / len(test_y))
+  for task in ('step verb', 'step noun', 'segmentation (verb per second)', 'next-step verb'):
+    assert set(metrics['linear_probes'][task]) == {'S3D (raw)', 'CBT'}
+  seg = metrics['linear_probes']['segmentation (verb per second)']['CBT']
+  assert seg['counts']['test'] == sum(np.load(demo_dir / 'probe' / 'main' / 'cbt' /
+                                              f'{v}.npy').shape[0]
+                                      for v, (split, _) in by_video.items() if split == 'testing')
+  # All-background scores the seconds no step covers (none in the rendered corpus: its steps
+  # follow each other without gaps).
+  uncovered = total = 0
+  for video_id, (split, video_steps) in by_video.items():
+    if split == 'testing':
+      length = np.load(demo_dir / 'probe' / 'main' / 'cbt' / f'{video_id}.npy').shape[0]
+      covered = {t for s in video_steps
+                 for t in range(int(np.floor(s['start'])), int(np.ceil(s['end'])))}
+      uncovered += sum(t not in covered for t in range(length))
+      total += length
+  assert seg['metrics']['background_baseline_accuracy'] == pytest.approx(uncovered / total)
+
+  ranking = metrics['text_to_video_ranking']
+  assert ranking['num_queries'] == sum(bool(s['sentence']) for v in steps if v['split'] == 'test'
+                                       for s in v['steps'])
+  assert ranking['chance']['R@1'] == pytest.approx(1 / ranking['num_queries'])
+  for run in ('CBT', 'untrained'):
+    low, high = ranking[run]['R@1_ci95']
+    assert low <= ranking[run]['R@1'] <= high
+  captioning = metrics['captioning']
+  assert captioning['cbt']['scores']['CIDEr'] >= 0
+  assert captioning['videobert']['inputs'] == 'videobert+s3d'  # the VideoBERT demo ran here
+  html = (demo_dir / 'report_cbt' / 'index.html').read_text()
+  for heading in ('Linear probes', 'Zero-shot text-to-video ranking', 'Captioning'):
+    assert heading in html
+  assert (demo_dir / 'report_cbt' / 'curves.png').stat().st_size > 1000
+
+
 def test_demo_on_user_videos(demo_dir, tmp_path):
   """--videos/--transcripts: the same job on a folder of videos and their VTT narration."""
   videos, transcripts = tmp_path / 'videos', tmp_path / 'transcripts'

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vlm_jax.data import windows as windows_lib
 from vlm_jax.metrics import moments
 from vlm_jax.metrics import retrieval
 from vlm_jax.metrics import segmentation
@@ -257,10 +258,10 @@ def _loaded(**eval_fields):
 
 
 def test_window_starts_follow_mmpts_aligner():
-  assert videoclip_inference.window_starts(70, 32, 16) == [0, 16, 32, 48]
-  assert videoclip_inference.window_starts(32, 32, 16) == [0]
-  assert videoclip_inference.window_starts(33, 32, 16) == [0, 16]
-  assert videoclip_inference.window_starts(70, 32, 32) == [0, 32, 64]
+  assert windows_lib.window_starts(70, 32, 16) == [0, 16, 32, 48]
+  assert windows_lib.window_starts(32, 32, 16) == [0]
+  assert windows_lib.window_starts(33, 32, 16) == [0, 16]
+  assert windows_lib.window_starts(70, 32, 32) == [0, 32, 64]
 
 
 def test_per_second_logits_average_overlapping_windows():

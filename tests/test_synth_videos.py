@@ -29,6 +29,26 @@ def test_specs_and_frames_are_deterministic_by_seed():
     assert step.end - step.start in (3.0, 4.5)
 
 
+def test_successor_prob_orders_the_verbs_and_nothing_else():
+  verbs, nouns = synthetic_videos.vocabularies(6, 6)
+  follows, pairs = 0, 0
+  for seed in range(40):
+    free = synthetic_videos.make_spec('v', 'train', seed, verbs, nouns)
+    ordered = synthetic_videos.make_spec('v', 'train', seed, verbs, nouns, successor_prob=1.0)
+    assert [(s.noun, s.start, s.end) for s in free.steps] == [
+        (s.noun, s.start, s.end) for s in ordered.steps]
+    assert ordered.steps[0].verb == free.steps[0].verb
+    for before, after in zip(ordered.steps, ordered.steps[1:]):
+      assert verbs.index(after.verb) == (verbs.index(before.verb) + 1) % len(verbs)
+      assert not after.sentence or after.verb in after.sentence
+    mixed = synthetic_videos.make_spec('v', 'train', seed, verbs, nouns, successor_prob=0.8)
+    for before, after in zip(mixed.steps, mixed.steps[1:]):
+      pairs += 1
+      follows += verbs.index(after.verb) == (verbs.index(before.verb) + 1) % len(verbs)
+  # 0.8 by the rule, plus a sixth of the other draws by chance.
+  assert 0.75 < follows / pairs < 0.92
+
+
 def _words(sentence: str) -> str:
   return ' '.join(sentence.split())
 

@@ -11,8 +11,9 @@ from vlm_jax import systems
 
 def test_name_of_names_the_field_of_an_unknown_system():
   assert systems.name_of(ml_collections.ConfigDict({'system': 'videoclip'})) == 'videoclip'
-  with pytest.raises(config_checks.ConfigError, match=r'^config.system: .clipbert.; one of '):
-    systems.name_of(ml_collections.ConfigDict({'system': 'clipbert'}))
+  assert systems.name_of(ml_collections.ConfigDict({'system': 'clipbert'})) == 'clipbert'
+  with pytest.raises(config_checks.ConfigError, match=r'^config.system: .clipbret.; one of '):
+    systems.name_of(ml_collections.ConfigDict({'system': 'clipbret'}))
 
 
 def test_of_run_reads_the_workdir_or_knows_the_foreign_checkpoint(tmp_path):

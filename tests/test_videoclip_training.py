@@ -16,6 +16,7 @@ from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts
+from vlm_jax.data import windows as windows_lib
 from vlm_jax.stages import make_records
 from vlm_jax.train import partitioning
 from vlm_jax.videoclip import checks as videoclip_checks
@@ -246,7 +247,7 @@ def test_encoders_feed_the_retrieval_binary(trained, record_files, tmp_path):
   for video_id, f in zip(corpus.video_ids[:2], corpus.features[:2]):
     f = f.astype(np.float32)
     # MMPT's protocol (eval.pooled_windows = 'first'): the segment's first 32 s.
-    windows, masks = videoclip_inference.windows(f[:loaded.window], loaded.window)
+    windows, masks = windows_lib.windows(f[:loaded.window], loaded.window)
     direct = loaded.model.apply({'params': loaded.params}, windows, masks,
                                 method='encode_video')[0]
     np.testing.assert_allclose(np.load(tmp_path / 'clips' / f'{video_id}_0.npy'), direct,

@@ -15,6 +15,7 @@ TRAINERS = {
     'videobert': 'vlm_jax.videobert.trainer',
     'videoclip': 'vlm_jax.videoclip.trainer',
     'cbt': 'vlm_jax.cbt.trainer',
+    'clipbert': 'vlm_jax.clipbert.trainer',
 }
 NAMES = tuple(TRAINERS)
 # Checkpoint files of other codebases that a system loads as its own runs.

@@ -33,8 +33,16 @@ def validate(config, num_devices: int, num_processes: int, num_videos: int) -> N
           f'must be one of {objectives.NEGATIVES}, got {loss.visual_negatives!r}')
   require(loss.visual_temperature >= 0, 'loss.visual_temperature',
           f'must be >= 0 (0 = none), got {loss.visual_temperature}')
-  for field in ('visual_weight', 'cross_weight'):
+  for field in ('visual_weight', 'cross_weight', 'bert_weight'):
     require(loss[field] >= 0, f'loss.{field}', f'must be >= 0, got {loss[field]}')
+  # Frozen, the text BERT gets no gradient: the MLM term would train only its own
+  # head, which nothing else reads, while masking the text L_cross reads.
+  require(not (loss.bert_weight > 0 and m.freeze_text), 'loss.bert_weight',
+          f'{loss.bert_weight} trains the text BERT, but model.freeze_text=True freezes it; '
+          'set --config.model.freeze_text=False (or loss.bert_weight=0)')
+  if loss.bert_weight > 0:
+    require(0 < d.text_mask_rate <= 1, 'data.text_mask_rate',
+            f'must be in (0, 1] with loss.bert_weight > 0, got {d.text_mask_rate}')
   b = t.global_batch_size
   require(num_videos >= b, 'train.global_batch_size',
           f'{b} windows of distinct videos, but the records hold {num_videos} videos with '

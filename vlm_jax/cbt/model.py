@@ -18,9 +18,20 @@ a linear score of the first position (the text's `[CLS]`): s(x, y), the
 paper's mutual-information estimate of a sentence and a video sequence. The
 visual states it reads are those of the masked input: one visual pass serves
 both losses (our choice; masking then acts as input noise for L_cross).
+
+Text MLM (the paper's L_bert, when `__call__` gets `mlm_positions`): BERT's
+masked-token head (bert.MaskedTokenHead: transform, GELU, LayerNorm, logits
+tied to the text BERT's word table) on the text states at the predicted
+positions only, as VideoBERT's. The caller then passes the masked ids as
+`input_ids`, and, as on the visual side, the one text pass also feeds the
+cross-modal transformer (our choice: an unmasked second pass would cost
+another text BERT forward and backward for a cleaner L_cross input). A model
+initialised without `mlm_positions` has no head parameters, so checkpoints
+of runs without the term are unchanged.
 """
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -79,23 +90,38 @@ class VisualTransformer(nn.Module):
 
 
 class CrossTransformer(nn.Module):
-  """[text; visual] -> one score per aligned (sentence, window) row."""
+  """[text; visual] -> one score per (sentence, window) pair: aligned rows, or all pairs.
+
+  Only the last layer's first position (the text's [CLS]) is scored, and
+  everything before the first layer's attention is per position, depending on
+  the sentence alone or the window alone. So the text projection, modality
+  embeddings and input LayerNorm run once per sentence and once per window;
+  with one layer its keys and values do too (bert.SelfAttention's pieces),
+  and in the last layer only position 0 queries, through the MLP and
+  LayerNorms. All 16 x 16 pairs of the tiny preset's batch: ~0.3 G
+  multiply-adds in the layer's forward products, against ~9.7 G for the 256
+  tiled rows at all 48 positions. The parameters are those of
+  `bert.Encoder(name='encoder')`.
+  """
   config: bert.BertConfig
 
   @nn.compact
   def __call__(self, text_states: Array, text_mask: Array, visual_states: Array,
-               clip_mask: Array, *, deterministic: bool) -> Array:
-    """Scores row i's sentence against row i's window.
+               clip_mask: Array, *, pairs: bool, deterministic: bool) -> Array:
+    """Scores sentences against windows.
 
     Args:
-      text_states: [n, L, text_hidden] the text BERT's last layer.
-      text_mask: [n, L] 1 for a real token.
-      visual_states: [n, T, hidden] the visual transformer's last layer.
-      clip_mask: [n, T] 1 for a real clip.
+      text_states: [num_sentences, L, text_hidden] the text BERT's last layer.
+      text_mask: [num_sentences, L] 1 for a real token.
+      visual_states: [num_windows, T, hidden] the visual transformer's last layer.
+      clip_mask: [num_windows, T] 1 for a real clip.
+      pairs: score every window with every sentence; else row i's sentence
+        with row i's window (num_windows = num_sentences).
       deterministic: no dropout.
 
     Returns:
-      [n] float32 scores s(sentence, window).
+      float32 scores s(sentence, window): with `pairs` [num_windows,
+      num_sentences], s(sentence s, window v) at [v, s]; else [n].
     """
     cfg = self.config
     text = bert.dense(cfg, cfg.hidden_size, (None, 'embed'), 'text_projection')(
@@ -103,19 +129,72 @@ class CrossTransformer(nn.Module):
     modality = nn.Embed(2, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                         embedding_init=_normal(cfg, (None, 'embed')),
                         name='modality_embeddings')
-    x = jnp.concatenate([text + modality(jnp.asarray(TEXT)),
-                         visual_states.astype(cfg.dtype) + modality(jnp.asarray(VIDEO))], axis=1)
-    x = bert.layer_norm(cfg, 'input_norm')(x)
-    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
-    mask = jnp.concatenate([text_mask, clip_mask], axis=1)
-    x = bert.Encoder(cfg, name='encoder')(x, mask, deterministic=deterministic)
-    score = bert.dense(cfg, 1, ('embed', None), 'score')(x[:, 0])
-    return score[:, 0].astype(jnp.float32)
+    input_norm = bert.layer_norm(cfg, 'input_norm')
+    text = input_norm(text + modality(jnp.asarray(TEXT)))
+    visual = input_norm(visual_states.astype(cfg.dtype) + modality(jnp.asarray(VIDEO)))
+    text = nn.with_logical_constraint(text, ('batch', 'length', 'embed'))
+    visual = nn.with_logical_constraint(visual, ('batch', 'length', 'embed'))
+    text_bias = bert.attention_bias(text_mask, cfg.dtype)  # [num_sentences, 1, 1, L]
+    visual_bias = bert.attention_bias(clip_mask, cfg.dtype)  # [num_windows, 1, 1, T]
+    if pairs:  # leading axes [num_windows, num_sentences]
+      text, text_bias = text[None], text_bias[None]
+      visual, visual_bias = visual[:, None], visual_bias[:, None]
+    first = PairEncoder(cfg, name='encoder')(text, text_bias, visual, visual_bias,
+                                             deterministic=deterministic)
+    score = bert.dense(cfg, 1, ('embed', None), 'score')(first)
+    return score[..., 0].astype(jnp.float32)
+
+
+class PairEncoder(nn.Module):
+  """bert.Encoder's layers (and parameter names) on [text; visual], to the last layer's
+  position 0 only."""
+  config: bert.BertConfig
+
+  @nn.compact
+  def __call__(self, text: Array, text_bias: Array, visual: Array, visual_bias: Array, *,
+               deterministic: bool) -> Array:
+    """The last layer's state at each pair's first position (the text's [CLS]).
+
+    Args:
+      text: [*batch_t, L, hidden] the text inputs (projected, embedded, normed).
+      text_bias: [*batch_t, 1, 1, L] its padding bias (bert.attention_bias).
+      visual: [*batch_v, T, hidden] the visual inputs; visual_bias [*batch_v, 1, 1, T].
+      deterministic: no dropout.
+
+    Returns:
+      [*batch, hidden], batch the broadcast of batch_t and batch_v: one row
+      per pair.
+    """
+    cfg = self.config
+    layer_cls = bert.TransformerLayer
+    if cfg.remat:
+      layer_cls = nn.remat(bert.TransformerLayer, static_argnums=(3,))
+    batch = jnp.broadcast_shapes(text.shape[:-2], visual.shape[:-2])
+    bias = jnp.concatenate([jnp.broadcast_to(text_bias, batch + text_bias.shape[-3:]),
+                            jnp.broadcast_to(visual_bias, batch + visual_bias.shape[-3:])],
+                           axis=-1)
+    # One layer: its keys and values from the sentences' and windows' own rows.
+    inputs, queries = (text, visual), text[..., :1, :]
+    if cfg.num_layers > 1:
+      # Deeper, every position of a pair depends on both parts: the layers
+      # but the last run on the pairs in full.
+      x = jnp.concatenate([jnp.broadcast_to(text, batch + text.shape[-2:]),
+                           jnp.broadcast_to(visual, batch + visual.shape[-2:])], axis=-2)
+      rows = math.prod(batch)
+      x = x.reshape((rows,) + x.shape[-2:])
+      bias = bias.reshape((rows,) + bias.shape[-3:])
+      for i in range(cfg.num_layers - 1):
+        x = layer_cls(cfg, name=f'layer_{i}')(x, bias, deterministic)
+      inputs, queries = x, x[:, :1]
+    out = layer_cls(cfg, name=f'layer_{cfg.num_layers - 1}')(inputs, bias, deterministic,
+                                                              queries)
+    return out.reshape(batch + out.shape[-1:])
 
 
 def all_pairs(text_states: Array, text_mask: Array, visual_states: Array,
               clip_mask: Array) -> tuple[Array, Array, Array, Array]:
-  """Every (video v, sentence s) pair as one row v * batch + s.
+  """Every (video v, sentence s) pair as one row v * batch + s: `Cbt.score`'s aligned
+  rows for all pairs (what `Cbt.score_pairs` computes without the copies).
 
   Args:
     text_states: [batch, L, text_hidden]; text_mask [batch, L].
@@ -139,7 +218,7 @@ def all_pairs(text_states: Array, text_mask: Array, visual_states: Array,
 
 
 class Cbt(nn.Module):
-  """The three networks; `__call__` gives what the two losses read."""
+  """The three networks (and the text MLM head); `__call__` gives what the losses read."""
   text_config: bert.BertConfig
   visual_config: bert.BertConfig
   cross_layers: int
@@ -149,6 +228,8 @@ class Cbt(nn.Module):
   def setup(self):
     self.visual = VisualTransformer(self.visual_config, self.max_clips)
     self.text_bert = bert.BertModel(self.text_config)
+    # Parameters only once called: only models initialised with mlm_positions have them.
+    self.mlm_head = bert.MaskedTokenHead(self.text_config, self.text_config.vocab_size)
     self.cross = CrossTransformer(dataclasses.replace(self.visual_config,
                                                       num_layers=self.cross_layers))
 
@@ -166,34 +247,72 @@ class Cbt(nn.Module):
   def score(self, text_states: Array, text_mask: Array, visual_states: Array,
             clip_mask: Array, *, deterministic: bool = True) -> Array:
     """Aligned rows [n, ...] -> [n] cross-modal scores (CrossTransformer)."""
-    return self.cross(text_states, text_mask, visual_states, clip_mask,
+    return self.cross(text_states, text_mask, visual_states, clip_mask, pairs=False,
+                      deterministic=deterministic)
+
+  def score_pairs(self, text_states: Array, text_mask: Array, visual_states: Array,
+                  clip_mask: Array, *, deterministic: bool = True) -> Array:
+    """Every sentence against every window, without tiling the pairs (CrossTransformer).
+
+    Args:
+      text_states: [num_sentences, L, text_hidden]; text_mask [num_sentences, L].
+      visual_states: [num_windows, T, hidden]; clip_mask [num_windows, T].
+
+    Returns:
+      [num_windows, num_sentences] float32, s(sentence s, window v) at [v, s].
+    """
+    return self.cross(text_states, text_mask, visual_states, clip_mask, pairs=True,
                       deterministic=deterministic)
 
   def __call__(self, features: Array, clip_mask: Array, masked: Array, input_ids: Array,
-               attention_mask: Array, *, deterministic: bool = True) -> dict[str, Array]:
+               attention_mask: Array, *, deterministic: bool = True,
+               mlm_positions: Array | None = None) -> dict[str, Array]:
     """A batch of windows and their sentences -> the losses' inputs.
 
     Args:
       features: [batch, T, D]; clip_mask, masked: [batch, T] (VisualTransformer).
-      input_ids, attention_mask: [batch, L] row i = window i's sentence.
+      input_ids, attention_mask: [batch, L] row i = window i's sentence (with
+        mlm_positions, its masked ids: vlm_jax.cbt.pipeline.mask_text).
+      mlm_positions: [batch, P] the text positions the MLM head scores; None
+        for no MLM term.
 
     Returns:
       visual_states, visual_targets: [batch, T, hidden];
       cross_scores: [batch (windows), batch (sentences)] float32, s(sentence s, window v)
-      at [v, s], all batch^2 pairs through the cross-modal transformer.
+      at [v, s], all batch^2 pairs (score_pairs);
+      with mlm_positions, mlm_logits [batch, P, text_vocab].
     """
     states, targets = self.encode_visual(features, clip_mask, masked,
                                          deterministic=deterministic)
     text = self.encode_text(input_ids, attention_mask, deterministic=deterministic)
-    batch = features.shape[0]
-    scores = self.score(*all_pairs(text, attention_mask, states, clip_mask),
-                        deterministic=deterministic)
-    return {'visual_states': states, 'visual_targets': targets,
-            'cross_scores': scores.reshape(batch, batch)}
+    scores = self.score_pairs(text, attention_mask, states, clip_mask,
+                              deterministic=deterministic)
+    outputs = {'visual_states': states, 'visual_targets': targets, 'cross_scores': scores}
+    if mlm_positions is not None:
+      # Gathered first: scoring all L positions would cost the tiny preset's head
+      # about as much as its whole text BERT (a [L, 384] x [384, 30522] product
+      # per row), for the ~15% of real WordPieces that have a label.
+      gathered = jnp.take_along_axis(text, mlm_positions[..., None], axis=1)
+      outputs['mlm_logits'] = self.mlm_head(gathered, self.text_bert.word_table())
+    return outputs
 
 
-def with_pretrained_text(params: dict, bert_params: dict) -> dict:
-  """`params` with the text BERT from a checkpoint's BertModel parameters."""
+def with_pretrained_text(params: dict, bert_params: dict,
+                         mlm_head: dict | None = None) -> dict:
+  """`params` with the text BERT from a checkpoint's BertModel parameters.
+
+  `mlm_head` (hf_bert.mlm_head_to_flax: a BertForPreTraining checkpoint's
+  `cls.predictions`) replaces the random MLM head when the model has one;
+  without it (sentence-transformers checkpoints such as MiniLM have none) the
+  head stays as initialised.
+  """
   params = dict(params)
   params['text_bert'] = jax.tree.map(np.asarray, bert_params)
+  if mlm_head is not None and 'mlm_head' in params:
+    new_head = jax.tree.map(np.asarray, mlm_head)
+    expected, got = (jax.tree.map(np.shape, t) for t in (params['mlm_head'], new_head))
+    if expected != got:
+      raise ValueError(f'the checkpoint\'s MLM head does not fit the model: expected '
+                       f'{expected}, got {got}')
+    params['mlm_head'] = new_head
   return params

@@ -1,4 +1,8 @@
-"""CBT's two contrastive losses (SPEC section 2), pure functions of the model's outputs.
+"""CBT's losses (SPEC section 2), pure functions of the model's outputs.
+
+L = w_bert L_bert + w_visual L_visual + w_cross L_cross. L_bert, the text
+MLM term, is off by default (w_bert = 0, configs/cbt.py): it is cross-entropy
+over the masked WordPieces of the batch's sentences.
 
 L_visual, at a masked clip t with output e_t and projected feature y_t:
 
@@ -26,8 +30,8 @@ NEGATIVES = ('all', 'masked')
 
 
 def visual_nce(outputs: Array, targets: Array, masked: Array, clip_mask: Array,
-               negatives: str = 'all', temperature: float | None = None
-               ) -> tuple[Array, dict[str, Array]]:
+               negatives: str = 'all', temperature: float | None = None,
+               target_gradient: bool = True) -> tuple[Array, dict[str, Array]]:
   """The masked-clip NCE loss.
 
   Args:
@@ -37,6 +41,9 @@ def visual_nce(outputs: Array, targets: Array, masked: Array, clip_mask: Array,
     clip_mask: [batch, T] 1 at real clips.
     negatives: 'all' (every real clip is a candidate) or 'masked'.
     temperature: scores are divided by it; None for none.
+    target_gradient: False stops the gradient at the targets: trained through the
+      loss, the projection that makes them can shrink every target to one point,
+      where the loss is log(candidates) whatever the outputs (a collapse).
 
   Returns:
     (loss, metrics): the mean over masked clips, and the top-1 accuracy of the
@@ -47,6 +54,8 @@ def visual_nce(outputs: Array, targets: Array, masked: Array, clip_mask: Array,
   hidden = outputs.shape[-1]
   e = outputs.reshape(-1, hidden).astype(jnp.float32)
   y = targets.reshape(-1, hidden).astype(jnp.float32)
+  if not target_gradient:
+    y = jax.lax.stop_gradient(y)
   predicted = masked.reshape(-1).astype(jnp.float32)
   candidates = (masked if negatives == 'masked' else clip_mask).reshape(-1) > 0
   scores = e @ y.T  # [batch * T (outputs), batch * T (candidates)]
@@ -79,17 +88,48 @@ def cross_nce(scores: Array) -> tuple[Array, dict[str, Array]]:
   return loss, {'cross_accuracy': (scores.argmax(axis=1) == labels).mean()}
 
 
-def cbt_loss(outputs: dict[str, Array], batch: dict[str, Array], *, visual_weight: float,
-             cross_weight: float, negatives: str = 'all', temperature: float | None = None
-             ) -> tuple[Array, dict[str, Array]]:
-  """visual_weight * L_visual + cross_weight * L_cross, with both terms as metrics.
+def text_mlm(logits: Array, labels: Array, weights: Array) -> tuple[Array, dict[str, Array]]:
+  """L_bert: BERT's masked-token cross-entropy, over the predicted WordPieces of the batch.
 
   Args:
-    outputs: the model's (vlm_jax.cbt.model.Cbt.__call__).
-    batch: with 'masked' and 'clip_mask' [batch, T] (vlm_jax.cbt.pipeline).
+    logits: [batch, P, vocab] the MLM head's, at the predicted positions.
+    labels: [batch, P] the original ids there.
+    weights: [batch, P] 1 for a real prediction, 0 for a row's padding slots.
+
+  Returns:
+    (loss, metrics): the mean over real predictions, and the top-1 accuracy
+    there (`bert_accuracy`).
+  """
+  logits = logits.astype(jnp.float32)
+  weights = weights.astype(jnp.float32)
+  count = jnp.maximum(weights.sum(), 1.0)
+  per_token = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  accuracy = ((logits.argmax(axis=-1) == labels) * weights).sum() / count
+  return (per_token * weights).sum() / count, {'bert_accuracy': accuracy}
+
+
+def cbt_loss(outputs: dict[str, Array], batch: dict[str, Array], *, visual_weight: float,
+             cross_weight: float, negatives: str = 'all', temperature: float | None = None,
+             bert_weight: float = 0.0, target_gradient: bool = True
+             ) -> tuple[Array, dict[str, Array]]:
+  """bert_weight * L_bert + visual_weight * L_visual + cross_weight * L_cross, terms as metrics.
+
+  Args:
+    outputs: the model's (vlm_jax.cbt.model.Cbt.__call__), with 'mlm_logits'
+      [batch, P, vocab] when bert_weight > 0.
+    batch: with 'masked' and 'clip_mask' [batch, T] (vlm_jax.cbt.pipeline), and
+      'mlm_labels', 'mlm_weights' [batch, P] when bert_weight > 0.
+    bert_weight: 0 leaves L_bert (and its metrics `loss_bert`, `bert_accuracy`) out.
   """
   visual, metrics = visual_nce(outputs['visual_states'], outputs['visual_targets'],
-                               batch['masked'], batch['clip_mask'], negatives, temperature)
+                               batch['masked'], batch['clip_mask'], negatives, temperature,
+                               target_gradient)
   cross, cross_metrics = cross_nce(outputs['cross_scores'])
   metrics.update(cross_metrics, loss_visual=visual, loss_cross=cross)
-  return visual_weight * visual + cross_weight * cross, metrics
+  total = visual_weight * visual + cross_weight * cross
+  if bert_weight > 0:  # a Python branch: with the term off, the loss is the same ops and bits
+    bert_loss, bert_metrics = text_mlm(outputs['mlm_logits'], batch['mlm_labels'],
+                                       batch['mlm_weights'])
+    metrics.update(bert_metrics, loss_bert=bert_loss)
+    total = total + bert_weight * bert_loss
+  return total, metrics

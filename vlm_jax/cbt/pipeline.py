@@ -10,6 +10,15 @@ random sentence of each, the window of `num_clips` consecutive clips centred
 on the sentence's middle (shifted to fit inside the video; a shorter video is
 padded), and masked clips (`mask_rate` of the real clips, at least one, in
 spans of `mask_span`). A resumed run, or any process, builds the same batch.
+
+With the text MLM term on (`text_mask_rate` > 0) the sentence is masked as
+BERT masks it, from the same (seed, step, row) generator after every other
+draw, so the rest of the batch is the same bits with the term on or off:
+`text_mask_rate` of the sentence's WordPieces (at least one; never `[CLS]`,
+`[SEP]` or padding) are predicted, 80% of them replaced by `[MASK]`, 10% by a
+random id of the vocabulary, 10% left as they are; their positions are listed
+(P per row, the most a full sentence has) so that the head scores only them,
+as VideoBERT's does. Off, the batch has no text-mask arrays at all.
 """
 
 import dataclasses
@@ -23,6 +32,9 @@ from vlm_jax.data.files import DataError
 # The batch's arrays, in the order tf.numpy_function returns them.
 NAMES = ('features', 'clip_mask', 'masked', 'input_ids', 'attention_mask', 'video_index')
 DTYPES = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
+# ... followed by these when the text MLM term is on (WindowOptions.text_mask_rate > 0).
+TEXT_MASK_NAMES = ('masked_ids', 'mlm_positions', 'mlm_labels', 'mlm_weights')
+TEXT_MASK_DTYPES = (tf.int32, tf.int32, tf.int32, tf.float32)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,6 +46,25 @@ class WindowOptions:
   max_text_tokens: int
   mask_rate: float
   mask_span: int = 1
+  # The text MLM term's masking: 0 = off (no text-mask arrays); `mask_id` and
+  # `vocab_size` (the bound of the random replacements) are read only when on.
+  text_mask_rate: float = 0.0
+  mask_id: int = -1
+  vocab_size: int = 0
+
+  def __post_init__(self):
+    if self.text_mask_rate > 0 and (self.mask_id < 0 or self.vocab_size < 1):
+      raise ValueError(f'text_mask_rate={self.text_mask_rate} needs a mask_id and a vocab_size, '
+                       f'got {self.mask_id} and {self.vocab_size}')
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    """The batch's arrays (make_dataset's order)."""
+    return NAMES + (TEXT_MASK_NAMES if self.text_mask_rate > 0 else ())
+
+  @property
+  def dtypes(self) -> tuple[tf.DType, ...]:
+    return DTYPES + (TEXT_MASK_DTYPES if self.text_mask_rate > 0 else ())
 
 
 def window_start(centre_seconds: float, num_clips: int, video_clips: int, length: int) -> int:
@@ -52,6 +83,45 @@ def mask_clips(rng: np.random.Generator, length: int, rate: float, span: int) ->
   return masked
 
 
+def text_predictions(rate: float, max_text_tokens: int) -> int:
+  """P, the predicted WordPieces of a full sentence: the most any row has (round is monotone)."""
+  return min(max_text_tokens, max(1, int(round(rate * max_text_tokens))))
+
+
+def mask_text(rng: np.random.Generator, input_ids: np.ndarray, num_words: int, rate: float,
+              mask_id: int, vocab_size: int, num_predictions: int) -> dict[str, np.ndarray]:
+  """BERT's masking of one `[CLS] w_1 ... w_n [SEP] 0 ...` row (the module docstring).
+
+  Args:
+    rng: the row's generator.
+    input_ids: [L] int32, the row; n = num_words WordPieces from position 1.
+    rate: the fraction of the n WordPieces predicted (round(rate * n), at least one
+      when n > 0).
+    mask_id: `[MASK]`'s id; vocab_size: random replacements are drawn from [0, vocab_size).
+    num_predictions: P >= the predictions of any row (`text_predictions`).
+
+  Returns:
+    masked_ids [L] int32 (the text tower's input); mlm_positions, mlm_labels
+    [P] int32 (the predicted positions and their original ids, 0 past the
+    row's count) and mlm_weights [P] float32 (1 for a real prediction).
+  """
+  count = min(num_words, max(1, int(round(rate * num_words))))
+  positions = 1 + np.sort(rng.choice(num_words, count, replace=False))  # 1 +: past [CLS]
+  action = rng.random(count)
+  random_ids = rng.integers(vocab_size, size=count)
+  original = input_ids[positions]
+  masked_ids = input_ids.copy()
+  masked_ids[positions] = np.where(action < 0.8, mask_id,
+                                   np.where(action < 0.9, random_ids, original))
+  out = {'masked_ids': masked_ids, 'mlm_positions': np.zeros(num_predictions, np.int32),
+         'mlm_labels': np.zeros(num_predictions, np.int32),
+         'mlm_weights': np.zeros(num_predictions, np.float32)}
+  out['mlm_positions'][:count] = positions
+  out['mlm_labels'][:count] = original
+  out['mlm_weights'][:count] = 1.0
+  return out
+
+
 def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
            opts: WindowOptions) -> dict[str, np.ndarray]:
   """One window of `video` and its sentence, as fixed-shape arrays.
@@ -59,7 +129,9 @@ def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
   Returns:
     features [num_clips, dim] float32 (padding zero), clip_mask and masked
     [num_clips] int32, input_ids and attention_mask [max_text_tokens + 2] int32
-    (`[CLS] sentence [SEP]`, zero padded).
+    (`[CLS] sentence [SEP]`, zero padded); with opts.text_mask_rate > 0 also
+    `mask_text`'s masked_ids [max_text_tokens + 2] and mlm_positions,
+    mlm_labels, mlm_weights [P].
   """
   features, n = corpus.features[video], opts.num_clips
   sentence = int(rng.integers(len(corpus.sentences[video])))
@@ -76,6 +148,10 @@ def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
          + [opts.sep_id])
   out['input_ids'][:len(ids)] = ids
   out['attention_mask'][:len(ids)] = 1
+  if opts.text_mask_rate > 0:  # the last draws of the row's generator: nothing above moves
+    out.update(mask_text(rng, out['input_ids'], len(ids) - 2, opts.text_mask_rate,
+                         opts.mask_id, opts.vocab_size,
+                         text_predictions(opts.text_mask_rate, opts.max_text_tokens)))
   return out
 
 
@@ -107,9 +183,9 @@ def make_dataset(corpus: feature_records.Corpus, seed: int, batch_size: int, opt
 
   def build(step):
     batch = batch_at(corpus, int(step), seed, batch_size, opts, process_index, process_count)
-    return tuple(batch[n] for n in NAMES)
+    return tuple(batch[n] for n in opts.names)
 
   steps = tf.data.Dataset.range(start_step + 1, num_steps + 1)
-  ds = steps.map(lambda s: tf.numpy_function(build, [s], DTYPES, stateful=False),
+  ds = steps.map(lambda s: tf.numpy_function(build, [s], opts.dtypes, stateful=False),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.map(lambda *tensors: dict(zip(NAMES, tensors))).prefetch(2)
+  return ds.map(lambda *tensors: dict(zip(opts.names, tensors))).prefetch(2)

@@ -64,6 +64,12 @@ def special_ids(config) -> dict[str, int]:
   return tokenizer_lib.special_ids(tokenizer_lib.load(vocab_file))
 
 
+def text_mlm(config) -> bool:
+  """Whether the run has the text MLM term (loss.bert_weight > 0): masked text, the MLM head."""
+  # .get: the config.json of a run from before the term has no such field (inference.load).
+  return config.loss.get('bert_weight', 0.0) > 0
+
+
 def text_frozen(path: tuple) -> bool:
   """Whether a parameter path lies in the text BERT (optim.make's frozen predicate)."""
   return optim.path_names(path)[:1] == ('text_bert',)
@@ -79,25 +85,34 @@ def build(config, devices=None) -> Setup:
   tx, schedule = optim.make(config.optim, config.train.num_steps,
                             text_frozen if m.freeze_text else None)
   clips, text_len = d.num_clips, d.max_text_tokens + 2
+  mlm = text_mlm(config)
 
   def boxed_init(rng):
     ones = lambda n: jnp.ones((1, n), jnp.int32)
+    # Positions make the MLM head's parameters, whose shapes no position count changes.
+    positions = ones(1) if mlm else None
     return model.init({'params': rng}, jnp.zeros((1, clips, m.feature_dim)), ones(clips),
-                      ones(clips), ones(text_len), ones(text_len))['params']
+                      ones(clips), ones(text_len), ones(text_len),
+                      mlm_positions=positions)['params']
 
   sharded = partitioning.sharded_state(boxed_init, tx, mesh, axis_rules)
   seed, rng_impl = config.seed, config.train.dropout_rng
   weights = dict(visual_weight=loss.visual_weight, cross_weight=loss.cross_weight,
                  negatives=loss.visual_negatives,
-                 temperature=loss.visual_temperature or None)
+                 temperature=loss.visual_temperature or None,
+                 bert_weight=loss.get('bert_weight', 0.0),
+                 target_gradient=loss.get('visual_target_gradient', True))
 
   def step_fn(state, batch):
     rng = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), state.step)
 
     def loss_fn(params):
+      # One text pass: the masked sentence when the MLM term is on (cbt_model's docstring).
+      ids = batch['masked_ids'] if mlm else batch['input_ids']
       outputs = model.apply({'params': params}, batch['features'], batch['clip_mask'],
-                            batch['masked'], batch['input_ids'], batch['attention_mask'],
-                            deterministic=False, rngs={'dropout': rng})
+                            batch['masked'], ids, batch['attention_mask'],
+                            deterministic=False, rngs={'dropout': rng},
+                            mlm_positions=batch['mlm_positions'] if mlm else None)
       return objectives.cbt_loss(outputs, batch, **weights)
 
     (total, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -115,11 +130,13 @@ def build(config, devices=None) -> Setup:
 
 
 def initial_params(setup: Setup) -> Any:
-  """Random init, then the text BERT from the config's checkpoint (if any)."""
+  """Random init, then the text BERT (and its MLM head) from the config's checkpoint (if any)."""
   config = setup.config
   params = setup.sharded.init_params(jax.random.key(config.seed))
   if not config.model.init_checkpoint:
     return params
-  _, bert_params, _ = hf_bert.load(config.model.init_checkpoint)
-  host = cbt_model.with_pretrained_text(jax.device_get(params), bert_params)
+  _, bert_params, tensors = hf_bert.load(config.model.init_checkpoint)
+  # A BertForPreTraining checkpoint's MLM head too, when the model has one.
+  host = cbt_model.with_pretrained_text(jax.device_get(params), bert_params,
+                                        hf_bert.mlm_head_to_flax(tensors))
   return jax.device_put(host, setup.sharded.param_shardings)

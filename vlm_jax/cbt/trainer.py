@@ -8,9 +8,13 @@ resumed run sees the batches a straight one would, with no data state to save.
 The step is vlm_jax.cbt.step's.
 """
 
+import dataclasses
+
 import jax
+import numpy as np
 
 from vlm_jax.cbt import checks
+from vlm_jax.cbt import features as features_lib
 from vlm_jax.cbt import pipeline as cbt_pipeline
 from vlm_jax.cbt import step as step_lib
 from vlm_jax.data import feature_records
@@ -18,11 +22,14 @@ from vlm_jax.train import loop
 
 
 def window_options(config) -> cbt_pipeline.WindowOptions:
-  """The windows of a CBT config: its data fields and its vocab's [CLS] / [SEP]."""
+  """The windows of a CBT config: its data fields and its vocab's [CLS] / [SEP] / [MASK]."""
   d, ids = config.data, step_lib.special_ids(config)
   return cbt_pipeline.WindowOptions(
       cls_id=ids['[CLS]'], sep_id=ids['[SEP]'], num_clips=d.num_clips,
-      max_text_tokens=d.max_text_tokens, mask_rate=d.mask_rate, mask_span=d.mask_span)
+      max_text_tokens=d.max_text_tokens, mask_rate=d.mask_rate, mask_span=d.mask_span,
+      # The sentence is masked only for the text MLM term (0: no text-mask arrays).
+      text_mask_rate=d.text_mask_rate if step_lib.text_mlm(config) else 0.0,
+      mask_id=ids['[MASK]'], vocab_size=step_lib.text_config(config).vocab_size)
 
 
 def make_run(config, files: list[str], corpus: feature_records.Corpus) -> loop.Run:
@@ -53,6 +60,18 @@ def make_run(config, files: list[str], corpus: feature_records.Corpus) -> loop.R
       name='train cbt')
 
 
+def standardized(corpus: feature_records.Corpus, workdir: str) -> feature_records.Corpus:
+  """The corpus with standardised features (vlm_jax.cbt.features), by the statistics
+  saved in `workdir` or, on a first run, computed from the corpus and saved there."""
+  stats = features_lib.load(workdir)
+  if stats is None:
+    stats = features_lib.corpus_stats(corpus.features)
+    features_lib.save(workdir, stats)
+  # float16 as the records hold them: a corpus-sized copy at half the bytes.
+  return dataclasses.replace(corpus, features=[stats.apply(f).astype(np.float16)
+                                               for f in corpus.features])
+
+
 def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   """Trains for config.train.num_steps (or until step `stop_at`); returns the last metrics."""
   files = feature_records.training_files(config)
@@ -60,6 +79,8 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   checks.validate(config, jax.device_count(), jax.process_count(), len(corpus))
   checks.records(config, corpus.feature_dim, files)
   workdir = loop.make_workdir(workdir)
+  if config.data.get('standardize_features', False):
+    corpus = standardized(corpus, workdir)
   loop.say(f'{len(corpus)} videos ({len(corpus.skipped)} without sentences skipped), '
            f'{config.train.num_steps} steps of {config.train.global_batch_size} windows x '
            f'{config.data.num_clips} clips')

@@ -1,9 +1,10 @@
-"""vlm-jax caption: VideoBERT captioning (SPEC section 1): features, captioner, captions.
+"""vlm-jax caption: VideoBERT or CBT captioning (SPEC sections 1, 2): features, captioner, captions.
 
   vlm-jax caption --videobert RUN --features FEATURES --codebook codebook.npz \\
       --train_segments train.jsonl --test_segments test.jsonl --output DIR \\
       [--config configs/captioner.py:paper] [--config.features.inputs=s3d] \\
       [--stages features,train,predict]
+  vlm-jax caption --cbt RUN --config.features.inputs=cbt+s3d --features FEATURES ...
 
 RUN is a `vlm-jax train` workdir. Segments files have one JSON object a line
 with `video_id`, `start`, `end` (seconds) and `sentence` (the caption; needed
@@ -26,6 +27,9 @@ Stages, each skipped or resumed when its output is already there:
             (BLEU, METEOR, ROUGE-L, CIDEr) -> DIR/metrics.json; the same as
               vlm-jax eval captioning --references DIR/references.json \\
                   --predictions DIR/predictions.jsonl --output metrics.json
+With --cbt and inputs 'cbt+s3d' (or 'cbt'), a segment's features are the mean
+of CBT's contextual clip states over its seconds (each video encoded whole,
+vlm_jax/cbt/inference.py), plus its mean S3D feature.
 DIR/manifest.json records the inputs, counts, skipped segments (no features)
 and scores. The captioner reads one feature vector per segment: a sequence of
 length one for its encoder, as the paper feeds the pooled feature.
@@ -40,6 +44,8 @@ from configs import common
 
 _VIDEOBERT = flags.DEFINE_string('videobert', None, 'vlm-jax train workdir of the VideoBERT '
                                  '(not needed with --config.features.inputs=s3d).')
+_CBT = flags.DEFINE_string('cbt', None, 'vlm-jax train workdir of a CBT run (with '
+                           '--config.features.inputs=cbt+s3d or cbt).')
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy clip features and '
                                 '<video_id>.times.npy clip times.')
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook (not '
@@ -75,7 +81,8 @@ def main(argv):
   try:
     manifest = caption.run(_CONFIG.value, _FEATURES.value, _TRAIN_SEGMENTS.value,
                            _TEST_SEGMENTS.value, output, _VIDEOBERT.value, _CODEBOOK.value,
-                           _STAGES.value or caption.STAGES, _SCORE.value, _TEST_FEATURES.value)
+                           _STAGES.value or caption.STAGES, _SCORE.value, _TEST_FEATURES.value,
+                           cbt=_CBT.value)
   except (ValueError, FileNotFoundError) as e:  # SegmentsError is a ValueError
     raise SystemExit(f'vlm-jax caption: {e}') from e
   predict = manifest.get('predict', {})

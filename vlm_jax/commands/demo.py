@@ -18,13 +18,24 @@ transcripts (WebVTT, SRT, HowTo100M or YouCook2 JSON); a share of the videos
 needs the rendered corpus's labels and is left out; captioning, text-to-video
 and forecasting run on the held-out videos' narration.
 
-  vlm-jax demo --config.system=videoclip --workdir runs/demo \\
+  vlm-jax demo --system videoclip --workdir runs/demo \\
       [--config.videoclip.train.num_epochs=30]
 
 runs VideoCLIP on the same corpus and features (shared when the workdir is the
-same): trains it with retrieval-augmented and with random batches, scores
-held-out text-to-video retrieval against the untrained model and chance, and
-writes WORKDIR/report_videoclip/index.html and metrics.json.
+same): trains it with retrieval-augmented batches (and with random ones with
+--config.videoclip_ablation=True), scores held-out text-to-video retrieval
+against the untrained model and chance, and writes
+WORKDIR/report_videoclip/index.html and metrics.json.
+
+  vlm-jax demo --system cbt --workdir runs/demo [--config.cbt.train.num_steps=300]
+
+runs CBT on the same corpus and features: trains the visual and cross-modal
+transformers over the frozen MiniLM text BERT, then on held-out test videos
+compares linear probes of its contextual features with raw S3D's (step verb and
+noun, per-second segmentation, next-step anticipation on a small ordered
+corpus), ranks held-out steps by the cross-modal score, and captions the test
+steps; WORKDIR/report_cbt/index.html and metrics.json. `--system X` is
+`--config.system=X`.
 """
 
 from absl import flags
@@ -43,6 +54,9 @@ _TRANSCRIPTS = flags.DEFINE_string(
     'transcripts', None, 'With --videos: their transcripts (a .vtt/.srt/HowTo100M/YouCook2 file '
     'or a folder), matched to videos by id (file stem).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage writes.')
+_SYSTEM = flags.DEFINE_enum('system', None, ['videobert', 'videoclip', 'cbt'],
+                            'The system whose demo runs (sets config.system; default '
+                            'the config\'s, videobert).')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['workdir']
 
@@ -56,8 +70,12 @@ def main(argv):
   from vlm_jax.stages import demo
   from vlm_jax.train import loop
   # pylint: enable=import-outside-toplevel
+  config = _CONFIG.value
+  if _SYSTEM.value:
+    with config.unlocked():
+      config.system = _SYSTEM.value
   try:
-    demo.run(_WORKDIR.value, _CONFIG.value, _VIDEOS.value, _TRANSCRIPTS.value)
+    demo.run(_WORKDIR.value, config, _VIDEOS.value, _TRANSCRIPTS.value)
   except (config_checks.ConfigError, files_lib.DataError, loop.TrainingDiverged,
           FileNotFoundError, ValueError) as e:
     raise SystemExit(f'vlm-jax demo: {e}') from e

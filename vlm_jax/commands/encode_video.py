@@ -1,4 +1,4 @@
-"""vlm-jax encode-video: VideoCLIP video embeddings of per-second features, as .npy files.
+"""vlm-jax encode-video: VideoCLIP or CBT video embeddings of per-second features, as .npy files.
 
   vlm-jax encode-video --workdir RUN --features FEATS --output EMB \\
       [--segments segments.jsonl] [--per_second]
@@ -10,6 +10,9 @@ taken as seconds). Writes `<id>.npy` per video, or per segment with
 `end` in seconds; prepare-youcook2's segments.jsonl works): the pooled
 embedding [hidden], or with --per_second the states [T, hidden]. These are
 the video inputs of `vlm-jax eval <task>` (vlm_jax/evaluate/_embeddings.py).
+A CBT run gives its contextual clip states (windows of the training length at
+half-window stride, overlaps averaged; vlm_jax/cbt/inference.py), or their
+mean as the pooled vector: the inputs of `vlm-jax eval linear-probe`.
 Missing or unreadable features are listed in manifest.json and skipped; a
 re-run skips outputs that exist.
 """
@@ -17,13 +20,14 @@ re-run skips outputs that exist.
 from absl import flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None,
-                                'A VideoCLIP `vlm-jax train` workdir, or MMPT\'s checkpoint_best.pt.')
+                                'A VideoCLIP or CBT `vlm-jax train` workdir, or MMPT\'s '
+                                'checkpoint_best.pt.')
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy features.')
 _SEGMENTS = flags.DEFINE_string('segments', None, 'Optional JSON/JSONL of segments to cut.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder of <id>.npy embeddings.')
 _PER_SECOND = flags.DEFINE_bool('per_second', False,
                                 'Write [T, hidden] per-second states instead of [hidden].')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, '32-s windows per forward pass.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Windows per forward pass.')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['workdir', 'features', 'output']
 

@@ -4,6 +4,8 @@
       [--config.train.num_steps=100 ...]
   vlm-jax train --config configs/videoclip.py:tiny --workdir /tmp/vc \\
       --config.data.train_files='records/*.tfrecord'
+  vlm-jax train --config configs/clipbert.py:tiny --workdir /tmp/cb \\
+      --config.data.train_jsonl=pairs.jsonl --config.data.video_dir=videos/
 
 The config says which system trains: VideoBERT (configs/videobert.py) or
 VideoCLIP (configs/videoclip.py, `system = 'videoclip'`). Without --config it
@@ -33,7 +35,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'configs/videoclip.py:tiny,runlocal; the default is VideoBERT\'s tiny preset.',
     lock_config=True)
 # --help lists their presets and options beside the default's.
-OTHER_CONFIGS = ['videoclip.py', 'cbt.py']
+OTHER_CONFIGS = ['videoclip.py', 'cbt.py', 'clipbert.py']
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints and metrics go: a local directory or a URL such as '
     'gs://bucket/run (TPU VMs: write to Cloud Storage, their disks do not outlive them).')

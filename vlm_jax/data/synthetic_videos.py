@@ -89,7 +89,8 @@ def vocabularies(num_verbs: int, num_nouns: int) -> tuple[list[str], list[str]]:
 
 def make_spec(video_id: str, split: str, seed: int, verbs: list[str], nouns: list[str],
               min_steps: int = 3, max_steps: int = 5, narrated: float = 0.85,
-              fillers: float = 0.3, max_shift: float = 1.0) -> VideoSpec:
+              fillers: float = 0.3, max_shift: float = 1.0,
+              successor_prob: float = 0.0) -> VideoSpec:
   """A recipe drawn from `seed`: steps of 3 to 4.5 s (2 or 3 clips of 1.5 s) and their cues.
 
   Args:
@@ -103,13 +104,19 @@ def make_spec(video_id: str, split: str, seed: int, verbs: list[str], nouns: lis
     narrated: probability that a step is narrated.
     fillers: probability that a step's speaking time also holds a filler sentence.
     max_shift: the narration runs up to this many seconds ahead of or behind its step.
+    successor_prob: probability that a step after the first shows the verb that
+      follows its predecessor's in `verbs` (cyclically) instead of its own draw:
+      an order of steps, as recipes have, that next-step anticipation can learn.
+      Drawn from a stream of its own, so 0 gives the corpus it always gave.
   """
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
-  rng = np.random.default_rng(seed)
+  rng, order = np.random.default_rng(seed), np.random.default_rng([seed, 1])
   shown, t = [], 0.0
   for _ in range(int(rng.integers(min_steps, max_steps + 1))):
     verb, noun = verbs[int(rng.integers(len(verbs)))], nouns[int(rng.integers(len(nouns)))]
+    if shown and order.random() < successor_prob:
+      verb = verbs[(verbs.index(shown[-1][0]) + 1) % len(verbs)]
     length = float(rng.choice([3.0, 4.5]))
     shown.append((verb, noun, t, t + length))
     t += length

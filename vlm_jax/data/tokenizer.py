@@ -3,6 +3,7 @@
 import functools
 import os
 
+import numpy as np
 import tokenizers
 
 from vlm_jax.convert import hf_bert
@@ -50,3 +51,16 @@ def special_ids(tokenizer: tokenizers.Tokenizer) -> dict[str, int]:
 def wordpieces(tokenizer: tokenizers.Tokenizer, texts: list[str]) -> list[list[int]]:
   """WordPiece ids of each text, without [CLS]/[SEP]."""
   return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def sentence_inputs(tokenizer: tokenizers.Tokenizer, texts: list[str], cap: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """`[CLS] WordPieces (cut to cap) [SEP]`, zero-padded: ids and mask [n, cap + 2] int32."""
+  special = special_ids(tokenizer)
+  ids = np.zeros((len(texts), cap + 2), np.int32)
+  mask = np.zeros_like(ids)
+  for i, pieces in enumerate(wordpieces(tokenizer, list(texts))):
+    row = [special['[CLS]']] + pieces[:cap] + [special['[SEP]']]
+    ids[i, :len(row)] = row
+    mask[i, :len(row)] = 1
+  return ids, mask

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vlm_jax.data import files as files_lib
-from vlm_jax.stages import extract_features, synth_videos
+from vlm_jax.stages import extract_features, make_records, synth_videos
 
 
 def say(message: str) -> None:
@@ -92,11 +92,20 @@ def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
 
 
 def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = None,
-              transcripts: str | None = None) -> dict[str, list[dict]]:
+              transcripts: str | None = None, corpus_config=None,
+              suffix: str = '') -> dict[str, list[dict]]:
   """The corpus and its clip features (WORKDIR/features/<split>).
 
   The corpus is rendered (WORKDIR/corpus), or with `videos_dir` it is the
   user's videos and `transcripts` (`user_corpus`).
+
+  Args:
+    workdir, config, stages: the demo's.
+    videos_dir, transcripts: the user's videos instead of a rendered corpus.
+    corpus_config: the rendered corpus's sizes (num_videos, num_dev, num_test,
+      optional successor_prob); default config.corpus.
+    suffix: appended to the folders (corpus<suffix>, features<suffix>) and the
+      stage names, for a second corpus in the same workdir.
 
   Returns:
     {'train': videos, 'dev': videos (rendered corpus only), 'test': videos}, each video a
@@ -106,10 +115,11 @@ def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = Non
     videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
     splits = ('train', 'test')
   else:
-    corpus = os.path.join(workdir, 'corpus')
-    c = config.corpus
-    stages.run('corpus', lambda: synth_videos.run(
-        corpus, c.num_videos, c.num_test, config.seed, num_dev=c.num_dev))
+    corpus = os.path.join(workdir, 'corpus' + suffix)
+    c = corpus_config or config.corpus
+    stages.run('corpus' + suffix, lambda: synth_videos.run(
+        corpus, c.num_videos, c.num_test, config.seed, num_dev=c.num_dev,
+        successor_prob=c.get('successor_prob', 0.0)))
     videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
               for v in read_steps(corpus)]
     splits = ('train', 'dev', 'test')
@@ -119,11 +129,26 @@ def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = Non
     for split, items in by_split.items():
       if not items:
         continue
-      listing = write_list(os.path.join(workdir, f'{split}_videos.txt'),
+      listing = write_list(os.path.join(workdir, f'{split}_videos{suffix}.txt'),
                            [v['path'] for v in items])
-      extract_features.run(listing, os.path.join(workdir, 'features', split), config.features)
-  stages.run('features', features)
+      extract_features.run(listing, os.path.join(workdir, 'features' + suffix, split),
+                           config.features)
+  stages.run('features' + suffix, features)
   return by_split
+
+
+def feature_records(workdir: str, config, stages: Stages) -> tuple[str, dict]:
+  """The training videos' per-second feature records (VideoCLIP's and CBT's demos share
+  them): (WORKDIR/records_videoclip, the make-records manifest)."""
+  records_dir = os.path.join(workdir, 'records_videoclip')
+  records_config = config.records.copy_and_resolve_references()
+  with records_config.unlocked():
+    records_config.system = 'videoclip'
+  manifest = stages.run('records', lambda: make_records.run(
+      os.path.join(workdir, 'features', 'train'), None,
+      os.path.join(workdir, 'corpus', 'transcripts'), records_dir, records_config,
+      progress=True))
+  return records_dir, manifest
 
 
 def segments(videos: list[dict], narrated: bool = False) -> list[dict]:

@@ -20,7 +20,7 @@ import numpy as np
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.demo import common, report
 from vlm_jax.metrics import intervals, retrieval
-from vlm_jax.stages import encode_video, make_records
+from vlm_jax.stages import encode_video
 from vlm_jax.train import report as train_report
 from vlm_jax.videoclip import inference as videoclip_inference
 from vlm_jax.videoclip import step as videoclip_step
@@ -82,13 +82,7 @@ def run(workdir: str, config) -> dict[str, Any]:
   os.makedirs(report_dir, exist_ok=True)
   by_split = common.front_end(workdir, config, stages)
   features_dir = {split: os.path.join(workdir, 'features', split) for split in by_split}
-  records_dir = os.path.join(workdir, 'records_videoclip')
-  records_config = config.records.copy_and_resolve_references()
-  with records_config.unlocked():
-    records_config.system = 'videoclip'
-  manifest = stages.run('records', lambda: make_records.run(
-      features_dir['train'], None, os.path.join(workdir, 'corpus', 'transcripts'), records_dir,
-      records_config, progress=True))
+  records_dir, manifest = common.feature_records(workdir, config, stages)
 
   runs = {'retrieval': True}
   if config.videoclip_ablation:

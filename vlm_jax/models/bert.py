@@ -1,4 +1,5 @@
-"""A BERT encoder in Flax linen: embeddings, post-LN transformer layers, pooler.
+"""A BERT encoder in Flax linen: embeddings, post-LN transformer layers, pooler,
+and the masked-token head that VideoBERT and CBT put on top.
 
 Parameters carry logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`),
 mapped to mesh axes by the config's `logical_axis_rules`. The parameter tree
@@ -7,7 +8,8 @@ mirrors Hugging Face's BertModel so checkpoints convert name by name
 """
 
 import dataclasses
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -136,21 +138,52 @@ class SelfAttention(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, *, deterministic: bool) -> Array:
-    """[batch, seq, hidden] with additive bias [batch, 1, 1, seq] -> same shape."""
+  def __call__(self, x: Array | Sequence[Array], bias: Array, *, deterministic: bool,
+               queries: Array | None = None) -> Array:
+    """Multi-head attention of `queries` (default: every position of `x`) over `x`.
+
+    Args:
+      x: [batch, seq, hidden] the attended positions' inputs; or, with
+        `queries`, pieces [*batch_i, seq_i, hidden] of them whose leading axes
+        broadcast together: each is projected to keys and values on its own
+        rows, then broadcast and joined along seq (the projections are per
+        position, so a piece that many rows share is projected once).
+      bias: additive, broadcastable to [*batch, heads, num_queries, seq]; the
+        padding bias is [batch, 1, 1, seq].
+      deterministic: no dropout.
+      queries: [*batch_q, num_queries, hidden] the inputs of the positions
+        whose outputs are wanted (x[:, :1] to read out [CLS] alone); None for
+        all positions of `x` (then one array).
+
+    Returns:
+      [batch, seq, hidden], or with `queries` [*batch, num_queries, hidden],
+      batch the broadcast of every leading shape.
+    """
     cfg = self.config
     head_dim = cfg.hidden_size // cfg.num_heads
+    pieces = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    if queries is None:
+      if len(pieces) != 1:
+        raise ValueError(f'{len(pieces)} pieces of keys and values need their queries')
+      queries = pieces[0]
+    batch_shape = jnp.broadcast_shapes(*(a.shape[:-2] for a in (queries,) + pieces),
+                                       bias.shape[:-3])
+    rows = math.prod(batch_shape)
+    num_queries = queries.shape[-2]
 
-    batch, length = x.shape[:2]
-
-    def heads(name):
+    def heads(name, inputs):
       # One [hidden, heads * head_dim] kernel: splitting its output axis over
       # the model axis splits whole heads when num_heads divides by it.
-      y = dense(cfg, cfg.hidden_size, ('embed', 'heads'), name)(x)
-      y = y.reshape(batch, length, cfg.num_heads, head_dim)
+      projection = dense(cfg, cfg.hidden_size, ('embed', 'heads'), name)
+      ys = [jnp.broadcast_to(y, batch_shape + y.shape[-2:])
+            for y in (projection(a) for a in inputs)]
+      y = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=-2)
+      y = y.reshape(rows, y.shape[-2], cfg.num_heads, head_dim)
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
-    query, key, value = heads('query'), heads('key'), heads('value')
+    query, key, value = heads('query', (queries,)), heads('key', pieces), heads('value', pieces)
+    bias = jnp.broadcast_to(bias, batch_shape + bias.shape[-3:]).reshape(
+        (rows,) + bias.shape[-3:])
     if cfg.attention_impl == 'fused':
       out = jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype))
     else:
@@ -158,10 +191,11 @@ class SelfAttention(nn.Module):
       if not deterministic and cfg.attention_dropout_rate > 0:
         rate = cfg.attention_dropout_rate
         keep = dropout_lib.keep_mask(self.make_rng('dropout'), rate,
-                                     (batch, cfg.num_heads, length, length))
+                                     (rows, cfg.num_heads, num_queries, key.shape[1]))
       out = attention.dot_product_attention(query, key, value, bias, keep, rate)
-    out = out.reshape(batch, length, cfg.hidden_size)
-    return dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
+    out = out.reshape(rows, num_queries, cfg.hidden_size)
+    out = dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
+    return out.reshape(batch_shape + out.shape[1:])
 
 
 class Mlp(nn.Module):
@@ -181,14 +215,27 @@ class TransformerLayer(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array | Sequence[Array], bias: Array, deterministic: bool,
+               queries: Array | None = None) -> Array:
+    """[batch, seq, hidden] with bias [batch, 1, 1, seq] -> [batch, seq, hidden].
+
+    With `queries` (SelfAttention's arguments), only those positions' outputs,
+    [*batch, num_queries, hidden]: the residuals are the queries' inputs, and
+    the MLP and LayerNorms run on those positions alone.
+    """
     cfg = self.config
     dropout = dropout_lib.Dropout(cfg.dropout_rate)
-    h = SelfAttention(cfg, name='attention')(x, bias, deterministic=deterministic)
+    h = SelfAttention(cfg, name='attention')(x, bias, deterministic=deterministic,
+                                             queries=queries)
+    out_shape = h.shape
+    if queries is not None:
+      x = jnp.broadcast_to(queries, out_shape)
+    # The positions as [rows, length, hidden], the layout the constraints name.
+    x, h = x.reshape((-1,) + out_shape[-2:]), h.reshape((-1,) + out_shape[-2:])
     x = layer_norm(cfg, 'attention_norm')(x + dropout(h, deterministic=deterministic))
     h = Mlp(cfg, name='mlp')(x)
     x = layer_norm(cfg, 'output_norm')(x + dropout(h, deterministic=deterministic))
-    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed')).reshape(out_shape)
 
 
 def attention_bias(attention_mask: Array, dtype: Dtype) -> Array:
@@ -236,13 +283,50 @@ class BertModel(nn.Module):
   def __call__(self, input_ids: Array, attention_mask: Array,
                token_type_ids: Array | None = None, *, deterministic: bool = True,
                token_embeddings: Array | None = None) -> tuple[Array, Array]:
+    x = self.embed(input_ids, token_type_ids, deterministic=deterministic,
+                   token_embeddings=token_embeddings)
+    return self.encode(x, attention_mask, deterministic=deterministic)
+
+  def embed(self, input_ids: Array, token_type_ids: Array | None = None, *,
+            deterministic: bool = True, token_embeddings: Array | None = None) -> Array:
+    """[batch, seq] ids -> [batch, seq, hidden]: the embedding layer alone (`Embeddings`)."""
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic,
                         token_embeddings=token_embeddings)
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+  def encode(self, x: Array, attention_mask: Array, *,
+             deterministic: bool = True) -> tuple[Array, Array]:
+    """Embedded [batch, seq, hidden] and mask [batch, seq] -> (hidden states, pooled [batch, hidden]).
+
+    For sequences that join `embed`'s output with embeddings made elsewhere
+    (ClipBERT's visual tokens, which have their own LayerNorm and no 1-D position).
+    """
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     hidden = self.encoder(x, attention_mask, deterministic=deterministic)
     return hidden, self.pooler(hidden)
 
   def word_table(self) -> Array:
     return self.embeddings.word_table()
+
+
+class MaskedTokenHead(nn.Module):
+  """BERT's prediction head: Dense, GELU, LayerNorm, then logits tied to an input table.
+
+  The parameter names mirror Hugging Face's `cls.predictions` (transform,
+  transform_norm, bias), which `vlm_jax.convert.hf_bert.mlm_head_to_flax` reads.
+  """
+  config: BertConfig
+  vocab_size: int
+
+  @nn.compact
+  def __call__(self, hidden: Array, table: Array) -> Array:
+    """[batch, P, hidden] states and the [vocab, hidden] table -> [batch, P, vocab]."""
+    cfg = self.config
+    h = dense(cfg, cfg.hidden_size, ('embed', 'mlp'), 'transform')(hidden)
+    h = gelu(h)
+    h = layer_norm(cfg, 'transform_norm')(h)
+    bias = self.param('bias', _zeros(('vocab',)), (self.vocab_size,), cfg.param_dtype)
+    logits = jnp.einsum('bph,vh->bpv', h, table) + jnp.asarray(bias, cfg.dtype)
+    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))

@@ -1,4 +1,4 @@
-"""The caption job: VideoBERT caption features, the captioner, scored captions.
+"""The caption job: VideoBERT or CBT caption features, the captioner, scored captions.
 
 Used by `vlm-jax caption` and the demo; see that command for the stages and
 files.
@@ -13,6 +13,8 @@ import numpy as np
 import tqdm
 
 from vlm_jax.captioning import train as captioner
+from vlm_jax.cbt import inference as cbt_inference
+from vlm_jax.data import feature_records
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import segments as segments_lib
 from vlm_jax.evaluate import captioning as caption_eval
@@ -21,6 +23,8 @@ from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import inference as videobert_inference
 
 STAGES = ('features', 'train', 'predict')
+# config.features.inputs: a system's features of the segment, with or without pooled S3D.
+INPUTS = caption_features.INPUTS + ('cbt+s3d', 'cbt')
 SPLITS = ('train', 'test')
 
 
@@ -74,19 +78,53 @@ def load_videos(features_dir: str, codebook: Optional[codebook_lib.Codebook],
   return found, missing
 
 
-def _features_stage(config, videobert: Optional[str], features_dirs: dict[str, str],
+def _segment_features(inputs: str, segments: list[dict],
+                      videos: dict[str, caption_features.VideoClips], loaded,
+                      batch_size: int) -> np.ndarray:
+  """[N, D] caption features of the segments (config.features.inputs)."""
+  if not inputs.startswith('cbt'):
+    return caption_features.segment_features(segments, videos, loaded, inputs, batch_size)
+  # CBT: the mean of its contextual clip states over the segment's seconds, the
+  # states of the whole video (the context a clip is encoded in).
+  ids = sorted({s['video_id'] for s in segments})
+  per_second = [feature_records.per_second(videos[i].features.astype(np.float32),
+                                           videos[i].times) for i in ids]
+  states = dict(zip(ids, cbt_inference.clip_states(loaded, per_second, batch_size=batch_size)))
+  parts = [cbt_inference.segment_means(states, segments)]
+  if inputs.endswith('s3d'):
+    parts.append(caption_features.segment_features(segments, videos, None, 's3d'))
+  return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _load_model(inputs: str, model: str, codebook_path: Optional[str]):
+  """The VideoBERT (with its codebook) or CBT run the inputs need."""
+  if inputs.startswith('cbt'):
+    return cbt_inference.load(model), None
+  codebook = codebook_lib.Codebook.load(codebook_path)
+  loaded = videobert_inference.load(model)
+  if loaded.vocab.num_visual_tokens != codebook.num_leaves:
+    raise ValueError(f'{codebook_path}: {codebook.num_leaves} leaves, but the model in '
+                     f'{model} has {loaded.vocab.num_visual_tokens} visual tokens')
+  return loaded, codebook
+
+
+def _features_stage(config, model: Optional[str], features_dirs: dict[str, str],
                     codebook_path: Optional[str], segments: dict[str, list[dict]],
                     segment_files: dict[str, str], output: str) -> dict[str, Any]:
   """Writes DIR/features/<split>.npz (ids, features, sentences) unless up to date."""
   inputs = config.features.inputs
-  uses_videobert = inputs.startswith('videobert')
-  if uses_videobert and not (videobert and codebook_path):
+  if inputs not in INPUTS:
+    raise ValueError(f'config.features.inputs: {inputs!r}; one of {", ".join(INPUTS)}')
+  uses_videobert, uses_cbt = inputs.startswith('videobert'), inputs.startswith('cbt')
+  if uses_videobert and not (model and codebook_path):
     raise ValueError(f'features.inputs={inputs!r} needs --videobert and --codebook')
+  if uses_cbt and not model:
+    raise ValueError(f'features.inputs={inputs!r} needs --cbt')
   folder = os.path.join(output, 'features')
   os.makedirs(folder, exist_ok=True)
   description = dict(
-      inputs=inputs, videobert=[os.path.abspath(videobert), _latest_checkpoint(videobert)]
-      if uses_videobert else None,
+      inputs=inputs, model=[os.path.abspath(model), _latest_checkpoint(model)]
+      if uses_videobert or uses_cbt else None,
       codebook=_describe(codebook_path) if uses_videobert else None)
   loaded, codebook, summary = None, None, {}
   for split in SPLITS:
@@ -100,12 +138,8 @@ def _features_stage(config, videobert: Optional[str], features_dirs: dict[str, s
         _say(f'{target} is up to date')
         summary[split] = meta
         continue
-    if uses_videobert and loaded is None:
-      codebook = codebook_lib.Codebook.load(codebook_path)
-      loaded = videobert_inference.load(videobert)
-      if loaded.vocab.num_visual_tokens != codebook.num_leaves:
-        raise ValueError(f'{codebook_path}: {codebook.num_leaves} leaves, but the model in '
-                         f'{videobert} has {loaded.vocab.num_visual_tokens} visual tokens')
+    if (uses_videobert or uses_cbt) and loaded is None:
+      loaded, codebook = _load_model(inputs, model, codebook_path)
     videos, missing = load_videos(features_dirs[split], codebook,
                                   [s['video_id'] for s in segments[split]])
     ids = segment_ids(segments[split])
@@ -115,15 +149,14 @@ def _features_stage(config, videobert: Optional[str], features_dirs: dict[str, s
     if not kept:
       raise ValueError(f'no {split} segment has features in {features_dirs[split]}')
     _say(f'{split}: features of {len(kept)} segments ({inputs})')
-    array = caption_features.segment_features([s for _, s in kept], videos, loaded, inputs,
-                                              config.features.batch_size)
+    array = _segment_features(inputs, [s for _, s in kept], videos, loaded,
+                              config.features.batch_size)
     # A file object: np.savez would append '.npz' to the temporary name.
     with files_lib.atomic_path(target) as tmp, open(tmp, 'wb') as f:
       np.savez(f, ids=np.array([i for i, _ in kept]), features=array,
                sentences=np.array([str(s.get('sentence', '')) for _, s in kept]))
     meta = dict(inputs=wanted, segments=len(kept), feature_dim=int(array.shape[1]),
-                skipped=skipped,
-                videobert_step=loaded.step if loaded is not None else None)
+                skipped=skipped, model_step=loaded.step if loaded is not None else None)
     with open(meta_path, 'w') as f:
       json.dump(meta, f, indent=1)
     summary[split] = meta
@@ -230,8 +263,12 @@ def _predict_stage(output: str, score: bool) -> dict[str, Any]:
 def run(config, features_dir: str, train_segments: str, test_segments: str, output: str,
         videobert: Optional[str] = None, codebook: Optional[str] = None,
         stages=STAGES, score: bool = True,
-        test_features_dir: Optional[str] = None) -> dict[str, Any]:
-  """Runs the stages; writes and returns DIR/manifest.json's dict."""
+        test_features_dir: Optional[str] = None, cbt: Optional[str] = None) -> dict[str, Any]:
+  """Runs the stages; writes and returns DIR/manifest.json's dict.
+
+  `videobert` (with `codebook`) or `cbt` is the run whose features the captioner
+  reads (config.features.inputs says which).
+  """
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f'unknown stages {unknown}; choose from {", ".join(STAGES)}')
@@ -249,7 +286,8 @@ def run(config, features_dir: str, train_segments: str, test_segments: str, outp
                                            ('video_id', 'start', 'end', 'sentence')),
                 'test': segments_lib.load(test_segments)}
     dirs = {'train': features_dir, 'test': test_features_dir or features_dir}
-    manifest['features'] = _features_stage(config, videobert, dirs, codebook, segments, files,
+    model = cbt if config.features.inputs.startswith('cbt') else videobert
+    manifest['features'] = _features_stage(config, model, dirs, codebook, segments, files,
                                            output)
   if 'train' in stages:
     manifest['train'] = _train_stage(config, output)

@@ -6,7 +6,7 @@ Used by `vlm-jax demo`; vlm_jax/demo/ holds the demos themselves (stages and rep
 from typing import Any
 
 from vlm_jax import systems
-from vlm_jax.demo import videobert, videoclip
+from vlm_jax.demo import cbt, videobert, videoclip
 
 
 def run(workdir: str, config, videos_dir: str | None = None,
@@ -17,10 +17,15 @@ def run(workdir: str, config, videos_dir: str | None = None,
     workdir: where every stage writes (a re-run resumes).
     config: configs/demo.py's config.
     videos_dir, transcripts: the user's videos and their transcripts instead of
-      the rendered corpus (the VideoBERT demo; the VideoCLIP one renders).
+      the rendered corpus (the VideoBERT demo; the others render).
   """
-  if systems.name_of(config) == 'videoclip':
+  system = systems.name_of(config)
+  if system in ('videoclip', 'cbt') and videos_dir:
+    raise ValueError(f'--videos: the {system} demo runs on the rendered corpus only')
+  if system == 'videoclip':
     return videoclip.run(workdir, config)
+  if system == 'cbt':
+    return cbt.run(workdir, config)
   if videos_dir and not transcripts:
     raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
   return videobert.run(workdir, config, videos_dir, transcripts)

@@ -1,6 +1,6 @@
-"""The encode-video job: a VideoCLIP run's video embeddings of per-second features, as .npy.
+"""The encode-video job: a VideoCLIP or CBT run's video embeddings of per-second features, as .npy.
 
-Used by `vlm-jax encode-video` and the VideoCLIP demo; see that command for the layout.
+Used by `vlm-jax encode-video` and the demos; see that command for the layout.
 """
 
 import json
@@ -10,9 +10,11 @@ import sys
 import numpy as np
 import tqdm
 
+from vlm_jax import systems
+from vlm_jax.cbt import inference as cbt_inference
+from vlm_jax.data import feature_records
 from vlm_jax.data import files as files_lib
 from vlm_jax.videoclip import inference as videoclip_inference
-from vlm_jax.data import feature_records
 
 
 def read_segments(path: str) -> list[dict]:
@@ -60,10 +62,32 @@ def load_per_second(features_dir: str, video_id: str) -> np.ndarray:
   return features
 
 
+def encoder(workdir: str, per_second: bool, batch_size: int):
+  """(loaded run, fn: list of [T, D] features -> list of outputs) of a run's system.
+
+  VideoCLIP: pooled embeddings [hidden] or per-second states [T, hidden]. CBT:
+  contextual clip states [T, hidden], or their mean over the clips as the
+  pooled vector (CBT has no pooled embedding of its own).
+  """
+  system = systems.of_run(workdir)
+  if system == 'videoclip':
+    loaded = videoclip_inference.load(workdir)
+    fn = videoclip_inference.video_states if per_second else videoclip_inference.encode_videos
+    return loaded, lambda arrays: fn(loaded, arrays, batch_size)
+  if system == 'cbt':
+    loaded = cbt_inference.load(workdir)
+
+    def states(arrays):
+      out = cbt_inference.clip_states(loaded, arrays, batch_size=batch_size)
+      return out if per_second else [s.mean(axis=0) for s in out]
+    return loaded, states
+  raise ValueError(f'{workdir} holds a {system} run; encode-video reads VideoCLIP and CBT runs')
+
+
 def run(workdir: str, features_dir: str, output: str, segments_path: str | None = None,
         per_second: bool = False, batch_size: int = 32, progress: bool = True) -> dict:
   """Writes the embeddings and manifest.json; returns the manifest."""
-  loaded = videoclip_inference.load(workdir)
+  loaded, encode = encoder(workdir, per_second, batch_size)
   if segments_path:
     items = read_segments(segments_path)
   else:
@@ -96,11 +120,7 @@ def run(workdir: str, features_dir: str, output: str, segments_path: str | None 
   for start in tqdm.tqdm(range(0, len(todo), chunk), desc='encode-video', unit='chunk',
                          disable=not progress):
     ids, arrays = zip(*todo[start:start + chunk])
-    if per_second:
-      outputs = videoclip_inference.video_states(loaded, arrays, batch_size)
-    else:
-      outputs = videoclip_inference.encode_videos(loaded, arrays, batch_size)
-    for item_id, array in zip(ids, outputs):
+    for item_id, array in zip(ids, encode(list(arrays))):
       np.save(os.path.join(output, f'{item_id}.npy'), np.asarray(array, np.float32))
       written += 1
   manifest = dict(workdir=os.path.abspath(workdir), checkpoint_step=loaded.step,

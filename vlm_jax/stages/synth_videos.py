@@ -16,25 +16,33 @@ from vlm_jax.data import synthetic_videos
 VERSION = 3
 
 
-def specs(num_videos: int, num_test: int, seed: int, verbs, nouns, num_dev: int = 0):
-  """The training videos' specs, then the test and dev videos' (seeds far apart: new instances)."""
+def specs(num_videos: int, num_test: int, seed: int, verbs, nouns, num_dev: int = 0,
+          successor_prob: float = 0.0):
+  """The training videos' specs, then the test and dev videos' (seeds far apart: new instances).
+
+  successor_prob: synthetic_videos.make_spec's order of steps (0: none).
+  """
   out = []
   for split, count, offset in (('train', num_videos, 0), ('test', num_test, 1_000_000),
                                ('dev', num_dev, 2_000_000)):
     for i in range(count):
       out.append(synthetic_videos.make_spec(f'{split}_{i:04d}', split,
-                                            seed * 10_000_019 + offset + i, verbs, nouns))
+                                            seed * 10_000_019 + offset + i, verbs, nouns,
+                                            successor_prob=successor_prob))
   return out
 
 
 def run(output: str, num_videos: int = 72, num_test: int = 66, seed: int = 0,
-        num_verbs: int = 6, num_nouns: int = 6, num_dev: int = 32) -> dict:
+        num_verbs: int = 6, num_nouns: int = 6, num_dev: int = 32,
+        successor_prob: float = 0.0) -> dict:
   """Renders what is missing under `output`; returns the manifest."""
   verbs, nouns = synthetic_videos.vocabularies(num_verbs, num_nouns)
   parameters = dict(version=VERSION, num_videos=num_videos, num_dev=num_dev,
                     num_test=num_test, seed=seed,
                     verbs=verbs, nouns=nouns, fps=synthetic_videos.FPS,
                     size=synthetic_videos.SIZE)
+  if successor_prob:  # absent when 0, so corpora rendered before it existed still resume
+    parameters['successor_prob'] = successor_prob
   manifest_path = os.path.join(output, 'manifest.json')
   if os.path.exists(manifest_path):
     with open(manifest_path) as f:
@@ -48,7 +56,7 @@ def run(output: str, num_videos: int = 72, num_test: int = 66, seed: int = 0,
     os.makedirs(os.path.join(output, sub), exist_ok=True)
   files_lib.write_json(manifest_path, {'parameters': parameters, 'complete': False})
 
-  all_specs = specs(num_videos, num_test, seed, verbs, nouns, num_dev)
+  all_specs = specs(num_videos, num_test, seed, verbs, nouns, num_dev, successor_prob)
   rendered = skipped = 0
   for spec in tqdm.tqdm(all_specs, desc='synth-videos', unit='video'):
     video = os.path.join(output, 'videos', spec.video_id + '.mp4')

@@ -66,7 +66,7 @@ def plot_curves(metrics_path: str, output_png: str) -> None:
   steps = [r['step'] for r in rows]
   fig, (losses, accuracies) = plt.subplots(1, 2, figsize=(11, 4))
   for key in sorted(rows[0]):
-    target = losses if key.startswith('loss') else accuracies if key.startswith('accuracy') else None
+    target = losses if key.startswith('loss') else accuracies if 'accuracy' in key else None
     if target is not None:
       target.plot(steps, [r[key] for r in rows], label=key)
   losses.set(xlabel='step', ylabel='loss', title='losses')

@@ -48,24 +48,6 @@ class VisualEmbeddings(nn.Module):
     return table
 
 
-class MaskedTokenHead(nn.Module):
-  """BERT's prediction head: Dense, GELU, LayerNorm, then tied output logits."""
-  config: bert.BertConfig
-  vocab_size: int
-
-  @nn.compact
-  def __call__(self, hidden: Array, table: Array) -> Array:
-    """[batch, P, hidden] states and the [vocab, hidden] table -> [batch, P, vocab]."""
-    cfg = self.config
-    h = bert.dense(cfg, cfg.hidden_size, ('embed', 'mlp'), 'transform')(hidden)
-    h = bert.gelu(h)
-    h = bert.layer_norm(cfg, 'transform_norm')(h)
-    bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('vocab',)),
-                      (self.vocab_size,), cfg.param_dtype)
-    logits = jnp.einsum('bph,vh->bpv', h, table) + jnp.asarray(bias, cfg.dtype)
-    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
-
-
 class VideoBert(nn.Module):
   """The VideoBERT encoder with its two pretraining heads."""
   config: bert.BertConfig  # vocab_size = text WordPieces + 1 (the `[>]` row)
@@ -80,7 +62,7 @@ class VideoBert(nn.Module):
     self.visual_embeddings = VisualEmbeddings(
         self.config, self.vocab.num_visual_tokens, self.visual_embedding_dim,
         self.freeze_visual_embeddings)
-    self.mlm_head = MaskedTokenHead(self.config, self.vocab.size)
+    self.mlm_head = bert.MaskedTokenHead(self.config, self.vocab.size)
     self.alignment_head = bert.dense(self.config, 2, ('embed', None), 'alignment_head')
 
   def token_table(self) -> Array:

@@ -29,6 +29,7 @@ from configs import videoclip as videoclip_config
 from vlm_jax.convert import mmpt_torch
 from vlm_jax.data import batching
 from vlm_jax.data import tokenizer as tokenizer_lib
+from vlm_jax.data import windows as windows_lib
 from vlm_jax.train import checkpoints, report
 from vlm_jax.videoclip import model as model_lib
 from vlm_jax.videoclip import step as step_lib
@@ -132,16 +133,8 @@ def text_inputs(loaded: Loaded, texts: Sequence[str]) -> tuple[np.ndarray, np.nd
   [CLS] and [SEP] are the ids of the run's vocab, as in its training pairs
   (vlm_jax.videoclip.pipeline.sampling_options).
   """
-  cap = loaded.config.data.text_tokens_cap
-  special = tokenizer_lib.special_ids(loaded.tokenizer)
-  pieces = tokenizer_lib.wordpieces(loaded.tokenizer, list(texts))
-  ids = np.zeros((len(texts), cap + 2), np.int32)
-  mask = np.zeros_like(ids)
-  for i, p in enumerate(pieces):
-    row = [special['[CLS]']] + p[:cap] + [special['[SEP]']]
-    ids[i, :len(row)] = row
-    mask[i, :len(row)] = 1
-  return ids, mask
+  return tokenizer_lib.sentence_inputs(loaded.tokenizer, list(texts),
+                                       loaded.config.data.text_tokens_cap)
 
 
 def encode_texts(loaded: Loaded, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -153,48 +146,6 @@ def encode_texts(loaded: Loaded, texts: Sequence[str], batch_size: int = 64) -> 
   return batching.map_padded(lambda i, m: apply(loaded.params, i, m), (ids, mask), batch_size)
 
 
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-  """First seconds of the windows over `length` seconds, as MMPT's sliding-window aligner.
-
-  Windows start every `stride` seconds and the last is the first that reaches
-  the end: 70 s, window 32, stride 16 -> [0, 16, 32, 48]. At least one window.
-  """
-  starts = []
-  for start in range(0, max(length, 1), stride):
-    starts.append(start)
-    if length - start <= window:
-      break
-  return starts
-
-
-def windows(features: np.ndarray, window: int, stride: int | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-  """[T, D] -> ([n, window, D] zero-padded windows, [n, window] mask).
-
-  The windows start at `window_starts(T, window, stride)`; `stride` defaults
-  to `window` (consecutive windows).
-  """
-  t, dim = features.shape
-  starts = window_starts(t, window, stride or window)
-  padded = np.zeros((len(starts), window, dim), np.float32)
-  mask = np.zeros((len(starts), window), np.int32)
-  for i, start in enumerate(starts):
-    piece = features[start:start + window]
-    padded[i, :len(piece)], mask[i, :len(piece)] = piece, 1
-  return padded, mask
-
-
-def merge_windows(states: np.ndarray, starts: Sequence[int], length: int) -> np.ndarray:
-  """[n, window, H] per-window states -> [length, H]: each second's mean over its windows."""
-  total = np.zeros((length, states.shape[-1]), np.float64)
-  count = np.zeros((length, 1), np.int64)
-  for window_states, start in zip(states, starts):
-    end = min(length, start + states.shape[1])
-    total[start:end] += window_states[:end - start]
-    count[start:end] += 1
-  return (total / np.maximum(count, 1)).astype(np.float32)
-
-
 def _windowed(loaded: Loaded, videos: Sequence[np.ndarray], method: str, batch_size: int,
               stride: int | None = None, first_only: bool = False):
   """Runs `method` over every window: (outputs [windows, ...], owner video [windows], starts)."""
@@ -203,11 +154,11 @@ def _windowed(loaded: Loaded, videos: Sequence[np.ndarray], method: str, batch_s
     features = np.asarray(features, np.float32)
     if first_only:
       features = features[:loaded.window]
-    w, m = windows(features, loaded.window, stride)
+    w, m = windows_lib.windows(features, loaded.window, stride)
     feats.append(w)
     masks.append(m)
     owners += [i] * len(w)
-    starts += window_starts(len(features), loaded.window, stride or loaded.window)
+    starts += windows_lib.window_starts(len(features), loaded.window, stride or loaded.window)
   if not feats:
     return np.zeros((0, 0), np.float32), np.zeros((0,), int), []
   apply = jax.jit(lambda p, f, m: loaded.model.apply({'params': p}, f, m, method=method))
@@ -230,5 +181,5 @@ def video_states(loaded: Loaded, videos: Sequence[np.ndarray], batch_size: int =
   states, owners, starts = _windowed(loaded, videos, 'video_states', batch_size,
                                      stride=loaded.states_stride)
   starts = np.asarray(starts)
-  return [merge_windows(states[owners == i], starts[owners == i], len(features))
+  return [windows_lib.merge_windows(states[owners == i], starts[owners == i], len(features))
           for i, features in enumerate(videos)]

@@ -1,0 +1,1 @@
+"""ClipBERT: grid features of sparsely sampled frames, a joint BERT, clip consensus."""
