@@ -95,11 +95,6 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.loss.visual_negatives = 'all'
   # Visual NCE scores are e . y / temperature; 0 = no temperature (the paper states none).
   c.loss.visual_temperature = 0.0
-  # Whether the NCE's gradient reaches its targets y (the shared input projection's
-  # outputs). True lets the projection collapse every target to one point, where the
-  # loss is log(candidates) whatever the outputs; False trains the projection through
-  # the transformer's inputs only.
-  c.loss.visual_target_gradient = True
 
   c.data = ml_collections.ConfigDict()
   # Glob of VideoCLIP TFRecords (vlm-jax make-records --config.system=videoclip): one

@@ -30,8 +30,8 @@ NEGATIVES = ('all', 'masked')
 
 
 def visual_nce(outputs: Array, targets: Array, masked: Array, clip_mask: Array,
-               negatives: str = 'all', temperature: float | None = None,
-               target_gradient: bool = True) -> tuple[Array, dict[str, Array]]:
+               negatives: str = 'all', temperature: float | None = None
+               ) -> tuple[Array, dict[str, Array]]:
   """The masked-clip NCE loss.
 
   Args:
@@ -41,9 +41,6 @@ def visual_nce(outputs: Array, targets: Array, masked: Array, clip_mask: Array,
     clip_mask: [batch, T] 1 at real clips.
     negatives: 'all' (every real clip is a candidate) or 'masked'.
     temperature: scores are divided by it; None for none.
-    target_gradient: False stops the gradient at the targets: trained through the
-      loss, the projection that makes them can shrink every target to one point,
-      where the loss is log(candidates) whatever the outputs (a collapse).
 
   Returns:
     (loss, metrics): the mean over masked clips, and the top-1 accuracy of the
@@ -54,8 +51,6 @@ def visual_nce(outputs: Array, targets: Array, masked: Array, clip_mask: Array,
   hidden = outputs.shape[-1]
   e = outputs.reshape(-1, hidden).astype(jnp.float32)
   y = targets.reshape(-1, hidden).astype(jnp.float32)
-  if not target_gradient:
-    y = jax.lax.stop_gradient(y)
   predicted = masked.reshape(-1).astype(jnp.float32)
   candidates = (masked if negatives == 'masked' else clip_mask).reshape(-1) > 0
   scores = e @ y.T  # [batch * T (outputs), batch * T (candidates)]
@@ -110,8 +105,7 @@ def text_mlm(logits: Array, labels: Array, weights: Array) -> tuple[Array, dict[
 
 def cbt_loss(outputs: dict[str, Array], batch: dict[str, Array], *, visual_weight: float,
              cross_weight: float, negatives: str = 'all', temperature: float | None = None,
-             bert_weight: float = 0.0, target_gradient: bool = True
-             ) -> tuple[Array, dict[str, Array]]:
+             bert_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:
   """bert_weight * L_bert + visual_weight * L_visual + cross_weight * L_cross, terms as metrics.
 
   Args:
@@ -122,8 +116,7 @@ def cbt_loss(outputs: dict[str, Array], batch: dict[str, Array], *, visual_weigh
     bert_weight: 0 leaves L_bert (and its metrics `loss_bert`, `bert_accuracy`) out.
   """
   visual, metrics = visual_nce(outputs['visual_states'], outputs['visual_targets'],
-                               batch['masked'], batch['clip_mask'], negatives, temperature,
-                               target_gradient)
+                               batch['masked'], batch['clip_mask'], negatives, temperature)
   cross, cross_metrics = cross_nce(outputs['cross_scores'])
   metrics.update(cross_metrics, loss_visual=visual, loss_cross=cross)
   total = visual_weight * visual + cross_weight * cross

@@ -100,8 +100,7 @@ def build(config, devices=None) -> Setup:
   weights = dict(visual_weight=loss.visual_weight, cross_weight=loss.cross_weight,
                  negatives=loss.visual_negatives,
                  temperature=loss.visual_temperature or None,
-                 bert_weight=loss.get('bert_weight', 0.0),
-                 target_gradient=loss.get('visual_target_gradient', True))
+                 bert_weight=loss.get('bert_weight', 0.0))
 
   def step_fn(state, batch):
     rng = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), state.step)

@@ -67,10 +67,7 @@ class Loaded:
 
 def load(workdir: str, step: int | None = None) -> Loaded:
   """The config, model and parameters of a ClipBERT run (latest checkpoint by default)."""
-  config = report.read_config(workdir)
-  if config.get('system') != 'clipbert':
-    raise ValueError(f'{workdir} holds a {config.get("system", "videobert")} run, not ClipBERT')
-  config.mesh.data, config.mesh.model = 1, 1
+  config = report.read_inference_config(workdir, 'clipbert', 'ClipBERT')
   setup = step_lib.build(config, devices=jax.devices()[:1])
   params, step = checkpoints.restore_params(workdir, setup.sharded.abstract_state.params, step)
   vocab = tokenizer_lib.load(tokenizer_lib.resolve_vocab_file(config.data.vocab_file))

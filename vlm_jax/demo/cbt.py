@@ -92,14 +92,7 @@ def step_clips(per_second: dict[str, np.ndarray], steps: list[dict]) -> list[np.
 
 
 def _captioning(workdir: str, config, by_split, features_dir, train_dir) -> dict[str, Any]:
-  files = {}
-  for split in ('train', 'test'):
-    files[split] = os.path.join(workdir, f'{split}_steps.jsonl')
-    text = ''.join(json.dumps(s) + '\n' for s in common.segments(by_split[split], narrated=True))
-    # Rewritten only when it changes (the caption job compares mtimes); the
-    # VideoBERT demo writes the same files.
-    if not os.path.exists(files[split]) or open(files[split]).read() != text:
-      files_lib.write_text(files[split], text)
+  files = common.caption_segment_files(workdir, by_split)
   return caption.run(config.cbt_captioning, features_dir['train'], files['train'], files['test'],
                      os.path.join(workdir, 'caption_cbt'), cbt=train_dir,
                      test_features_dir=features_dir['test'])

@@ -151,6 +151,22 @@ def feature_records(workdir: str, config, stages: Stages) -> tuple[str, dict]:
   return records_dir, manifest
 
 
+def caption_segment_files(workdir: str, by_split: dict[str, list[dict]]) -> dict[str, str]:
+  """WORKDIR/{train,test}_steps.jsonl, the narrated steps the caption job reads; {split: path}.
+
+  Rewritten only when their text changes: the caption job compares its inputs' mtimes to
+  know whether its features (and so its captioner) still hold. Every demo writes the same
+  files.
+  """
+  files = {}
+  for split in ('train', 'test'):
+    files[split] = os.path.join(workdir, f'{split}_steps.jsonl')
+    text = ''.join(json.dumps(s) + '\n' for s in segments(by_split[split], narrated=True))
+    if not os.path.exists(files[split]) or open(files[split]).read() != text:
+      files_lib.write_text(files[split], text)
+  return files
+
+
 def segments(videos: list[dict], narrated: bool = False) -> list[dict]:
   """Every step of `videos` (with `narrated`, those with a sentence): video_id, start, end,
   verb, noun, sentence ('' when the step is not narrated)."""

@@ -15,7 +15,6 @@ Stages (each resumable, so a re-run continues where the last one stopped):
             report/index.html (and report/screenshot.png, where Chromium is installed)
 """
 
-import json
 import os
 from typing import Any
 
@@ -109,16 +108,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
   stages.run('train', lambda: trainer.train(train_config, train_dir))
 
   def captioning():
-    files = {}
-    for split in ('train', 'test'):
-      files[split] = os.path.join(workdir, f'{split}_steps.jsonl')
-      text = ''.join(json.dumps(s) + '\n'
-                     for s in common.segments(by_split[split], narrated=True))
-      # Rewritten only when it changes: the caption job compares its inputs'
-      # mtimes to know whether its features (and so its captioner) still hold.
-      if not os.path.exists(files[split]) or open(files[split]).read() != text:
-        with open(files[split], 'w') as f:
-          f.write(text)
+    files = common.caption_segment_files(workdir, by_split)
     return caption.run(config.captioning, features_dir['train'], files['train'], files['test'],
                        os.path.join(workdir, 'caption'), videobert=train_dir,
                        codebook=codebook_path, test_features_dir=features_dir['test'])

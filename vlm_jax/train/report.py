@@ -132,6 +132,25 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(data)
 
 
+def read_inference_config(workdir: str, system: str, title: str) -> ml_collections.ConfigDict:
+  """A `system` run's config, set to one device (mesh 1 x 1) for inference.
+
+  Args:
+    workdir: the run's workdir.
+    system: its expected config.system (runs from before configs named it: 'videobert').
+    title: the system's name in the error, e.g. 'CBT'.
+
+  Raises:
+    ValueError: the workdir holds another system's run.
+  """
+  config = read_config(workdir)
+  found = config.get('system', 'videobert')
+  if found != system:
+    raise ValueError(f'{workdir} holds a {found} run, not {title}')
+  config.mesh.data, config.mesh.model = 1, 1
+  return config
+
+
 # Config fields that may change on a resume without train.allow_config_change: they
 # decide what a run writes and when, never what it computes (still recorded).
 BOOKKEEPING_FIELDS = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints')

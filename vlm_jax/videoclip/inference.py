@@ -81,10 +81,7 @@ def load(workdir: str, step: int | None = None) -> Loaded:
   """
   if workdir.endswith('.pt'):
     return load_mmpt(workdir)
-  config = report.read_config(workdir)
-  if config.get('system') != 'videoclip':
-    raise ValueError(f'{workdir} holds a {config.get("system", "videobert")} run, not VideoCLIP')
-  config.mesh.data, config.mesh.model = 1, 1
+  config = report.read_inference_config(workdir, 'videoclip', 'VideoCLIP')
   setup = step_lib.build(config, devices=jax.devices()[:1])
   params, step = checkpoints.restore_params(workdir, setup.sharded.abstract_state.params, step)
   # A run saved before model.video_layout existed was trained with the packed layout.
