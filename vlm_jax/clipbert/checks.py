@@ -42,7 +42,12 @@ def validate(config, num_devices: int, num_processes: int) -> None:
   m, d, o, t = config.model, config.data, config.optim, config.train
   data_parallel, _ = checks.mesh_shape(config.mesh, num_devices)
   checks.numerics(m)
-  checks.heads(m)
+  if m.text_checkpoint:  # the checkpoint's own shape wins over the config's
+    require(not m.init_checkpoint, 'model.text_checkpoint',
+            f'{m.text_checkpoint!r} and model.init_checkpoint={m.init_checkpoint!r} both set: '
+            "ClipBERT's checkpoint holds its own BERT; set one")
+  else:
+    checks.heads(m)
   require(m.task in clipbert_model.TASKS, 'model.task',
           f'must be one of {clipbert_model.TASKS}, got {m.task!r}')
   if m.task == clipbert_model.QA:
@@ -160,8 +165,8 @@ def readable_video(found: Sequence[data_lib.Item], source: str) -> None:
                   f'{first_error})')
 
 
-def vocabulary(config, vocab_size: int, vocab_file: str) -> None:
-  """The WordPiece vocabulary fits the model's word table."""
-  require(vocab_size <= config.model.text_vocab_size, 'data.vocab_file',
+def vocabulary(config, vocab_size: int, vocab_file: str, table_rows: int) -> None:
+  """The WordPiece vocabulary fits the model's word table of `table_rows`."""
+  require(vocab_size <= table_rows, 'data.vocab_file',
           f'{vocab_file} has {vocab_size} WordPieces, more than the word table '
-          f'(model.text_vocab_size={config.model.text_vocab_size})')
+          f'({table_rows} rows: model.text_vocab_size, or model.text_checkpoint\'s)')

@@ -43,6 +43,7 @@ from vlm_jax.clipbert import model as clipbert_model
 from vlm_jax.clipbert import objectives
 from vlm_jax.clipbert import sampling
 from vlm_jax.clipbert import step as step_lib
+from vlm_jax.clipbert import trainer
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import frames as frames_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
@@ -70,7 +71,7 @@ def load(workdir: str, step: int | None = None) -> Loaded:
   config = report.read_inference_config(workdir, 'clipbert', 'ClipBERT')
   setup = step_lib.build(config, devices=jax.devices()[:1])
   params, step = checkpoints.restore_params(workdir, setup.sharded.abstract_state.params, step)
-  vocab = tokenizer_lib.load(tokenizer_lib.resolve_vocab_file(config.data.vocab_file))
+  vocab = trainer.tokenizer(config)
   answers = ()
   if config.model.task == clipbert_model.QA:
     path = os.path.join(workdir, data_lib.ANSWERS_FILE)
@@ -84,6 +85,23 @@ def load(workdir: str, step: int | None = None) -> Loaded:
 # --- videos -> visual tokens ---------------------------------------------------
 
 
+def clip_times(loaded: Loaded, path: str, span: tuple[float, float] | None = None
+               ) -> np.ndarray:
+  """[eval_clips, num_frames] seconds of the inference clips' frames in the video.
+
+  Raises:
+    DataError: the video cannot be probed, or the span lies past its end (named).
+  """
+  d = loaded.config.data
+  duration, fps = frames_lib.probe(path)
+  start, end = span if span else (0.0, duration)
+  end = min(end, duration)
+  if end <= start:
+    raise DataError(f'{path}: the span {span} lies past the end ({duration:.3f} s)')
+  return sampling.inference_timestamps(end - start, fps, num_clips=d.eval_clips,
+                                       num_frames=d.num_frames, fps=d.fps) + start
+
+
 def clip_frames(loaded: Loaded, path: str, span: tuple[float, float] | None = None
                 ) -> np.ndarray:
   """[eval_clips, num_frames, S, S, 3] float32 normalised frames of the inference clips.
@@ -92,14 +110,7 @@ def clip_frames(loaded: Loaded, path: str, span: tuple[float, float] | None = No
     DataError: the video cannot be probed or decoded (named).
   """
   d = loaded.config.data
-  duration, fps = frames_lib.probe(path)
-  start, end = span if span else (0.0, duration)
-  end = min(end, duration)
-  if end <= start:
-    raise DataError(f'{path}: the span {span} lies past the end ({duration:.3f} s)')
-  times = sampling.inference_timestamps(end - start, fps, num_clips=d.eval_clips,
-                                        num_frames=d.num_frames, fps=d.fps) + start
-  pixels = frames_lib.decode_at(path, times, d.image_size)
+  pixels = frames_lib.decode_at(path, clip_times(loaded, path, span), d.image_size)
   return data_lib.normalize(pixels, d.normalization)
 
 
@@ -242,6 +253,19 @@ def score_matrix(loaded: Loaded, texts: Sequence[str], videos, block: tuple[int,
     return cross_retrieval.score_matrix(score, len(texts), len(tokens), block)
   finally:
     bar.close()
+
+
+def pair_scores(loaded: Loaded, texts: Sequence[str], tokens: np.ndarray,
+                batch_size: int = 32) -> np.ndarray:
+  """[n] match probabilities of text i against video i; tokens [n, clips, V, H] the videos'.
+
+  For a chosen set of pairs (a query against its candidates) rather than every
+  text against every video (`score_matrix`).
+  """
+  if loaded.task != clipbert_model.MATCHING:
+    raise ValueError(f"match scores need a 'matching' run, this one is {loaded.task!r}")
+  reduced = _per_item(loaded, [[t] for t in texts], tokens, batch_size)  # [n, 1, 2]
+  return np.asarray(jax.nn.softmax(reduced[:, 0], axis=-1)[:, 1])
 
 
 def _per_item(loaded: Loaded, texts_per_item: Sequence[Sequence[str]], tokens: np.ndarray,

@@ -30,13 +30,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
 from vlm_jax.clipbert import consensus
 from vlm_jax.clipbert import model as clipbert_model
 from vlm_jax.clipbert import objectives
-from vlm_jax.models import bert
+from vlm_jax.convert import hf_bert
 from vlm_jax.models import resnet
 from vlm_jax.train import optim, partitioning
 
@@ -73,12 +74,18 @@ def model_config(config) -> clipbert_model.ClipBertConfig:
   m = config.model
   numerics = dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype),
                   remat=m.remat)
-  text = bert.BertConfig.from_model_config(m, m.text_vocab_size)
+  text = hf_bert.model_bert_config(m, text_checkpoint(config))
   frames = dataclasses.replace(resnet.CLIPBERT, **resnet.PRESETS[m.resnet],
                                freeze_at=m.freeze_at, **numerics)
   return clipbert_model.ClipBertConfig(
       bert_config=text, resnet_config=frames, task=m.task, num_answers=m.num_answers,
       max_grid_rows=m.max_grid_rows, max_grid_cols=m.max_grid_cols)
+
+
+def text_checkpoint(config) -> str:
+  """The Hugging Face BERT the joint BERT starts from ('' = none; model.text_checkpoint)."""
+  # .get: the config.json of a run from before the field has none.
+  return config.model.get('text_checkpoint', '')
 
 
 def texts_per_video(config) -> int:
@@ -244,13 +251,21 @@ def build(config, devices=None) -> Setup:
 
 
 def initial_params(setup: Setup) -> Any:
-  """Random init, then ClipBERT's checkpoint (model.init_checkpoint), if any.
+  """Random init, then ClipBERT's checkpoint (model.init_checkpoint) or a text BERT's.
 
-  A checkpoint without the task head (the image-text pretrained one) keeps
-  the random head, as ClipBERT's fine-tuning does.
+  A ClipBERT checkpoint without the task head (the image-text pretrained one)
+  keeps the random head, as ClipBERT's fine-tuning does. A Hugging Face BERT
+  (model.text_checkpoint) replaces the joint BERT only: the frame encoder,
+  visual embeddings and head stay random.
   """
   config = setup.config
   params = setup.sharded.init_params(jax.random.key(config.seed))
+  if text_checkpoint(config):
+    _, text_params, _ = hf_bert.load(text_checkpoint(config))
+    host = jax.device_get(params)
+    # A checkpoint without a pooler (sentence-transformers') keeps the random one.
+    host['bert'] = {**host['bert'], **jax.tree.map(np.asarray, text_params)}
+    return jax.device_put(host, setup.sharded.param_shardings)
   if not config.model.init_checkpoint:
     return params
   host = clipbert_model.from_clipbert_checkpoint(

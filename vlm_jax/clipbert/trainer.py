@@ -57,8 +57,9 @@ def batch_options(config, answers: tuple[str, ...] = ()) -> data_lib.BatchOption
 
 
 def tokenizer(config):
-  """The config's WordPiece tokenizer (data.vocab_file, else bert-base-uncased's)."""
-  return tokenizer_lib.load(tokenizer_lib.resolve_vocab_file(config.data.vocab_file))
+  """The config's WordPiece tokenizer: data.vocab_file, the text checkpoint's or bert-base-uncased's."""
+  return tokenizer_lib.load(tokenizer_lib.resolve_vocab_file(
+      config.data.vocab_file, step_lib.text_checkpoint(config)))
 
 
 def _skipped(skips, through_step: int) -> list[dict]:
@@ -126,7 +127,8 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
   found, source = read_items(config)
   checks.items(config, found.items, source)
   vocab = tokenizer(config)
-  checks.vocabulary(config, vocab.get_vocab_size(), config.data.vocab_file or 'the default vocab')
+  checks.vocabulary(config, vocab.get_vocab_size(), config.data.vocab_file or 'the default vocab',
+                    step_lib.model_config(config).bert_config.vocab_size)
   checks.readable_video(found.items, source)
   answers = ()
   if config.model.task == clipbert_model.QA:

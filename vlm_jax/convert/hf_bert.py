@@ -6,6 +6,7 @@ Keys may carry the `bert.` prefix of BertForPreTraining or not (BertModel,
 sentence-transformers).
 """
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -56,6 +57,26 @@ def read_config(checkpoint_dir: str, **overrides) -> bert.BertConfig:
       layer_norm_eps=hf.get('layer_norm_eps', 1e-12))
   fields.update(overrides)
   return bert.BertConfig(**fields)
+
+
+# What a checkpoint decides of a BERT; dropout, dtypes, remat and attention stay the config's.
+_SHAPE_FIELDS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads', 'mlp_dim',
+                 'max_position_embeddings', 'type_vocab_size', 'layer_norm_eps')
+
+
+def model_bert_config(model_config, checkpoint: str) -> bert.BertConfig:
+  """The BERT of a config's `model` block: shaped as `checkpoint`'s when one is given.
+
+  Args:
+    model_config: a vlm_jax ConfigDict's `model` (configs/common.bert_model's fields).
+    checkpoint: a Hugging Face BERT folder or 'minilm' (`resolve`); '' = the
+      config's own shape (random init).
+  """
+  own = bert.BertConfig.from_model_config(model_config, model_config.text_vocab_size)
+  if not checkpoint:
+    return own
+  shape = read_config(resolve(checkpoint))
+  return dataclasses.replace(own, **{f: getattr(shape, f) for f in _SHAPE_FIELDS})
 
 
 def read_state_dict(checkpoint_dir: str) -> dict[str, np.ndarray]:

@@ -117,7 +117,13 @@ def video_to_text_ranks(scores: np.ndarray, text_to_video: np.ndarray,
   return retrieval.ranks_from_similarity(by_video, best, ties)
 
 
-def _metrics(ranks: np.ndarray, ks: Sequence[int]) -> dict:
+def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict:
+  """R@k with 95% bootstrap intervals (`R@k_ci95`, >= 2 queries), median and mean rank, count.
+
+  Args:
+    ranks: [num_queries] 1-based ranks of each query's ground truth.
+    ks: the R@k cut-offs.
+  """
   out = retrieval.retrieval_metrics(ranks, ks)
   if len(ranks) >= 2:
     for k in ks:
@@ -145,8 +151,8 @@ def retrieval_metrics(scores: np.ndarray, text_to_video: Optional[np.ndarray] = 
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
       raise ValueError(f'a diagonal ground truth needs a square matrix, got {scores.shape}')
     text_to_video = np.arange(scores.shape[0])
-  return {'text_to_video': _metrics(text_to_video_ranks(scores, text_to_video, ties), ks),
-          'video_to_text': _metrics(video_to_text_ranks(scores, text_to_video, ties), ks)}
+  return {'text_to_video': rank_metrics(text_to_video_ranks(scores, text_to_video, ties), ks),
+          'video_to_text': rank_metrics(video_to_text_ranks(scores, text_to_video, ties), ks)}
 
 
 def multiple_choice_accuracy(scores: np.ndarray, answers: np.ndarray) -> dict:
