@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -395,6 +396,105 @@ def test_cbt_demo_on_the_same_corpus(demo_dir):
   for heading in ('Linear probes', 'Zero-shot text-to-video ranking', 'Captioning'):
     assert heading in html
   assert (demo_dir / 'report_cbt' / 'curves.png').stat().st_size > 1000
+
+
+def test_clipbert_candidate_sets_and_choice_items():
+  from vlm_jax.demo import clipbert as clipbert_demo  # pylint: disable=import-outside-toplevel
+  sets = clipbert_demo.candidate_sets(10, 4, seed=1)
+  assert sets.shape == (10, 4) and list(sets[:, 0]) == list(range(10))
+  assert all(len(set(row)) == 4 and 0 <= row.min() and row.max() < 10 for row in sets)
+  with pytest.raises(ValueError, match='need 4 clips'):
+    clipbert_demo.candidate_sets(3, 4, seed=1)
+  steps = [dict(video=f'v{i}', verb=verb, noun=noun, sentence=f'{verb} the {noun} ({i})',
+                start=0.0, end=3.0)
+           for i, (verb, noun) in enumerate([('cut', 'egg'), ('cut', 'egg'), ('fry', 'egg'),
+                                             ('cut', 'leek'), ('stir', 'rice'), ('fry', 'leek')])]
+  for step, item in zip(steps, clipbert_demo.choice_items(steps, 3, seed=0)):
+    assert item['options'][item['answer']] == step['sentence'] and item['video'] == step['video']
+    pairs = {tuple(o.split(' (')[0].split(' the ')) for o in item['options']}
+    assert len(pairs) == 3  # the truth's verb-noun pair and two others, each once
+  with pytest.raises(ValueError, match='needs 6 verb-noun pairs'):
+    clipbert_demo.choice_items(steps, 6, seed=0)
+
+
+def _clipbert_direct_scores(loaded, pairs, rows, texts):
+  """Match probabilities of texts[k] against the clip of pairs[rows[k]], through the model's
+  own forward pass on freshly decoded frames (not the demo's batched path)."""
+  from vlm_jax.clipbert import inference, objectives  # pylint: disable=import-outside-toplevel
+  frames = np.stack([inference.clip_frames(loaded, pairs[r].video, pairs[r].span) for r in rows])
+  ids, mask = inference.text_inputs(loaded, texts)
+  logits = loaded.model.apply({'params': loaded.params}, ids[:, None], mask[:, None], frames)
+  return np.asarray(objectives.match_scores(logits, loaded.config.model.consensus))[:, 0]
+
+
+def test_clipbert_demo_on_the_same_corpus(demo_dir):
+  """--system clipbert reuses the rendered corpus, trains end to end and with frozen frames,
+  picks each run's checkpoint on dev, and its test numbers are the model's own scores."""
+  from vlm_jax.clipbert import data as clipbert_data  # pylint: disable=import-outside-toplevel
+  from vlm_jax.clipbert import inference  # pylint: disable=import-outside-toplevel
+  from vlm_jax.demo import clipbert as clipbert_demo  # pylint: disable=import-outside-toplevel
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={demo_dir}',
+                        '--config', 'configs/demo.py:runlocal', '--system', 'clipbert'],
+                       cwd=REPO, check=True, capture_output=True, text=True)
+  assert 'report:' in out.stdout
+  report = demo_dir / 'report_clipbert'
+  metrics = json.loads((report / 'metrics.json').read_text())
+  assert metrics['stages']['corpus']['seconds'] < 5  # the rendered corpus is reused
+  assert 'features' not in metrics['stages']  # pixels, not S3D features
+  steps = [json.loads(line) for line in (demo_dir / 'corpus' / 'steps.jsonl').open()]
+  narrated = {split: [s for v in steps if v['split'] == split for s in v['steps'] if s['sentence']]
+              for split in ('train', 'dev', 'test')}
+  items = demo_dir / 'clipbert_items'
+  for split in ('train', 'dev', 'test'):
+    rows = [json.loads(line) for line in (items / f'{split}_pairs.jsonl').open()]
+    assert [r['text'] for r in rows] == [s['sentence'] for s in narrated[split]]
+  pair_of = {s['sentence']: (s['verb'], s['noun']) for s in narrated['test']}
+  choice = [json.loads(line) for line in (items / 'test_choice.jsonl').open()]
+  for step, item in zip(narrated['test'], choice):
+    assert item['options'][item['answer']] == step['sentence']
+    assert len({pair_of[o] for o in item['options']}) == metrics['multiple_choice_options']
+
+  test_pairs = clipbert_data.read_items(str(items / 'test_pairs.jsonl'), None).items
+  k, n = metrics['candidates'], len(test_pairs)
+  assert metrics['num_test_queries'] == n == len(narrated['test'])
+  assert metrics['chance']['R@1'] == pytest.approx(1 / k)
+  for name in ('end_to_end', 'frozen_frames'):
+    result = metrics['runs'][name]
+    run_dir = demo_dir / f'clipbert_{name}'
+    saved = json.loads((run_dir / 'manifest.json').read_text())['checkpoint_steps']
+    dev = {int(step): r1 for step, r1 in result['dev'].items()}
+    assert sorted(dev) == saved
+    assert result['step'] == max(saved, key=lambda s: (dev[s], s))
+    loaded = inference.load(str(run_dir), result['step'])
+    # Retrieval among each query's candidates, scored pair by pair by the model itself.
+    sets = clipbert_demo.candidate_sets(n, k, seed=0)
+    texts = [p.text for p in test_pairs for _ in range(k)]
+    scores = _clipbert_direct_scores(loaded, test_pairs, sets.ravel(), texts).reshape(n, k)
+    ranks = 1 + (scores[:, 1:] >= scores[:, :1]).sum(1)  # ties pessimistic
+    retrieval = result['test']['retrieval']
+    assert retrieval['R@1'] == pytest.approx(np.mean(ranks == 1), abs=1.5 / n)
+    assert retrieval['median_rank'] == pytest.approx(np.median(ranks), abs=1)
+    low, high = retrieval['R@1_ci95']
+    assert low <= retrieval['R@1'] <= high
+    options = [o for item in choice for o in item['options']]
+    rows = np.repeat(np.arange(n), len(choice[0]['options']))
+    option_scores = _clipbert_direct_scores(loaded, test_pairs, rows, options).reshape(n, -1)
+    accuracy = np.mean(option_scores.argmax(1) == [item['answer'] for item in choice])
+    assert result['test']['multiple_choice']['accuracy'] == pytest.approx(accuracy, abs=1.5 / n)
+
+  # Frozen frames: the frame encoder and grid encoder never moved; the transformer did.
+  run_dir = str(demo_dir / 'clipbert_frozen_frames')
+  first, last = (inference.load(run_dir, s).params for s in (4, 8))
+  for module in ('frame_encoder', 'grid_encoder'):
+    for a, b in zip(jax.tree.leaves(first[module]), jax.tree.leaves(last[module])):
+      np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first['classifier']['output']['kernel'],
+                            last['classifier']['output']['kernel'])
+  html = (report / 'index.html').read_text()
+  for heading in ('Held-out test', 'Sampled clips', 'Dev R@1 by checkpoint'):
+    assert heading in html
+  for picture in ('test_clips.png', 'curves_end_to_end.png', 'curves_frozen_frames.png'):
+    assert (report / picture).stat().st_size > 1000 and picture in html
 
 
 def test_demo_on_user_videos(demo_dir, tmp_path):

@@ -106,6 +106,19 @@ def test_forecast_figure_groups_rates_and_keeps_labels_off_the_frames():
   plt.close(fig)
 
 
+def test_clipbert_clips_figure_keeps_long_captions_inside_and_off_the_frames():
+  from vlm_jax.demo import clipbert as clipbert_demo  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  long = 'i am going to show you how to slice the onion for the soup now.'
+  panels = [(rng.integers(0, 255, (frames, 64, 64, 3), np.uint8),
+             f'"{long}"  (12.0-15.5 s)\nranked first: "{long}"  (another step)')
+            for frames in (2, 2, 4)]
+  fig = clipbert_demo.clips_figure(panels)
+  assert layout_problems(fig, min_frame_px=96) == []
+  assert sum(bool(ax.images) for ax in fig.get_axes()) == 8
+  plt.close(fig)
+
+
 def _held_out():
   value = {'mean': 0.8, 'ci95': [0.75, 0.85]}
   return {'test': {'num_steps': 200, 'num_negatives': 40, 'negative_prob': 0.2,

@@ -34,7 +34,15 @@ transformers over the frozen MiniLM text BERT, then on held-out test videos
 compares linear probes of its contextual features with raw S3D's (step verb and
 noun, per-second segmentation, next-step anticipation on a small ordered
 corpus), ranks held-out steps by the cross-modal score, and captions the test
-steps; WORKDIR/report_cbt/index.html and metrics.json. `--system X` is
+steps; WORKDIR/report_cbt/index.html and metrics.json.
+
+  vlm-jax demo --system clipbert --workdir runs/demo [--config.clipbert.train.num_steps=400]
+
+runs ClipBERT on the same rendered corpus from its pixels (no features): trains
+it end to end on video-text matching of the narrated steps, and the same model
+with its frame encoder frozen as the baseline, picks each run's checkpoint on
+dev, and scores held-out test retrieval and multiple choice;
+WORKDIR/report_clipbert/index.html and metrics.json. `--system X` is
 `--config.system=X`.
 """
 
@@ -54,7 +62,7 @@ _TRANSCRIPTS = flags.DEFINE_string(
     'transcripts', None, 'With --videos: their transcripts (a .vtt/.srt/HowTo100M/YouCook2 file '
     'or a folder), matched to videos by id (file stem).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage writes.')
-_SYSTEM = flags.DEFINE_enum('system', None, ['videobert', 'videoclip', 'cbt'],
+_SYSTEM = flags.DEFINE_enum('system', None, ['videobert', 'videoclip', 'cbt', 'clipbert'],
                             'The system whose demo runs (sets config.system; default '
                             'the config\'s, videobert).')
 # Marked required by the CLI when this command runs.

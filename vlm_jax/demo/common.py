@@ -91,6 +91,25 @@ def user_corpus(videos_dir: str, transcripts: str, test_fraction: float,
           for i in ids]
 
 
+def corpus_videos(workdir: str, config, stages: Stages, videos_dir: str | None = None,
+                  transcripts: str | None = None, corpus_config=None,
+                  suffix: str = '') -> dict[str, list[dict]]:
+  """The corpus alone, without features: `front_end`'s arguments and result."""
+  if videos_dir:
+    videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
+    splits = ('train', 'test')
+  else:
+    corpus = os.path.join(workdir, 'corpus' + suffix)
+    c = corpus_config or config.corpus
+    stages.run('corpus' + suffix, lambda: synth_videos.run(
+        corpus, c.num_videos, c.num_test, config.seed, num_dev=c.num_dev,
+        successor_prob=c.get('successor_prob', 0.0)))
+    videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
+              for v in read_steps(corpus)]
+    splits = ('train', 'dev', 'test')
+  return {split: [v for v in videos if v['split'] == split] for split in splits}
+
+
 def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = None,
               transcripts: str | None = None, corpus_config=None,
               suffix: str = '') -> dict[str, list[dict]]:
@@ -111,19 +130,8 @@ def front_end(workdir: str, config, stages: Stages, videos_dir: str | None = Non
     {'train': videos, 'dev': videos (rendered corpus only), 'test': videos}, each video a
     steps.jsonl-like record with `path`.
   """
-  if videos_dir:
-    videos = user_corpus(videos_dir, transcripts, config.corpus.test_fraction, config.seed)
-    splits = ('train', 'test')
-  else:
-    corpus = os.path.join(workdir, 'corpus' + suffix)
-    c = corpus_config or config.corpus
-    stages.run('corpus' + suffix, lambda: synth_videos.run(
-        corpus, c.num_videos, c.num_test, config.seed, num_dev=c.num_dev,
-        successor_prob=c.get('successor_prob', 0.0)))
-    videos = [dict(v, path=os.path.join(corpus, 'videos', v['video_id'] + '.mp4'))
-              for v in read_steps(corpus)]
-    splits = ('train', 'dev', 'test')
-  by_split = {split: [v for v in videos if v['split'] == split] for split in splits}
+  by_split = corpus_videos(workdir, config, stages, videos_dir, transcripts, corpus_config,
+                           suffix)
 
   def features():
     for split, items in by_split.items():

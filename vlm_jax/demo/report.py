@@ -109,3 +109,11 @@ def screenshot(html_path: str, png: str, width: int = 1280, height: int = 16000)
   with files_lib.atomic_path(png) as tmp:
     page.crop((0, 0, page.width, bottom)).save(tmp, format='PNG')
   return True
+
+
+def save_figure(fig, path: str) -> None:
+  """Writes a matplotlib `fig` as a PNG at 100 dpi (a finished file or none) and closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  with files_lib.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=100, format='png')
+  plt.close(fig)

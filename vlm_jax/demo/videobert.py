@@ -160,14 +160,14 @@ def run(workdir: str, config, videos_dir: str | None = None,
     result['text_to_video'], result['text_to_video_scores'] = _text_to_video(
         loaded, by_split, tokens, labels, eval_splits, config.generation.num_tokens)
     if result['text_to_video']:
-      layout.save_figure(layout.text_to_video_figure(result['text_to_video'], labels, frames),
+      report.save_figure(layout.text_to_video_figure(result['text_to_video'], labels, frames),
                          os.path.join(report_dir, 'text_to_video.png'))
     result['forecast'] = _forecast(
         loaded, [tokens['test'][v['video_id']][0] for v in by_split['test']
                  if v['video_id'] in tokens['test']],
         config.generation.num_forecast_tokens, list(config.generation.rates))
     if result['forecast']:
-      layout.save_figure(layout.forecast_figure(result['forecast'], labels, frames),
+      report.save_figure(layout.forecast_figure(result['forecast'], labels, frames),
                          os.path.join(report_dir, 'forecast.png'))
     result['labels'] = labels
     for split, items in (('train', by_split['train'][:2]), ('test', by_split['test'][:1])):
@@ -201,7 +201,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
       'stages': stages.timings,
   }
   if result['alignment']:
-    layout.save_figure(layout.alignment_figure(train_report.read_metrics(
+    report.save_figure(layout.alignment_figure(train_report.read_metrics(
         os.path.join(train_dir, 'metrics.jsonl')), metrics['training_mix'], result['alignment']),
         os.path.join(report_dir, 'alignment.png'))
   if captions:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from vlm_jax.data import files as files_lib
 from vlm_jax.demo import report
 from vlm_jax.metrics import intervals
 from vlm_jax.stages import caption
@@ -132,14 +131,6 @@ def alignment_figure(train_rows: list[dict], mix: dict[str, float], held_out: di
                    f'{r["num_negatives"]} of them shown mismatched')
   scores.grid(alpha=0.3, axis='x')
   return fig
-
-
-def save_figure(fig, path: str) -> None:
-  """Writes `fig` as a PNG at 100 dpi (a finished file or none) and closes it."""
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  with files_lib.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=100, format='png')
-  plt.close(fig)
 
 
 def captioning_metrics(caption_dir: str, manifest: dict[str, Any], test_segments: list[dict],

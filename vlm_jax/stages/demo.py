@@ -6,7 +6,7 @@ Used by `vlm-jax demo`; vlm_jax/demo/ holds the demos themselves (stages and rep
 from typing import Any
 
 from vlm_jax import systems
-from vlm_jax.demo import cbt, videobert, videoclip
+from vlm_jax.demo import cbt, clipbert, videobert, videoclip
 
 
 def run(workdir: str, config, videos_dir: str | None = None,
@@ -20,12 +20,14 @@ def run(workdir: str, config, videos_dir: str | None = None,
       the rendered corpus (the VideoBERT demo; the others render).
   """
   system = systems.name_of(config)
-  if system in ('videoclip', 'cbt') and videos_dir:
+  if system in ('videoclip', 'cbt', 'clipbert') and videos_dir:
     raise ValueError(f'--videos: the {system} demo runs on the rendered corpus only')
   if system == 'videoclip':
     return videoclip.run(workdir, config)
   if system == 'cbt':
     return cbt.run(workdir, config)
+  if system == 'clipbert':
+    return clipbert.run(workdir, config)
   if videos_dir and not transcripts:
     raise ValueError('--videos needs --transcripts (the narration VideoBERT learns from)')
   return videobert.run(workdir, config, videos_dir, transcripts)
