@@ -1,4 +1,5 @@
-"""ClipBERT fine-tuning configs (Lei et al., CVPR 2021; ../shared/SPEC.md section 4).
+"""ClipBERT fine-tuning configs, and its image-text pretraining (Lei et al., CVPR 2021;
+../shared/SPEC.md section 4).
 
 Values are jayleicn/ClipBERT's (src/configs/msrvtt_ret_base_resnet50.json,
 msrvtt_qa_base_resnet50.json, tgif_qa_*_base_resnet50.json, base_model.json,
@@ -33,7 +34,23 @@ Presets, chosen by the config argument:
 Options after a comma: `runlocal` (a random 2-layer, 64-wide BERT, 64 px
 frames, a 1 x 1 grid, batches of 4, 10 steps, float32: what the unit tests
 run; on 2 shared CPU cores 6-15 steps/s after a compile of about 15 s, a CLI
-run about 50 s in all).
+run about 50 s in all); `pretrain`, ClipBERT's image-text pretraining
+(src/pretrain/run_pretrain.py with pretrain_image_text_base_resnet50_mlm_itm.json,
+on COCO and Visual Genome captions): every item's image is a video of
+1 clip x 1 frame, and the loss is image-text matching (the caption against
+one random negative caption) + masked language modelling of the caption
+(BERT's 15%, 80/10/10), summed; captions of up to 30 tokens, 768 px images
+for base. Items are the matching jsonl with image paths:
+
+  vlm-jax train --config configs/clipbert.py:base,pretrain --workdir runs/pretrain \\
+      --config.data.train_jsonl=coco_vg_captions.jsonl --config.data.video_dir=images/ \\
+      --config.model.text_checkpoint=bert-base-uncased/ --config.train.num_steps=...
+
+  (ClipBERT's run: 40 epochs, 32 images x 2 captions per GPU, 2 accumulation
+  steps, both learning rates 5e-5.) tiny,runlocal,pretrain with MiniLM's BERT
+  (model.text_checkpoint=minilm) on six coloured PNGs, lr 3e-4, 16 text
+  tokens: in 30 steps loss_mlm went from about 8 to about 1 (MLM accuracy
+  0.1 -> 0.7; about 100 s of CPU); tests/test_clipbert_pretraining.py runs 20.
 
 Tasks (`--config.model.task`): 'matching' (retrieval, the default),
 'multiple_choice' (TGIF-QA action / transition: 5 options), 'qa' (FrameQA
@@ -60,13 +77,19 @@ _PRESETS = {
 
 
 def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
-  """Returns the config for `arg` = '<preset>[,runlocal]'."""
-  preset, options = common.parse_arg(arg, _PRESETS, {'runlocal'})
+  """Returns the config for `arg` = '<preset>[,runlocal][,pretrain]'."""
+  preset, options = common.parse_arg(arg, _PRESETS, {'runlocal', 'pretrain'})
   p = dict(_PRESETS[preset])
-  runlocal = 'runlocal' in options
+  runlocal, pretrain = 'runlocal' in options, 'pretrain' in options
   if runlocal:
     p.update(layers=2, hidden=64, heads=4, mlp=128, text='', resnet='tiny', image=64, clips=2,
              frames=2, batch=4, steps=10, dtype='float32')
+  if pretrain:
+    # ClipBERT reads an image as one clip of one frame (num_frm=1); base at its
+    # max_img_size 768 (a 12 x 12 grid), tiny and runlocal at their own sizes.
+    p.update(clips=1, frames=1)
+    if preset == 'base' and not runlocal:
+      p.update(image=768)
 
   c = ml_collections.ConfigDict()
   # What `vlm-jax train` trains with this config (vlm_jax.systems).
@@ -142,11 +165,29 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.data.eval_clips = 1
   # Text tokens with `[CLS]` and `[SEP]` (max_txt_len: 20 for retrieval, 25
   # TGIF-QA, 100 MSRVTT-QA).
-  c.data.max_text_tokens = 20
+  c.data.max_text_tokens = 30 if pretrain else 20
   # 'matching': random negative captions (of other videos) per positive (itm_neg_size).
   c.data.negatives = 1
   # 'multiple_choice': option texts per question (TGIF-QA action / transition: 5).
   c.data.num_options = 5
+  # The MLM term's masking of each positive caption (BERT's and ClipBERT's
+  # mlm_probability 0.15, of which 80% become [MASK], 10% a random WordPiece, 10%
+  # stay; never [CLS], [SEP] or padding). Choice: round(15%) of the caption's
+  # WordPieces, at least one (vlm_jax.data.text_masking, shared with CBT), where
+  # ClipBERT draws each WordPiece with probability 0.15 (some captions none).
+  # Read only when loss.mlm_weight > 0.
+  c.data.text_mask_rate = 0.15
+
+  c.loss = ml_collections.ConfigDict()
+  # loss = matching + mlm_weight * MLM; 0 = no MLM term (no MLM head, no masked
+  # text): fine-tuning. `pretrain`: 1.0, ClipBERT's unweighted mlm_loss + itm_loss.
+  # Our MLM loss is the mean over the predicted WordPieces (BERT's); ClipBERT's
+  # loop means its per-position loss over every text position, ignored ones
+  # counting 0, which scales its MLM term down by the masked fraction (~5% of
+  # 30 positions for a COCO caption). Choice: the masked caption is the positive
+  # one only, read in a pass of its own (ClipBERT masks every text, negatives
+  # too, and its matching reads the masked text).
+  c.loss.mlm_weight = 1.0 if pretrain else 0.0
 
   c.optim = ml_collections.ConfigDict()
   # ClipBERT's AdamW (src/optimization/adamw.py): betas (0.9, 0.98), eps 1e-6,

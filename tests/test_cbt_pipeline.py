@@ -10,6 +10,7 @@ from vlm_jax.cbt import pipeline as cbt_pipeline
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import feature_records
+from vlm_jax.data import text_masking
 
 CLS, SEP, MASK, VOCAB = 101, 102, 103, 30522
 OPTS = cbt_pipeline.WindowOptions(cls_id=CLS, sep_id=SEP, num_clips=8, max_text_tokens=3,
@@ -146,7 +147,7 @@ def test_text_masking_predicts_the_rate_of_words_and_never_cls_sep_or_padding():
   rng = np.random.default_rng(0)
   for n in range(0, 31):
     ids = _row(2000 + np.arange(n))
-    out = cbt_pipeline.mask_text(rng, ids, n, 0.15, MASK, VOCAB, num_predictions=4)
+    out = text_masking.mask_text(rng, ids, n, 0.15, MASK, VOCAB, num_predictions=4)
     count = min(n, max(1, round(0.15 * n)))
     assert out['mlm_weights'].sum() == count and out['mlm_weights'].dtype == np.float32
     positions = out['mlm_positions'][:count]
@@ -157,12 +158,12 @@ def test_text_masking_predicts_the_rate_of_words_and_never_cls_sep_or_padding():
     unchanged = np.ones(len(ids), bool)
     unchanged[positions] = False  # [CLS], [SEP], padding and unpredicted words stay
     np.testing.assert_array_equal(out['masked_ids'][unchanged], ids[unchanged])
-  assert cbt_pipeline.text_predictions(0.15, 30) == 4  # round(4.5): the most any row has
+  assert text_masking.text_predictions(0.15, 30) == 4  # round(4.5): the most any row has
 
 
 def test_text_masking_is_deterministic_and_80_10_10_in_aggregate():
   ids = _row(2000 + np.arange(30))
-  masks = lambda seed: cbt_pipeline.mask_text(np.random.default_rng(seed), ids, 30, 0.15, MASK,
+  masks = lambda seed: text_masking.mask_text(np.random.default_rng(seed), ids, 30, 0.15, MASK,
                                               VOCAB, 4)
   for key, value in masks(5).items():
     np.testing.assert_array_equal(value, masks(5)[key])

@@ -28,7 +28,7 @@ def _cli(cwd, *args):
 
 @pytest.mark.parametrize('command,default,others,presets', [
     ('train', 'videobert.py', {'videoclip.py': 'presets: tiny (default), base; options: runlocal',
-                               'clipbert.py': 'presets: tiny (default), base; options: runlocal'},
+                               'clipbert.py': 'presets: tiny (default), base; options: pretrain, runlocal'},
      'presets: tiny (default), base, large, paper; options: runlocal'),
     ('extract-features', 'extract_features.py', {}, 'presets: s3d (default), s3dg, demo'),
     ('make-records', 'make_records.py', {}, 'presets: videobert (default), videoclip'),

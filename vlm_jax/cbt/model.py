@@ -272,7 +272,7 @@ class Cbt(nn.Module):
     Args:
       features: [batch, T, D]; clip_mask, masked: [batch, T] (VisualTransformer).
       input_ids, attention_mask: [batch, L] row i = window i's sentence (with
-        mlm_positions, its masked ids: vlm_jax.cbt.pipeline.mask_text).
+        mlm_positions, its masked ids: vlm_jax.data.text_masking.mask_text).
       mlm_positions: [batch, P] the text positions the MLM head scores; None
         for no MLM term.
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from vlm_jax.data import feature_records
+from vlm_jax.data import text_masking
 from vlm_jax.data.files import DataError
 
 # The batch's arrays, in the order tf.numpy_function returns them.
@@ -83,45 +84,6 @@ def mask_clips(rng: np.random.Generator, length: int, rate: float, span: int) ->
   return masked
 
 
-def text_predictions(rate: float, max_text_tokens: int) -> int:
-  """P, the predicted WordPieces of a full sentence: the most any row has (round is monotone)."""
-  return min(max_text_tokens, max(1, int(round(rate * max_text_tokens))))
-
-
-def mask_text(rng: np.random.Generator, input_ids: np.ndarray, num_words: int, rate: float,
-              mask_id: int, vocab_size: int, num_predictions: int) -> dict[str, np.ndarray]:
-  """BERT's masking of one `[CLS] w_1 ... w_n [SEP] 0 ...` row (the module docstring).
-
-  Args:
-    rng: the row's generator.
-    input_ids: [L] int32, the row; n = num_words WordPieces from position 1.
-    rate: the fraction of the n WordPieces predicted (round(rate * n), at least one
-      when n > 0).
-    mask_id: `[MASK]`'s id; vocab_size: random replacements are drawn from [0, vocab_size).
-    num_predictions: P >= the predictions of any row (`text_predictions`).
-
-  Returns:
-    masked_ids [L] int32 (the text tower's input); mlm_positions, mlm_labels
-    [P] int32 (the predicted positions and their original ids, 0 past the
-    row's count) and mlm_weights [P] float32 (1 for a real prediction).
-  """
-  count = min(num_words, max(1, int(round(rate * num_words))))
-  positions = 1 + np.sort(rng.choice(num_words, count, replace=False))  # 1 +: past [CLS]
-  action = rng.random(count)
-  random_ids = rng.integers(vocab_size, size=count)
-  original = input_ids[positions]
-  masked_ids = input_ids.copy()
-  masked_ids[positions] = np.where(action < 0.8, mask_id,
-                                   np.where(action < 0.9, random_ids, original))
-  out = {'masked_ids': masked_ids, 'mlm_positions': np.zeros(num_predictions, np.int32),
-         'mlm_labels': np.zeros(num_predictions, np.int32),
-         'mlm_weights': np.zeros(num_predictions, np.float32)}
-  out['mlm_positions'][:count] = positions
-  out['mlm_labels'][:count] = original
-  out['mlm_weights'][:count] = 1.0
-  return out
-
-
 def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
            opts: WindowOptions) -> dict[str, np.ndarray]:
   """One window of `video` and its sentence, as fixed-shape arrays.
@@ -130,7 +92,7 @@ def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
     features [num_clips, dim] float32 (padding zero), clip_mask and masked
     [num_clips] int32, input_ids and attention_mask [max_text_tokens + 2] int32
     (`[CLS] sentence [SEP]`, zero padded); with opts.text_mask_rate > 0 also
-    `mask_text`'s masked_ids [max_text_tokens + 2] and mlm_positions,
+    `text_masking.mask_text`'s masked_ids [max_text_tokens + 2] and mlm_positions,
     mlm_labels, mlm_weights [P].
   """
   features, n = corpus.features[video], opts.num_clips
@@ -149,9 +111,10 @@ def window(corpus: feature_records.Corpus, video: int, rng: np.random.Generator,
   out['input_ids'][:len(ids)] = ids
   out['attention_mask'][:len(ids)] = 1
   if opts.text_mask_rate > 0:  # the last draws of the row's generator: nothing above moves
-    out.update(mask_text(rng, out['input_ids'], len(ids) - 2, opts.text_mask_rate,
-                         opts.mask_id, opts.vocab_size,
-                         text_predictions(opts.text_mask_rate, opts.max_text_tokens)))
+    out.update(text_masking.mask_text(
+        rng, out['input_ids'], len(ids) - 2, opts.text_mask_rate, opts.mask_id,
+        opts.vocab_size, text_masking.text_predictions(opts.text_mask_rate,
+                                                       opts.max_text_tokens)))
   return out
 
 

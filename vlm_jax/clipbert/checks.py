@@ -1,8 +1,9 @@
 """Checks of a ClipBERT config (configs/clipbert.py), run before anything is built.
 
-`validate` checks the model, optimizer and loop fields; `data_source` the
-training items' fields (which only the trainer reads); `items` what was read
-against the config; `readable_video` that at least one video opens.
+`validate` checks the model, loss, optimizer and loop fields; `data_source`
+the training items' fields (which only the trainer reads); `items` what was
+read against the config; `readable_video` that at least one video (or image)
+opens.
 """
 
 from typing import Sequence
@@ -77,6 +78,16 @@ def validate(config, num_devices: int, num_processes: int) -> None:
   if m.task == clipbert_model.MULTIPLE_CHOICE:
     require(d.num_options >= 2, 'data.num_options', f'must be >= 2, got {d.num_options}')
 
+  mlm_weight = config.loss.mlm_weight
+  require(mlm_weight >= 0, 'loss.mlm_weight', f'must be >= 0 (0 = no MLM), got {mlm_weight}')
+  if mlm_weight > 0:
+    # The MLM term masks each video's own caption: only matching items have one.
+    require(m.task == clipbert_model.MATCHING, 'loss.mlm_weight',
+            f"{mlm_weight} masks captions, which only 'matching' items have; model.task is "
+            f'{m.task!r}')
+    require(0 < d.text_mask_rate <= 1, 'data.text_mask_rate',
+            f'must be in (0, 1] with loss.mlm_weight > 0, got {d.text_mask_rate}')
+
   require(o.learning_rate > 0, 'optim.learning_rate', f'must be > 0, got {o.learning_rate}')
   require(o.frame_encoder_learning_rate >= 0, 'optim.frame_encoder_learning_rate',
           f'must be >= 0 (0 = the frame encoder stays fixed), got '
@@ -150,13 +161,21 @@ def readable_video(found: Sequence[data_lib.Item], source: str) -> None:
   """Probes the items' videos in order until one opens; DataError when none does.
 
   Stops at the first readable one, so a good list costs one probe: the other
-  bad videos are found (and skipped) as batches draw them.
+  bad videos are found (and skipped) as batches draw them. An image is
+  decoded instead of probed (it has no packets to read).
   """
   tried, first_error = set(), None
   for item in found:
     if item.video in tried:
       continue
     tried.add(item.video)
+    if data_lib.is_image(item.video):
+      try:
+        data_lib.load_image(item.video)
+        return
+      except DataError as e:
+        first_error = first_error or str(e)
+        continue
     info, error = frames_lib.probe_or_error(item.video)
     if info is not None:
       return

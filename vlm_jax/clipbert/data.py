@@ -10,7 +10,10 @@ and YouCook2 downloads always miss some videos):
     {"video": ..., "question": ..., "answer": "a phrase"}          (open-ended QA)
   "video" is a path (absolute, or relative to the folder) or an id, the file
   stem of a video in the folder (any depth, any video extension); optional
-  "start" / "end" (seconds) limit the item to a span of its video.
+  "start" / "end" (seconds) limit the item to a span of its video. A path to
+  an image (IMAGE_EXTENSIONS: .jpg, .jpeg, .png, .webp, by extension) makes
+  the item a 1-frame video, as ClipBERT pretrains on COCO and Visual Genome
+  captions.
 - `read_msrvtt_retrieval`: MSR-VTT's `MSRVTT_JSFUSION_test.csv` (key,
   vid_key, video_id, sentence; the 1k-A test), captions of videos
   `<video_id>.mp4`.
@@ -30,13 +33,19 @@ builds rows [process_index * B / P, (process_index + 1) * B / P). Row r:
   item's span if it has one;
 - its frames are decoded by `vlm_jax.data.frames.decode_at` in a pool of host
   workers, one video per task, and normalised for the backbone (`normalize`);
-- a video that cannot be probed or decoded, or is too short (under
-  `min_duration`, or under two frames: a still picture), is reported in a
-  `Skip` (returned with the batch and kept in `BatchBuilder.skipped`) and the
-  row takes the next item of the list (index + 1, wrapping), so shapes never
-  change. Only probe results are cached: a decode failure is retried at every
-  step it is drawn, as a cached failure would make a resumed run (which has not
-  seen it yet) build a different batch.
+- an image (`is_image`) is decoded by PIL instead (`image_or_error`: RGB,
+  then resized and padded by `frames.square_frame`, the video frames' resize
+  and pad) and repeated to fill the clips x frames (ClipBERT reads an image as
+  one clip of one frame, num_frm=1, as configs/clipbert.py's `pretrain` asks);
+  it needs no probe and has no duration;
+- a video that cannot be probed or decoded or is too short (under
+  `min_duration`, or under two frames: a still picture), or an image that
+  cannot be decoded, is reported in a `Skip` (returned with the batch and kept
+  in `BatchBuilder.skipped`) and the row takes the next item of the list
+  (index + 1, wrapping), so shapes never change. Only probe results are
+  cached: a decode failure is retried at every step it is drawn, as a cached
+  failure would make a resumed run (which has not seen it yet) build a
+  different batch.
 Texts are tokenized with `vlm_jax.data.tokenizer.sentence_inputs` to
 `max_text_len` WordPieces including [CLS] and [SEP] (ClipBERT's
 max_txt_len, 20 for retrieval):
@@ -47,6 +56,12 @@ max_txt_len, 20 for retrieval):
   format; the option alone when there is no question);
 - open-ended QA: the question; the label indexes `BatchOptions.answers`
   (-1 when the answer is not one of them: ClipBERT drops such training items).
+With `BatchOptions.text_mask_rate` > 0 (matching only: image-text
+pretraining's MLM) the positive caption is also masked as BERT masks it
+(`vlm_jax.data.text_masking.mask_text`, from a (seed, s, r) generator of its
+own, so every other array is the same bits with the masking on or off):
+masked_ids, mlm_positions, mlm_labels, mlm_weights (MLM_NAMES). Off, the
+batch has no such arrays.
 
 Worker pool: threads by default. Measured on 2 CPU cores shared with other
 jobs (so noisy), 16 rows of 8 real videos (mmaction2, moviepy, imageio,
@@ -71,11 +86,14 @@ import multiprocessing
 import os
 from typing import Any, Optional, Sequence
 
+import av
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from vlm_jax.clipbert import sampling
 from vlm_jax.data import frames as frames_lib
+from vlm_jax.data import text_masking
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import youcook2
 from vlm_jax.data.files import DataError
@@ -84,6 +102,10 @@ MATCHING, MULTIPLE_CHOICE, QA = 'matching', 'multiple_choice', 'qa'
 # Open-ended QA's answer classes in a run's workdir (the trainer writes, inference
 # reads): a JSON list, class i's answer at index i.
 ANSWERS_FILE = 'answers.json'
+
+# Files read as 1-frame videos (by extension, lower-cased): ClipBERT's image-text
+# pretraining images (COCO's and Visual Genome's JPEGs) and the common others.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 
 # Backbone input conventions, on 0-255 RGB frames. ClipBERT's detectron2
 # ResNet-50 (its configs: img_pixel_mean [123.675, 116.28, 103.53] subtracted
@@ -111,6 +133,42 @@ def normalize(frames: np.ndarray, mode: str = 'detectron2') -> np.ndarray:
     x = x[..., ::-1]
   return ((x * norm['scale'] - np.float32(norm['mean'])) / np.float32(norm['std'])).astype(
       np.float32)
+
+
+def is_image(path: str) -> bool:
+  """Whether an item's file is an image (IMAGE_EXTENSIONS), decoded as a 1-frame video."""
+  return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def load_image(path: str) -> np.ndarray:
+  """An image file -> [h, w, 3] uint8 RGB (PIL; palette, grey and alpha converted).
+
+  Raises:
+    DataError: not a readable image (the message names the file).
+  """
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  # PIL raises OSError (truncated or unknown data), SyntaxError and ValueError
+  # (broken headers) and DecompressionBombError (too many pixels).
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f'{path}: cannot read the image ({type(e).__name__}: {e})') from e
+
+
+def image_or_error(path: str, longest_side: int
+                   ) -> tuple[Optional[np.ndarray], Optional[str], int]:
+  """An image as a video frame, for the worker pool: ([S, S, 3] uint8 RGB or None, error, 1).
+
+  The frame is resized and padded by `frames.square_frame`, as a decoded video
+  frame is (longer side to S, bilinear, zero padding bottom and right).
+  Module-level and returning plain values, as `frames.decode_or_error`.
+  """
+  try:
+    rgb = load_image(path)
+  except DataError as e:
+    return None, str(e), 0
+  frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format='rgb24')
+  return frames_lib.square_frame(frame, longest_side), None, 1
 
 
 # --- items ---------------------------------------------------------------------
@@ -373,6 +431,12 @@ class BatchOptions:
   pool: str = 'thread'
   # Open-ended QA's answer classes (`answer_vocabulary`); unused otherwise.
   answers: tuple[str, ...] = ()
+  # MLM masking of the positive caption (matching only): the fraction of its
+  # WordPieces predicted, 0 = off (no MLM arrays); `mask_id` ([MASK]) and
+  # `vocab_size` (the bound of the random replacements) are read only when on.
+  text_mask_rate: float = 0.0
+  mask_id: int = -1
+  vocab_size: int = 0
 
   def __post_init__(self):
     if self.normalization not in NORMALIZATIONS:
@@ -385,6 +449,25 @@ class BatchOptions:
     if self.workers < 1 or self.longest_side < 1:
       raise ValueError(f'BatchOptions.workers={self.workers}, longest_side='
                        f'{self.longest_side}: both >= 1')
+    if not 0 <= self.text_mask_rate <= 1:
+      raise ValueError(f'BatchOptions.text_mask_rate={self.text_mask_rate}: in [0, 1]')
+    if self.text_mask_rate > 0 and (self.mask_id < 0 or self.vocab_size < 1):
+      raise ValueError(f'BatchOptions.text_mask_rate={self.text_mask_rate} needs a mask_id '
+                       f'and a vocab_size, got {self.mask_id} and {self.vocab_size}')
+
+  @property
+  def mlm_predictions(self) -> int:
+    """P, the MLM slots of a caption: the most a full one (max_text_len - 2 words) has."""
+    return text_masking.text_predictions(self.text_mask_rate, self.max_text_len - 2)
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    """The arrays of a batch (`make_dataset`'s order)."""
+    return NAMES + (MLM_NAMES if self.text_mask_rate > 0 else ())
+
+  @property
+  def dtypes(self) -> tuple[tf.DType, ...]:
+    return DTYPES + (MLM_DTYPES if self.text_mask_rate > 0 else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,6 +499,9 @@ class BatchBuilder:
                       f'{sorted({len(i.options) for i in items})}')
     if self.task == MATCHING and len({i.video for i in items}) < 2:
       raise DataError('matching needs items of at least 2 videos (the negative captions)')
+    if options.text_mask_rate > 0 and self.task != MATCHING:
+      raise DataError(f'MLM masking (text_mask_rate={options.text_mask_rate}) masks '
+                      f'captions: matching items only, got {self.task}')
     self.items, self.options, self.seed = list(items), options, seed
     self.tokenizer = tokenizer
     self.skipped: list[Skip] = []
@@ -479,10 +565,14 @@ class BatchBuilder:
     skips: list[Skip] = []
     todo = list(range(len(rows)))
     while todo:
-      self._probe_all({self.items[current[i]].video for i in todo})
+      self._probe_all({self.items[current[i]].video for i in todo
+                       if not is_image(self.items[current[i]].video)})
       tasks = {}
       for i in todo:
         item = self.items[current[i]]
+        if is_image(item.video):  # one frame, broadcast over clips x frames below
+          tasks[i] = self._pool.submit(image_or_error, item.video, o.longest_side)
+          continue
         times, why = self._timestamps(item, step, rows[i])
         if times is None:
           tasks[i] = why
@@ -537,8 +627,12 @@ class BatchBuilder:
         negative), [b, options, L] (multiple choice) or [b, L] (QA),
         'labels': int32 [b, 2] = (1, 0) (matching) or [b] (the option index;
         the answer class or -1),
-        'item_index': int32 [b] (the items used), 'num_skipped': int32 [b]},
-       skips), with b = batch_size / process_count and L = max_text_len.
+        'item_index': int32 [b] (the items used), 'num_skipped': int32 [b],
+        with text_mask_rate > 0 also 'masked_ids' int32 [b, L] (the positive
+        caption masked), 'mlm_positions', 'mlm_labels' int32 [b, P] and
+        'mlm_weights' float32 [b, P]},
+       skips), with b = batch_size / process_count, L = max_text_len and
+      P = options.mlm_predictions.
     """
     if batch_size % process_count or not 0 <= process_index < process_count:
       raise DataError(f'a batch of {batch_size} does not split into {process_count} equal '
@@ -568,13 +662,29 @@ class BatchBuilder:
     for s in skips:
       num_skipped[s.row - rows[0]] += 1
     self.skipped.extend(skips)
-    return {'frames': normalize(videos, self.options.normalization),
-            'input_ids': ids, 'text_mask': mask, 'labels': labels,
-            'item_index': np.array(used, np.int32), 'num_skipped': num_skipped}, skips
+    out = {'frames': normalize(videos, self.options.normalization),
+           'input_ids': ids, 'text_mask': mask, 'labels': labels,
+           'item_index': np.array(used, np.int32), 'num_skipped': num_skipped}
+    if self.options.text_mask_rate > 0:
+      out.update(self._masked_captions(step, rows, ids[:, 0], mask[:, 0]))
+    return out, skips
+
+  def _masked_captions(self, step: int, rows: Sequence[int], ids: np.ndarray,
+                       mask: np.ndarray) -> dict[str, np.ndarray]:
+    """MLM_NAMES' arrays of the positive captions [b, L], row r's from (seed, step, r, 2)."""
+    o = self.options
+    parts = [text_masking.mask_text(np.random.default_rng([self.seed, step, row, 2]), ids[k],
+                                    int(mask[k].sum()) - 2, o.text_mask_rate, o.mask_id,
+                                    o.vocab_size, o.mlm_predictions)
+             for k, row in enumerate(rows)]
+    return {name: np.stack([p[name] for p in parts]) for name in MLM_NAMES}
 
 
 NAMES = ('frames', 'input_ids', 'text_mask', 'labels', 'item_index', 'num_skipped')
 DTYPES = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
+# ... followed by these with BatchOptions.text_mask_rate > 0.
+MLM_NAMES = ('masked_ids', 'mlm_positions', 'mlm_labels', 'mlm_weights')
+MLM_DTYPES = (tf.int32, tf.int32, tf.int32, tf.float32)
 
 
 def make_dataset(builder: BatchBuilder, batch_size: int, start_step: int, num_steps: int,
@@ -585,11 +695,13 @@ def make_dataset(builder: BatchBuilder, batch_size: int, start_step: int, num_st
   (start_step=k) yields the batches a straight run yields from step k + 1.
   The items replaced accumulate in `builder.skipped`.
   """
+  names, dtypes = builder.options.names, builder.options.dtypes
+
   def build(step):
     batch, _ = builder.batch(int(step), batch_size, process_index, process_count)
-    return tuple(batch[n] for n in NAMES)
+    return tuple(batch[n] for n in names)
 
   steps = tf.data.Dataset.range(start_step + 1, num_steps + 1)
-  ds = steps.map(lambda s: tf.numpy_function(build, [s], DTYPES, stateful=False),
+  ds = steps.map(lambda s: tf.numpy_function(build, [s], dtypes, stateful=False),
                  num_parallel_calls=2, deterministic=True)
-  return ds.map(lambda *tensors: dict(zip(NAMES, tensors))).prefetch(1)
+  return ds.map(lambda *tensors: dict(zip(names, tensors))).prefetch(1)

@@ -36,11 +36,21 @@ as ClipBERT stacks the logits of its per-clip forward passes. The visual
 tokens of a clip are computed once and shared by all of its texts (ClipBERT's
 `repeat_tensor_rows` of the CNN output).
 
+Masked language modelling (ClipBERT's image-text pretraining,
+`ClipBertForPreTraining`; with `ClipBertConfig.mlm_head`): BERT's
+masked-token head (`bert.MaskedTokenHead`: transform, GELU, LayerNorm,
+logits tied to the BERT's word table, ClipBERT's `cls.predictions`) on the
+text part of the joint sequence's last layer, at the predicted positions only
+(`mlm_logits`); `pretraining_logits` gives the task's logits and the MLM
+logits of a masked caption from one pass of the frame encoder.
+
 Parameter tree: `frame_encoder` (the ResNet's or ViT's own tree),
 `grid_encoder` {conv {kernel [3, 3, 2048, hidden]}} or {projection {kernel,
 bias}}, `visual_embeddings` {row_position_embeddings, col_position_embeddings,
 token_type_embeddings [1, hidden], LayerNorm}, `bert` (BertModel's tree:
-embeddings, encoder, pooler), `classifier` {hidden, output}.
+embeddings, encoder, pooler), `classifier` {hidden, output}, and with
+`mlm_head` also `mlm_head` {transform, transform_norm, bias [vocab]} (without
+it the tree is exactly the one before the head existed).
 `vlm_jax.convert.clipbert_torch` converts ClipBERT's released checkpoints
 into it. The frame encoder's frozen parts: `frame_encoder_trainable_mask`.
 """
@@ -81,6 +91,9 @@ class ClipBertConfig:
   # max_grid_{row,col}_position_embeddings): the largest grid a frame may give.
   max_grid_rows: int = 100
   max_grid_cols: int = 100
+  # BERT's masked-token head for MLM (image-text pretraining): parameters
+  # `mlm_head`, logits tied to the word table. False keeps the tree without it.
+  mlm_head: bool = False
 
   def __post_init__(self):
     if (self.resnet_config is None) == (self.vit_config is None):
@@ -190,6 +203,8 @@ class ClipBert(nn.Module):
     self.bert = bert.BertModel(cfg.bert_config)
     self.pooled_dropout = dropout_lib.Dropout(cfg.bert_config.dropout_rate)
     self.classifier = Classifier(cfg.bert_config, cfg.num_outputs)
+    if cfg.mlm_head:
+      self.mlm_head = bert.MaskedTokenHead(cfg.bert_config, cfg.bert_config.vocab_size)
 
   def grid_features(self, frames: Array, *, train: bool = False) -> Array:
     """[..., H, W, 3] frames -> [..., h, w, hidden] grids, each frame on its own.
@@ -246,10 +261,15 @@ class ClipBert(nn.Module):
       float32 MATCHING [batch, clips, texts, 2]; MULTIPLE_CHOICE
       [batch, clips, options]; QA [batch, clips, num_answers].
     """
+    visual = self.visual_tokens(frames, train=train)  # [batch, clips, V, hidden]
+    return self._task_logits(input_ids, text_mask, visual, train=train)
+
+  def _task_logits(self, input_ids: Array, text_mask: Array, visual: Array, *,
+                   train: bool) -> Array:
+    """`__call__` from the visual tokens [batch, clips, V, hidden] on."""
     cfg = self.config
     if cfg.task == QA:
       input_ids, text_mask = input_ids[:, None], text_mask[:, None]
-    visual = self.visual_tokens(frames, train=train)  # [batch, clips, V, hidden]
     batch, clips, num_visual, hidden = visual.shape
     texts, length = input_ids.shape[1:]
 
@@ -258,8 +278,12 @@ class ClipBert(nn.Module):
       return x.reshape(-1, length)
 
     visual = jnp.broadcast_to(visual[:, :, None], (batch, clips, texts, num_visual, hidden))
-    _, pooled = self.encode(per_clip_and_text(input_ids), per_clip_and_text(text_mask),
-                            visual.reshape(-1, num_visual, hidden), deterministic=not train)
+    states, pooled = self.encode(per_clip_and_text(input_ids), per_clip_and_text(text_mask),
+                                 visual.reshape(-1, num_visual, hidden),
+                                 deterministic=not train)
+    if cfg.mlm_head and self.is_initializing():
+      # Any init makes the head's parameters (their shapes depend on no input).
+      self.mlm_head(states[:, :1], self.bert.word_table())
     logits = self.classifier(self.pooled_dropout(pooled, deterministic=not train))
     logits = logits.reshape(batch, clips, texts, cfg.num_outputs)
     if cfg.task == MULTIPLE_CHOICE:
@@ -267,6 +291,62 @@ class ClipBert(nn.Module):
     if cfg.task == QA:
       return logits[:, :, 0]
     return logits
+
+  def mlm_logits(self, input_ids: Array, text_mask: Array, visual: Array, positions: Array, *,
+                 deterministic: bool = True) -> Array:
+    """MLM logits at positions of the text part of the joint sequence [text; visual].
+
+    ClipBERT's `ClipBertForPreTraining` scores the text part of the last layer
+    with `cls.predictions`; the head runs here on the predicted positions
+    alone (gathered first: all L positions would multiply L x hidden by the
+    [hidden, vocab] table per row for the ~15% that have a label).
+
+    Args:
+      input_ids, text_mask: [n, L] the (masked) `[CLS] text [SEP]` ids and mask.
+      visual: [n, V, hidden] visual tokens (`visual_tokens`).
+      positions: [n, P] text positions in [0, L) to score.
+      deterministic: no dropout.
+
+    Returns:
+      [n, P, vocab] float32 logits.
+    """
+    if not self.config.mlm_head:
+      raise ValueError('ClipBertConfig.mlm_head=False: this model has no MLM head')
+    states, _ = self.encode(input_ids, text_mask, visual, deterministic=deterministic)
+    gathered = jnp.take_along_axis(states, positions[..., None].astype(jnp.int32), axis=1)
+    return self.mlm_head(gathered, self.bert.word_table()).astype(jnp.float32)
+
+  def pretraining_logits(self, input_ids: Array, text_mask: Array, frames: Array,
+                         masked_ids: Array, mlm_positions: Array, *,
+                         train: bool = False) -> tuple[Array, Array]:
+    """The task's logits and the MLM logits of a masked caption, one frame-encoder pass.
+
+    Args:
+      input_ids, text_mask, frames, train: `__call__`'s (MATCHING: the caption
+        first, then its negatives).
+      masked_ids: [batch, L] the video's caption masked
+        (vlm_jax.data.text_masking.mask_text); its mask is the caption's,
+        text_mask[:, 0] (masking keeps the length).
+      mlm_positions: [batch, P] the predicted positions.
+
+    Returns:
+      `__call__`'s logits (the task pass runs first, so with the same
+      dropout rng they are `__call__`'s bits), and float32 MLM logits
+      [batch, clips, P, vocab]: each clip's visual tokens with the caption.
+    """
+    visual = self.visual_tokens(frames, train=train)  # [batch, clips, V, hidden]
+    logits = self._task_logits(input_ids, text_mask, visual, train=train)
+    batch, clips, num_visual, hidden = visual.shape
+    caption_mask = text_mask[:, 0] if text_mask.ndim == 3 else text_mask
+
+    def per_clip(x):  # [batch, ...] -> [batch * clips, ...]
+      x = jnp.broadcast_to(x[:, None], (batch, clips) + x.shape[1:])
+      return x.reshape((batch * clips,) + x.shape[2:])
+
+    mlm = self.mlm_logits(per_clip(masked_ids), per_clip(caption_mask),
+                          visual.reshape(-1, num_visual, hidden), per_clip(mlm_positions),
+                          deterministic=not train)
+    return logits, mlm.reshape((batch, clips) + mlm.shape[1:])
 
 
 def frame_encoder_trainable_mask(params: Mapping, config: ClipBertConfig) -> Any:
@@ -300,18 +380,32 @@ def from_clipbert_checkpoint(source, config: ClipBertConfig,
   A checkpoint without a task head (ClipBERT's image-text pretraining one)
   gets a freshly initialised classifier from `rng`, as ClipBERT's
   `load_state_dict_with_mismatch` leaves the fine-tuning head at its init.
+  With `config.mlm_head` the MLM head comes from the checkpoint's
+  `transformer.cls.predictions` (the pretraining checkpoint has it), else it is
+  initialised from `rng` too; without, a checkpoint's MLM head is left out.
   """
   if config.resnet_config is None:
     raise ValueError('ClipBERT checkpoints hold a detectron2 ResNet: set config.resnet_config')
   params = clipbert_torch.to_flax(source, config.bert_config, config.resnet_config,
                                   max_grid_rows=config.max_grid_rows,
                                   max_grid_cols=config.max_grid_cols)
+  text = config.bert_config
   if 'classifier' not in params:
     if rng is None:
       raise ValueError('the checkpoint has no task head: pass rng to initialise one')
-    head = Classifier(config.bert_config, config.num_outputs)
+    head = Classifier(text, config.num_outputs)
     params['classifier'] = jax.tree.map(np.asarray, nn.unbox(head.init(
-        rng, jnp.zeros((1, config.bert_config.hidden_size), config.bert_config.dtype)))['params'])
+        rng, jnp.zeros((1, text.hidden_size), text.dtype)))['params'])
+  mlm_head = params.pop('mlm_head', None)
+  if config.mlm_head:
+    if mlm_head is None:
+      if rng is None:
+        raise ValueError('the checkpoint has no MLM head: pass rng to initialise one')
+      head = bert.MaskedTokenHead(text, text.vocab_size)
+      mlm_head = jax.tree.map(np.asarray, nn.unbox(head.init(
+          jax.random.fold_in(rng, 1), jnp.zeros((1, 1, text.hidden_size), text.dtype),
+          jnp.zeros((text.vocab_size, text.hidden_size), text.dtype)))['params'])
+    params['mlm_head'] = mlm_head
   state_dicts.check_shapes(abstract_params(ClipBert(config)), params,
                            f'ClipBert(task={config.task!r})')
   return params

@@ -12,7 +12,13 @@ class) minus LSE over clips of the true class" is this same loss):
 - multiple choice (TGIF-QA action / transition, `ClipBertForMultipleChoice`):
   one score per option, cross-entropy over the options;
 - QA (FrameQA, MSRVTT-QA, `ClipBertForSequenceClassification`): cross-entropy
-  over the answer classes.
+  over the answer classes;
+- masked language modelling (image-text pretraining, `ClipBertForPreTraining`):
+  the MLM head's logits at the predicted WordPieces, clips reduced by the same
+  consensus, cross-entropy averaged over the real predictions of the batch
+  (ClipBERT's loop averages its per-position CE over every text position,
+  the ignored ones counting 0, which scales the term by the masked fraction;
+  ours is BERT's per-prediction mean, as CBT's L_bert).
 Each returns (loss, metrics) with float32 scalars, for jax.value_and_grad(...,
 has_aux=True).
 """
@@ -70,6 +76,30 @@ def qa_loss(logits: Array, labels: Array, method: str) -> tuple[Array, dict]:
   """Open-ended QA as classification: [batch, clips, answers] logits, [batch] answer class."""
   loss, accuracy = _mean_ce(consensus.reduce(logits, method), labels.astype(jnp.int32))
   return loss, {'accuracy': accuracy}
+
+
+def mlm_loss(logits: Array, labels: Array, weights: Array, method: str
+             ) -> tuple[Array, dict]:
+  """Masked language modelling of a caption against its video's clips.
+
+  Args:
+    logits: [batch, clips, P, vocab] the MLM head's, per clip, at the
+      predicted positions (vlm_jax.clipbert.model.ClipBert.pretraining_logits).
+    labels: [batch, P] the original ids there.
+    weights: [batch, P] 1 for a real prediction, 0 for a row's padding slots.
+    method: the consensus reduction of the clips ('mean', 'max', 'lse').
+
+  Returns:
+    The mean CE over the real predictions of the batch, and {'mlm_accuracy':
+    the fraction of them predicted right (top 1)}.
+  """
+  reduced = consensus.reduce(logits, method)  # [batch, P, vocab]
+  weights = weights.astype(jnp.float32)
+  labels = labels.astype(jnp.int32)
+  count = jnp.maximum(weights.sum(), 1.0)  # a batch without predictions gives 0, not NaN
+  per_token = optax.softmax_cross_entropy_with_integer_labels(reduced, labels)
+  right = (jnp.argmax(reduced, axis=-1) == labels).astype(jnp.float32)
+  return (per_token * weights).sum() / count, {'mlm_accuracy': (right * weights).sum() / count}
 
 
 LOSSES = {clipbert_model.MATCHING: matching_loss,

@@ -22,6 +22,17 @@ A batch (global, sharded over the mesh's data axis on its first dimension):
       0-255 minus ClipBERT's pixel mean
   labels                     int32 [batch, texts] 1 = the video's caption,
       0 = a negative (matching); [batch] the option or answer class otherwise
+and, with the MLM term (loss.mlm_weight > 0, matching only: image-text
+pretraining), the video's caption masked (vlm_jax.data.text_masking):
+  masked_ids                 int32 [batch, L]
+  mlm_positions, mlm_labels  int32 [batch, P]; mlm_weights float32 [batch, P]
+
+The MLM term: the masked caption runs through the joint BERT with the same
+visual tokens as the matching pass (one frame-encoder pass,
+`ClipBert.pretraining_logits`), and the loss is matching + mlm_weight *
+MLM, as ClipBERT's run_pretrain.py sums its ITM and MLM losses. Only the
+positive pairs are masked and predicted (a negative caption does not describe
+the video); the matching pass reads the unmasked texts.
 """
 
 import dataclasses
@@ -38,6 +49,8 @@ from vlm_jax.clipbert import consensus
 from vlm_jax.clipbert import model as clipbert_model
 from vlm_jax.clipbert import objectives
 from vlm_jax.convert import hf_bert
+from vlm_jax.convert import state_dicts
+from vlm_jax.data import text_masking
 from vlm_jax.models import resnet
 from vlm_jax.train import optim, partitioning
 
@@ -79,7 +92,20 @@ def model_config(config) -> clipbert_model.ClipBertConfig:
                                freeze_at=m.freeze_at, **numerics)
   return clipbert_model.ClipBertConfig(
       bert_config=text, resnet_config=frames, task=m.task, num_answers=m.num_answers,
-      max_grid_rows=m.max_grid_rows, max_grid_cols=m.max_grid_cols)
+      max_grid_rows=m.max_grid_rows, max_grid_cols=m.max_grid_cols,
+      mlm_head=mlm_weight(config) > 0)
+
+
+def mlm_weight(config) -> float:
+  """The MLM term's weight (loss.mlm_weight; 0 = no MLM head, no masked text)."""
+  # .get: the config.json of a run from before the term has no loss block.
+  return float(config.get('loss', {}).get('mlm_weight', 0.0))
+
+
+def mlm_predictions(config) -> int:
+  """P, the MLM slots per caption: the most a full caption (max_text_tokens - 2 words) has."""
+  return text_masking.text_predictions(config.data.text_mask_rate,
+                                       config.data.max_text_tokens - 2)
 
 
 def text_checkpoint(config) -> str:
@@ -108,10 +134,16 @@ def abstract_batch(config, batch_size: int | None = None,
       b, texts_per_video(config), d.max_text_tokens)
   labels = (b, texts_per_video(config)) if task == clipbert_model.MATCHING else (b,)
   struct = jax.ShapeDtypeStruct
-  return {'input_ids': struct(text, jnp.int32), 'attention_mask': struct(text, jnp.int32),
-          'frames': struct((b, clips, d.num_frames, d.image_size, d.image_size, 3),
-                           jnp.float32),
-          'labels': struct(labels, jnp.int32)}
+  shapes = {'input_ids': struct(text, jnp.int32), 'attention_mask': struct(text, jnp.int32),
+            'frames': struct((b, clips, d.num_frames, d.image_size, d.image_size, 3),
+                             jnp.float32),
+            'labels': struct(labels, jnp.int32)}
+  if mlm_weight(config) > 0:
+    slots = (b, mlm_predictions(config))
+    shapes.update(masked_ids=struct((b, d.max_text_tokens), jnp.int32),
+                  mlm_positions=struct(slots, jnp.int32), mlm_labels=struct(slots, jnp.int32),
+                  mlm_weights=struct(slots, jnp.float32))
+  return shapes
 
 
 def param_groups(params: Any, config: clipbert_model.ClipBertConfig) -> Any:
@@ -213,14 +245,25 @@ def build(config, devices=None) -> Setup:
 
   sharded = partitioning.sharded_state(boxed_init, tx, mesh, axis_rules)
   seed, rng_impl = config.seed, config.train.dropout_rng
+  weight = mlm_weight(config)
 
   def step_fn(state, batch):
     rng = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), state.step)
 
     def loss_fn(params):
-      logits = model.apply({'params': params}, batch['input_ids'], batch['attention_mask'],
-                           batch['frames'], train=True, rngs={'dropout': rng})
-      return objectives.loss(task, logits, batch['labels'], method)
+      if weight <= 0:  # a Python branch: without the term, the same ops and bits as before it
+        logits = model.apply({'params': params}, batch['input_ids'], batch['attention_mask'],
+                             batch['frames'], train=True, rngs={'dropout': rng})
+        return objectives.loss(task, logits, batch['labels'], method)
+      logits, mlm_logits = model.apply(
+          {'params': params}, batch['input_ids'], batch['attention_mask'], batch['frames'],
+          batch['masked_ids'], batch['mlm_positions'], train=True, rngs={'dropout': rng},
+          method='pretraining_logits')
+      matching, metrics = objectives.loss(task, logits, batch['labels'], method)
+      mlm, mlm_metrics = objectives.mlm_loss(mlm_logits, batch['mlm_labels'],
+                                             batch['mlm_weights'], method)
+      metrics.update(mlm_metrics, loss_matching=matching, loss_mlm=mlm)
+      return matching + weight * mlm, metrics
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -256,15 +299,25 @@ def initial_params(setup: Setup) -> Any:
   A ClipBERT checkpoint without the task head (the image-text pretrained one)
   keeps the random head, as ClipBERT's fine-tuning does. A Hugging Face BERT
   (model.text_checkpoint) replaces the joint BERT only: the frame encoder,
-  visual embeddings and head stay random.
+  visual embeddings and head stay random; with the MLM term its MLM head
+  (`cls.predictions` of a BertForPreTraining checkpoint such as
+  bert-base-uncased, which ClipBERT's pretraining starts from) replaces the
+  random one too, where it has one (MiniLM's sentence-transformers checkpoint
+  has none).
   """
   config = setup.config
   params = setup.sharded.init_params(jax.random.key(config.seed))
   if text_checkpoint(config):
-    _, text_params, _ = hf_bert.load(text_checkpoint(config))
+    _, text_params, tensors = hf_bert.load(text_checkpoint(config))
     host = jax.device_get(params)
     # A checkpoint without a pooler (sentence-transformers') keeps the random one.
     host['bert'] = {**host['bert'], **jax.tree.map(np.asarray, text_params)}
+    mlm_head = hf_bert.mlm_head_to_flax(tensors)
+    if mlm_head is not None and 'mlm_head' in host:
+      mlm_head = jax.tree.map(np.asarray, mlm_head)
+      state_dicts.check_shapes(host['mlm_head'], mlm_head,
+                               f'the MLM head of {text_checkpoint(config)}')
+      host['mlm_head'] = mlm_head
     return jax.device_put(host, setup.sharded.param_shardings)
   if not config.model.init_checkpoint:
     return params

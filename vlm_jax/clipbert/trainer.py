@@ -14,7 +14,10 @@ short, is replaced in its row by the next item and reported in manifest.json
 (`videos_skipped`: video, reason, first step, rows replaced), so a corrupt file
 costs its rows, never the run. The step is vlm_jax.clipbert.step's; with
 config.model.init_checkpoint the parameters start from ClipBERT's checkpoint
-(vlm_jax.convert.clipbert_torch).
+(vlm_jax.convert.clipbert_torch). Items whose file is an image are 1-frame
+videos; with loss.mlm_weight > 0 the batches also carry each positive caption
+masked for the MLM term (image-text pretraining: configs/clipbert.py's
+`pretrain` option).
 
 Open-ended QA's answer classes (the model.num_answers most frequent training
 answers) are written to WORKDIR/answers.json, which inference reads.
@@ -47,13 +50,24 @@ def read_items(config) -> tuple[data_lib.ItemList, str]:
   return data_lib.read_youcook2(path, d.video_dir, d.youcook2_subset), path
 
 
-def batch_options(config, answers: tuple[str, ...] = ()) -> data_lib.BatchOptions:
-  """How a config's batches are cut: its clips, frames, text length and decoding pool."""
+def batch_options(config, answers: tuple[str, ...] = (), mask_id: int = -1
+                  ) -> data_lib.BatchOptions:
+  """How a config's batches are cut: its clips, frames, text length and decoding pool.
+
+  With the MLM term (loss.mlm_weight > 0) also the captions' masking:
+  data.text_mask_rate, `mask_id` ([MASK] in the run's vocab) and the word
+  table's rows (the bound of the random replacements).
+  """
   d = config.data
+  mlm = {}
+  if step_lib.mlm_weight(config) > 0:
+    mlm = dict(text_mask_rate=d.text_mask_rate, mask_id=mask_id,
+               vocab_size=step_lib.model_config(config).bert_config.vocab_size)
   return data_lib.BatchOptions(
       num_clips=d.num_clips, num_frames=d.num_frames, fps=d.fps, longest_side=d.image_size,
       max_text_len=d.max_text_tokens, normalization=d.normalization,
-      min_duration=d.min_duration, workers=d.workers, pool=d.pool, answers=tuple(answers))
+      min_duration=d.min_duration, workers=d.workers, pool=d.pool, answers=tuple(answers),
+      **mlm)
 
 
 def tokenizer(config):
@@ -112,8 +126,11 @@ def make_run(config, workdir: str, found: data_lib.ItemList, source: str,
                                     jax.process_index(), jax.process_count())
     for step, host_batch in enumerate(dataset.as_numpy_iterator(), start + 1):
       manifest['videos_skipped'] = _merge_skipped(earlier, _skipped(list(builder.skipped), step))
-      yield {'input_ids': host_batch['input_ids'], 'attention_mask': host_batch['text_mask'],
-             'frames': host_batch['frames'], 'labels': host_batch['labels']}
+      batch = {'input_ids': host_batch['input_ids'], 'attention_mask': host_batch['text_mask'],
+               'frames': host_batch['frames'], 'labels': host_batch['labels']}
+      # The masked captions, when the MLM term is on (BatchOptions.text_mask_rate > 0).
+      batch.update({name: host_batch[name] for name in data_lib.MLM_NAMES if name in host_batch})
+      yield batch
 
   return loop.Run(
       mesh=setup.mesh, abstract_state=setup.sharded.abstract_state, create_state=create_state,
@@ -143,8 +160,11 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
            f'{len({i.video for i in found.items})} videos from {source} '
            f'({len(found.missing)} without a video file left out); '
            f'{config.train.num_steps} steps of {config.train.global_batch_size} videos x '
-           f'{d.num_clips} clips x {d.num_frames} frames at {d.image_size} px')
-  builder = data_lib.BatchBuilder(found.items, vocab, batch_options(config, answers), config.seed)
+           f'{d.num_clips} clips x {d.num_frames} frames at {d.image_size} px'
+           + (f'; MLM on the captions (weight {step_lib.mlm_weight(config)}, '
+              f'{d.text_mask_rate:.0%} masked)' if step_lib.mlm_weight(config) > 0 else ''))
+  options = batch_options(config, answers, tokenizer_lib.special_ids(vocab)['[MASK]'])
+  builder = data_lib.BatchBuilder(found.items, vocab, options, config.seed)
   try:
     run = make_run(config, workdir, found, source, builder)
     metrics = loop.train(config, workdir, run, stop_at=stop_at)

@@ -15,13 +15,17 @@ and `ClipBertBaseModel` / task heads (modeling.py):
   transformer.classifier.{0, 2}.{weight, bias}  the task head's two Linears
       (retrieval, multiple choice and QA fine-tuning; absent from the
       image-text pretraining checkpoint)
+  transformer.cls.predictions.{transform.dense, transform.LayerNorm, bias}
+      the pretraining checkpoint's MLM head (BertPreTrainingHeads) -> 'mlm_head'
+      (`hf_bert.mlm_head_to_flax`; its decoder.weight is the word table, tied)
 
 Ignored, because ClipBERT's forward never reads them: the rest of the
 detector under cnn.feature (pixel_mean/std, proposal_generator, roi_heads),
 visual_embeddings.position_embeddings (built, unused: visual tokens have no
-1-D position), and the pretraining heads transformer.cls.* (MLM and the
-image-text matching Linear, which fine-tuning replaces by a fresh classifier).
-Any other tensor is an error, as is a missing one.
+1-D position), the MLM decoder's copy of the word table, and the image-text
+matching Linear transformer.cls.seq_relationship (pretraining's 2-way head,
+which fine-tuning replaces by a fresh classifier; our matching reads the
+classifier MLP). Any other tensor is an error, as is a missing one.
 
 The backbone goes through `resnet_torch.to_flax` (detectron2 naming), the
 BERT through `hf_bert.to_flax`; shapes are checked against the BERT and
@@ -50,6 +54,8 @@ BERT = 'transformer.bert.'
 VISUAL = BERT + 'visual_embeddings.'
 CLASSIFIER = 'transformer.classifier.'
 PRETRAINING_HEADS = 'transformer.cls.'
+# The MLM head's transform, present in a pretraining checkpoint.
+MLM_TRANSFORM = PRETRAINING_HEADS + 'predictions.transform.dense.weight'
 UNUSED_VISUAL = (VISUAL + 'position_embeddings.weight',)
 # ClipBERT's max_grid_{row,col}_position_embeddings (src/configs/base_model.json).
 GRID_TABLE_ROWS = 100
@@ -111,8 +117,9 @@ def to_flax(source, bert_config: bert.BertConfig,
 
   Returns:
     {'frame_encoder', 'grid_encoder', 'visual_embeddings', 'bert'[,
-    'classifier']}: the classifier only when the checkpoint has one (a
-    fine-tuned model, not the pretraining checkpoint).
+    'classifier'][, 'mlm_head']}: the classifier only when the checkpoint has
+    one (a fine-tuned model, not the pretraining checkpoint), the MLM head only
+    when it has `transformer.cls.predictions` (the pretraining checkpoint).
   """
   sd = read(source)
   _check_unplaced(sd)
@@ -164,6 +171,13 @@ def to_flax(source, bert_config: bert.BertConfig,
     expected['classifier'] = {
         'hidden': {'kernel': _abstract((hidden, 2 * hidden)), 'bias': _abstract((2 * hidden,))},
         'output': {'kernel': _abstract((2 * hidden, outputs)), 'bias': _abstract((outputs,))}}
+  if MLM_TRANSFORM in sd:
+    params['mlm_head'] = hf_bert.mlm_head_to_flax(_sub(sd, 'transformer.'))
+    vocab = bert_config.vocab_size
+    expected['mlm_head'] = {
+        'transform': {'kernel': _abstract((hidden, hidden)), 'bias': _abstract((hidden,))},
+        'transform_norm': {'scale': _abstract((hidden,)), 'bias': _abstract((hidden,))},
+        'bias': _abstract((vocab,))}
   state_dicts.check_shapes(expected, {k: params[k] for k in expected},
                            f'ClipBERT (hidden={hidden})')
   return params
