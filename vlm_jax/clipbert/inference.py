@@ -455,3 +455,16 @@ def accuracy_summary(result: dict, output: str) -> str:
   chance = f', chance {result["chance"]:.3f}' if 'chance' in result else ''
   return (f'ClipBERT step {result["step"]}: accuracy {result["accuracy"]:.3f}{shown} over '
           f'{result["count"]} questions{chance}; {_skips(result)}\nwrote {output}')
+
+
+def run_accuracy_binary(command: str, evaluate, workdir: str, items: str, videos: str,
+                        output: str) -> None:
+  """An accuracy binary's whole run: `evaluate` (evaluate_multiple_choice or
+  evaluate_open_qa), the metrics JSON, the console summary; a bad input exits with
+  one line naming `command`."""
+  try:
+    result = evaluate(workdir, items, videos)
+    write_metrics(result, output)
+  except (ValueError, OSError, KeyError, DataError) as e:
+    raise SystemExit(f'vlm-jax eval {command}: {e}') from e
+  print(accuracy_summary(result, output))

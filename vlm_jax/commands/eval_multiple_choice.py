@@ -26,12 +26,6 @@ REQUIRED_FLAGS = ['workdir', 'items', 'videos', 'output']
 
 def main(argv):
   del argv
-  # pylint: disable=import-outside-toplevel  (JAX and TensorFlow after flag parsing)
-  from vlm_jax.clipbert import inference
-  from vlm_jax.data.files import DataError
-  try:
-    result = inference.evaluate_multiple_choice(_WORKDIR.value, _ITEMS.value, _VIDEOS.value)
-    inference.write_metrics(result, _OUTPUT.value)
-  except (ValueError, OSError, KeyError, DataError) as e:
-    raise SystemExit(f'vlm-jax eval multiple-choice: {e}') from e
-  print(inference.accuracy_summary(result, _OUTPUT.value))
+  from vlm_jax.clipbert import inference  # pylint: disable=import-outside-toplevel  (JAX, TF)
+  inference.run_accuracy_binary('multiple-choice', inference.evaluate_multiple_choice, _WORKDIR.value,
+                                _ITEMS.value, _VIDEOS.value, _OUTPUT.value)
