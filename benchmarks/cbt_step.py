@@ -53,7 +53,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Any, Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -65,6 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
+import step_timing  # pylint: disable=wrong-import-position,import-error
 
 from configs import cbt as cbt_config  # pylint: disable=wrong-import-position
 from vlm_jax import host_memory  # pylint: disable=wrong-import-position
@@ -472,43 +472,11 @@ def parity(config, setup: cbt_step.Setup, params, batch: dict, attention: str = 
 # Timing.
 # ----------------------------------------------------------------------------
 
-def jax_stepper(setup: cbt_step.Setup, params, batch: dict) -> Callable[[], float]:
-  """One call = one train step of vlm_jax (dropout on); returns the loss."""
-  holder = {'state': setup.sharded.create_state(
-      jax.device_put(params, setup.sharded.param_shardings))}
-  device_batch = partitioning.device_batch(batch, setup.mesh)
-
-  def step():
-    holder['state'], metrics = setup.train_step(holder['state'], device_batch)
-    return float(metrics['loss'])  # waits for the step
-
-  return step
-
-
 def torch_stepper(reference: Reference, batch: dict) -> Callable[[], float]:
   """One call = one train step of the reference (dropout on); returns the loss."""
   reference.model.train()
   b = torch_batch(batch)
   return lambda: float(reference.train_step(b))
-
-
-def time_sides(steppers: dict[str, Callable[[], float]], warmup: int, steps: int,
-               rounds: int) -> dict[str, list[float]]:
-  """Seconds per step of each side: warm-up steps untimed, then `rounds` x `steps`
-  steps back to back per side, the sides taking turns."""
-  for step in steppers.values():
-    for _ in range(warmup):
-      step()
-  times = {name: [] for name in steppers}
-  for _ in range(rounds):
-    for name, step in steppers.items():
-      for _ in range(steps):
-        start = time.perf_counter()
-        loss = step()
-        times[name].append(time.perf_counter() - start)
-        if not np.isfinite(loss):
-          raise FloatingPointError(f'{name}: loss {loss}')
-  return times
 
 
 def main():
@@ -564,7 +532,7 @@ def main():
 
   reference = reference_for(config, setup, params, args.attention, args.reference_pairs)
   load_before = os.getloadavg()
-  times = time_sides({'vlm_jax': jax_stepper(setup, params, batch),
+  times = step_timing.time_sides({'vlm_jax': step_timing.jax_stepper(setup, params, batch),
                       'torch': torch_stepper(reference, batch)},
                      args.warmup, args.steps, args.rounds)
   median = {side: statistics.median(t) for side, t in times.items()}

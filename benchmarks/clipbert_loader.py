@@ -63,6 +63,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: clipbert_step
 import clipbert_step  # pylint: disable=wrong-import-position,import-error
+import step_timing  # pylint: disable=wrong-import-position,import-error
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
@@ -309,7 +310,7 @@ def step_frames_per_second(config, warmup: int, steps: int) -> dict[str, Any]:
   setup = step_lib.build(config, devices=jax.devices()[:1])
   params = jax.device_get(step_lib.initial_params(setup))
   batch = clipbert_step.random_batch(config, np.random.default_rng(0))
-  times = clipbert_step.time_sides({'vlm_jax': clipbert_step.jax_stepper(setup, params, batch)},
+  times = step_timing.time_sides({'vlm_jax': step_timing.jax_stepper(setup, params, batch)},
                                    warmup, steps, 1)['vlm_jax']
   median = statistics.median(times)
   return {'step_seconds': [round(t, 4) for t in times], 'median_step_seconds': round(median, 4),
@@ -395,7 +396,7 @@ def main():
       'items': args.items, 'num_items': num_items, 'workers': o.workers, 'pool': o.pool,
       'seconds_per_keyframe': round(keyframe_seconds, 2),
       'warmup': args.warmup, 'batches': args.batches, 'rounds': args.rounds,
-      'device': clipbert_step.device_description(),
+      'device': step_timing.device_description(),
       'versions': {'jax': jax.__version__, 'av': __import__('av').__version__,
                    'python': platform.python_version()},
       'batch_seconds': {side: [round(t, 4) for t in times[side]]
@@ -430,7 +431,7 @@ def main():
         f'{result["ratio_loader_over_whole_decode"]}x (1-minute load average '
         f'{result["load_average_1min"][0]} -> {result["load_average_1min"][1]})')
   if args.jsonl:
-    clipbert_step.append_jsonl(args.jsonl, result)
+    step_timing.append_jsonl(args.jsonl, result)
 
 
 if __name__ == '__main__':

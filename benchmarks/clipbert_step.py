@@ -90,7 +90,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Any, Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -102,6 +101,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
+import step_timing  # pylint: disable=wrong-import-position,import-error
 
 from configs import clipbert as clipbert_config  # pylint: disable=wrong-import-position
 from vlm_jax import host_memory  # pylint: disable=wrong-import-position
@@ -675,59 +675,11 @@ def parity(config, setup: step_lib.Setup, params, batch: dict, tolerance: float 
 # Timing.
 # ----------------------------------------------------------------------------
 
-def jax_stepper(setup: step_lib.Setup, params, batch: dict) -> Callable[[], float]:
-  """One call = one train step of vlm_jax (dropout on); returns the loss."""
-  holder = {'state': setup.sharded.create_state(
-      jax.device_put(params, setup.sharded.param_shardings))}
-  device_batch = partitioning.device_batch(batch, setup.mesh)
-
-  def step():
-    holder['state'], metrics = setup.train_step(holder['state'], device_batch)
-    return float(metrics['loss'])  # waits for the step
-
-  return step
-
-
 def torch_stepper(reference: Reference, batch: dict) -> Callable[[], float]:
   """One call = one train step of the reference (dropout on); returns the loss."""
   reference.model.train()
   b = torch_batch(batch)
   return lambda: float(reference.train_step(b))
-
-
-def time_sides(steppers: dict[str, Callable[[], float]], warmup: int, steps: int,
-               rounds: int) -> dict[str, list[float]]:
-  """Seconds per step of each side: warm-up steps untimed, then `rounds` x `steps`
-  steps back to back per side, the sides taking turns."""
-  for step in steppers.values():
-    for _ in range(warmup):
-      step()
-  times = {name: [] for name in steppers}
-  for _ in range(rounds):
-    for name, step in steppers.items():
-      for _ in range(steps):
-        start = time.perf_counter()
-        loss = step()
-        times[name].append(time.perf_counter() - start)
-        if not np.isfinite(loss):
-          raise FloatingPointError(f'{name}: loss {loss}')
-  return times
-
-
-def device_description() -> str:
-  name = platform.processor() or platform.machine()
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo') as f:
-      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    name = names[0] if names else name
-  return f'{name}, {os.cpu_count()} CPU threads ({jax.devices()[0].platform})'
-
-
-def append_jsonl(path: str, result: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'a') as f:
-    f.write(json.dumps(result) + '\n')
-  print(f'appended to {path}')
 
 
 def main():
@@ -787,7 +739,7 @@ def main():
   reference = reference_for(config, setup, params, args.attention, args.memory_format,
                             args.torch_adamw)
   load_before = os.getloadavg()
-  times = time_sides({'vlm_jax': jax_stepper(setup, params, batch),
+  times = step_timing.time_sides({'vlm_jax': step_timing.jax_stepper(setup, params, batch),
                       'torch': torch_stepper(reference, batch)},
                      args.warmup, args.steps, args.rounds)
   median = {side: statistics.median(t) for side, t in times.items()}
@@ -806,7 +758,7 @@ def main():
       'memory_format_reference': args.memory_format, 'adamw_reference': args.torch_adamw,
       'malloc': args.malloc,
       'warmup': args.warmup, 'steps': args.steps, 'rounds': args.rounds,
-      'device': device_description(),
+      'device': step_timing.device_description(),
       'versions': {'jax': jax.__version__, 'torch': torch.__version__,
                    'torchvision': torchvision.__version__,
                    'transformers': transformers.__version__, 'python': platform.python_version()},
@@ -827,7 +779,7 @@ def main():
   print(f'ratio vlm_jax / torch: {ratio:.2f}x (1-minute load average '
         f'{result["load_average_1min"][0]} -> {result["load_average_1min"][1]})')
   if args.jsonl:
-    append_jsonl(args.jsonl, result)
+    step_timing.append_jsonl(args.jsonl, result)
 
 
 if __name__ == '__main__':
