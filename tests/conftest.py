@@ -7,7 +7,24 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import atexit  # pylint: disable=wrong-import-position
+import shutil  # pylint: disable=wrong-import-position
 import sys  # pylint: disable=wrong-import-position
+import tempfile  # pylint: disable=wrong-import-position
+
+# One persistent compilation cache for this test run, its `vlm-jax` subprocesses
+# included (they inherit the environment): many tests start the CLI on the same
+# runlocal shapes, and each fresh process would compile the same programs again.
+# Every entry is keyed by the program, its options and the backend, so a hit is
+# the executable that compiling would give. Fresh per run: nothing carries over.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vlm_jax_xla_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+# A size limit turns on the cache's file lock: the test workers and their
+# subprocesses write and read entries at the same time.
+os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(16 << 30))
 
 # torch 2.14.1 (the test extra's reference; a CUDA build) imports triton when
 # transformers loads, and triton's LLVM crashes the process once jaxlib and
