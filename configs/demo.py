@@ -186,8 +186,6 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.clipbert.train.checkpoint_every = 4 if runlocal else 100
   # Every checkpoint is kept: the dev split chooses among them.
   c.clipbert.train.keep_checkpoints = 1000
-  if runlocal:
-    c.clipbert.model.text_checkpoint = 'minilm'
   # Retrieval: a step's sentence against its own clip and this many minus one other
   # steps' clips of the split (all pairs of a split, 233 x 233 on test, would take
   # the cross-encoder about 2.5 minutes a run on 2 CPU cores).

@@ -79,3 +79,14 @@ def loaded(run_dir):
   """That run, loaded for inference."""
   from vlm_jax.videobert import inference as videobert_inference  # pylint: disable=import-outside-toplevel
   return videobert_inference.load(str(run_dir))
+
+
+# The files that take longest (minutes each on 2 cores), first in the queue: a worker
+# that took the demo's file last would run it alone at the end of the run.
+_LONGEST_FIRST = ('test_demo.py', 'test_clipbert_training.py', 'test_cbt_training.py',
+                  'test_clipbert_pretraining.py', 'test_train_loop.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: index for index, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
