@@ -280,6 +280,22 @@ def test_demo_rerun_resumes(demo_dir):
   assert metrics['stages']['train']['seconds'] < 60
 
 
+def test_a_changed_config_is_refused_naming_the_demos_own_fields(demo_dir):
+  """The training stage reads config.videobert: a refused resume names the demo's flags."""
+  stored = demo_dir / 'train' / 'config.json'
+  before = stored.read_bytes()
+  out = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'demo', f'--workdir={demo_dir}',
+                        '--config', 'configs/demo.py:runlocal',
+                        '--config.videobert.optim.weight_decay=0.25'],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode != 0
+  line = out.stderr.strip().splitlines()[-1]  # earlier lines: the resumed stages' progress
+  assert line.startswith(f'vlm-jax demo: this config differs from {stored} ')
+  assert 'config.videobert.optim.weight_decay' in line and '-> 0.25' in line
+  assert 'set config.videobert.train.allow_config_change=True' in line
+  assert stored.read_bytes() == before
+
+
 def test_colab_notebook_runs_on_cpu(demo_dir):
   nbformat = pytest.importorskip('nbformat')
   nbclient = pytest.importorskip('nbclient')

@@ -122,9 +122,9 @@ def run(workdir: str, config) -> dict[str, Any]:
 
   train_dir = os.path.join(workdir, 'cbt')
   train_config = _train_config(config, records_dir)
-  stages.run('train', lambda: cbt_trainer.train(train_config, train_dir))
+  stages.run('train', lambda: cbt_trainer.train(train_config, train_dir), 'cbt')
   captions = stages.run('caption', lambda: _captioning(workdir, config, by_split, features_dir,
-                                                       train_dir))
+                                                       train_dir), 'cbt_captioning')
   ordered = common.front_end(workdir, config, stages, corpus_config=config.anticipation,
                              suffix='_ordered')
   ordered_dir = {split: os.path.join(workdir, 'features_ordered', split) for split in ordered}

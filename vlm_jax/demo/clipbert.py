@@ -193,7 +193,8 @@ def run(workdir: str, config) -> dict[str, Any]:
       os.path.join(workdir, 'clipbert_items'), by_split, config.clipbert_options, config.seed))
   for name in RUNS:
     stages.run(f'train_{name}', lambda n=name: trainer.train(
-        _train_config(config, items['train']['pairs'], n), os.path.join(workdir, f'clipbert_{n}')))
+        _train_config(config, items['train']['pairs'], n), os.path.join(workdir, f'clipbert_{n}')),
+        'clipbert')
   results = stages.run('evaluate', lambda: {
       name: evaluate_run(os.path.join(workdir, f'clipbert_{name}'), items,
                          config.clipbert_candidates, config.seed) for name in RUNS})

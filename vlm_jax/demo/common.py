@@ -9,12 +9,14 @@ corpus has three splits: train, dev (where configs are chosen) and test
 
 import json
 import os
+import re
 import resource
 import time
 from typing import Any, Callable
 
 import numpy as np
 
+from vlm_jax import config_checks
 from vlm_jax.data import files as files_lib
 from vlm_jax.stages import extract_features, make_records, synth_videos
 
@@ -29,14 +31,31 @@ class Stages:
   def __init__(self):
     self.timings: dict[str, dict[str, float]] = {}
 
-  def run(self, name: str, fn: Callable[[], Any]) -> Any:
+  def run(self, name: str, fn: Callable[[], Any], section: str | None = None) -> Any:
+    """Runs `fn` as stage `name`; `section`: the demo config's section `fn` trains with.
+
+    A stage trains on a section of the demo's config (config.videobert, ...),
+    whose checks name fields from that section's root: with `section`, a
+    ConfigError names them as the demo's --config flags do, e.g. a refused
+    resume says config.videobert.train.allow_config_change.
+    """
     say(f'stage {name}')
     start = time.perf_counter()
-    result = fn()
+    try:
+      result = fn()
+    except config_checks.ConfigError as e:
+      if section is None:
+        raise
+      raise config_checks.ConfigError(in_section(str(e), section)) from e
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     self.timings[name] = {'seconds': round(time.perf_counter() - start, 1),
                           'peak_rss_gib_so_far': round(peak, 2)}
     return result
+
+
+def in_section(message: str, section: str) -> str:
+  """`message` with each config.<field> as config.<section>.<field> (config.json untouched)."""
+  return re.sub(r'\bconfig\.(?!json\b)', f'config.{section}.', message)
 
 
 def write_list(path: str, paths: list[str]) -> str:

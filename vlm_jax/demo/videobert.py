@@ -105,7 +105,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
       progress=True))
 
   train_config = _train_config(config, records_dir, codebook.num_leaves)
-  stages.run('train', lambda: trainer.train(train_config, train_dir))
+  stages.run('train', lambda: trainer.train(train_config, train_dir), 'videobert')
 
   def captioning():
     files = common.caption_segment_files(workdir, by_split)
@@ -115,7 +115,7 @@ def run(workdir: str, config, videos_dir: str | None = None,
   captions = None
   if (common.segments(by_split['train'], narrated=True)
       and common.segments(by_split['test'], narrated=True)):
-    captions = stages.run('caption', captioning)
+    captions = stages.run('caption', captioning, 'captioning')
 
   eval_splits = [split for split in ('dev', 'test') if by_split.get(split)]
 
