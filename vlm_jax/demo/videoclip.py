@@ -90,7 +90,7 @@ def run(workdir: str, config) -> dict[str, Any]:
   for name, flag in runs.items():
     stages.run(f'train_{name}', lambda n=name, f=flag: videoclip_trainer.train(
         _train_config(config, records_dir, f), os.path.join(workdir, f'videoclip_{n}')),
-               'videoclip')
+        'videoclip')
 
   eval_splits = [split for split in ('dev', 'test') if by_split.get(split)]
   steps = {split: common.segments(by_split[split], narrated=True) for split in eval_splits}
