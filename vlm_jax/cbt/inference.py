@@ -7,7 +7,7 @@ the last window reaching the end; vlm_jax.data.windows), each window runs
 through the visual transformer unmasked, and a clip covered by two windows
 gets the mean of its two states. The window the model trained on is the
 window it is read with, and features are standardised by the training
-corpus's statistics when the run's were (vlm_jax.cbt.features).
+corpus's statistics when the run's were (vlm_jax.data.feature_stats).
 
 Cross-modal scores (zero-shot text-to-video ranking): s(sentence, video) is
 the cross-modal transformer's score of the sentence against the video's
@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vlm_jax.cbt import features as features_lib
+from vlm_jax.data import feature_stats as features_lib
 from vlm_jax.cbt import model as cbt_model
 from vlm_jax.cbt import step as step_lib
 from vlm_jax.data import batching

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from vlm_jax.cbt import checks
-from vlm_jax.cbt import features as features_lib
+from vlm_jax.data import feature_stats as features_lib
 from vlm_jax.cbt import pipeline as cbt_pipeline
 from vlm_jax.cbt import step as step_lib
 from vlm_jax.data import feature_records
@@ -61,7 +61,7 @@ def make_run(config, files: list[str], corpus: feature_records.Corpus) -> loop.R
 
 
 def standardized(corpus: feature_records.Corpus, workdir: str) -> feature_records.Corpus:
-  """The corpus with standardised features (vlm_jax.cbt.features), by the statistics
+  """The corpus with standardised features (vlm_jax.data.feature_stats), by the statistics
   saved in `workdir` or, on a first run, computed from the corpus and saved there."""
   stats = features_lib.load(workdir)
   if stats is None:

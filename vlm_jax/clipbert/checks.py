@@ -59,7 +59,14 @@ def validate(config, num_devices: int, num_processes: int) -> None:
   require(0 <= m.freeze_at <= 5, 'model.freeze_at', f'must be in 0 ... 5, got {m.freeze_at}')
   require(m.consensus in consensus.METHODS, 'model.consensus',
           f'must be one of {consensus.METHODS}, got {m.consensus!r}')
-  grid = grid_size(d.image_size)
+  features = m.get('feature_dim', 0)
+  require(features >= 0, 'model.feature_dim',
+          f'must be >= 0 (0 = frames, D = clip features of width D), got {features}')
+  if features:
+    require(not m.init_checkpoint, 'model.feature_dim',
+            f'{features} replaces the frame encoder, but model.init_checkpoint='
+            f"{m.init_checkpoint!r} is ClipBERT's, whose ResNet it cannot load")
+  grid = 1 if features else grid_size(d.image_size)
   require(grid >= 1, 'data.image_size',
           f'{d.image_size} px frames give no visual token (res5 / 2 < 1 cell): need >= 64')
   require(grid <= min(m.max_grid_rows, m.max_grid_cols), 'data.image_size',
@@ -120,6 +127,14 @@ def data_source(config) -> str:
   if given[0] == 'train_youcook2':
     require(d.youcook2_subset in ('training', 'validation'), 'data.youcook2_subset',
             f"'training' or 'validation', got {d.youcook2_subset!r}")
+  if config.model.get('feature_dim', 0):
+    require(bool(d.get('feature_dir', '')), 'data.feature_dir',
+            f'model.feature_dim={config.model.feature_dim} reads clip features: name their '
+            'folder (extract-features\' output)')
+  else:
+    require(not d.get('feature_dir', ''), 'model.feature_dim',
+            f'data.feature_dir={d.feature_dir!r} is read only with the features\' width '
+            'here (S3D: 1024); 0 reads frames')
   require(d.workers >= 1, 'data.workers', f'must be >= 1, got {d.workers}')
   require(d.pool in ('thread', 'process'), 'data.pool',
           f"'thread' or 'process', got {d.pool!r}")

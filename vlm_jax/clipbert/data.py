@@ -33,6 +33,8 @@ builds rows [process_index * B / P, (process_index + 1) * B / P). Row r:
   item's span if it has one;
 - its frames are decoded by `vlm_jax.data.frames.decode_at` in a pool of host
   workers, one video per task, and normalised for the backbone (`normalize`);
+  with a `clip_features.FeatureFrames` (the frozen-features baseline) each
+  sampled time reads its clip's feature row instead, in the same pool;
 - an image (`is_image`) is decoded by PIL instead (`image_or_error`: RGB,
   then resized and padded by `frames.square_frame`, the video frames' resize
   and pad) and repeated to fill the clips x frames (ClipBERT reads an image as
@@ -91,6 +93,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from vlm_jax.clipbert import clip_features
 from vlm_jax.clipbert import sampling
 from vlm_jax.data import frames as frames_lib
 from vlm_jax.data import text_masking
@@ -487,7 +490,9 @@ class BatchBuilder:
   the worker pool.
   """
 
-  def __init__(self, items: Sequence[Item], tokenizer, options: BatchOptions, seed: int):
+  def __init__(self, items: Sequence[Item], tokenizer, options: BatchOptions, seed: int,
+               features: Optional[clip_features.FeatureFrames] = None):
+    """`features`: read the sampled times' clip features instead of decoding frames."""
     if not items:
       raise DataError('no items to build batches from')
     kinds = {item.kind for item in items}
@@ -502,7 +507,10 @@ class BatchBuilder:
     if options.text_mask_rate > 0 and self.task != MATCHING:
       raise DataError(f'MLM masking (text_mask_rate={options.text_mask_rate}) masks '
                       f'captions: matching items only, got {self.task}')
+    if features is not None and any(is_image(i.video) for i in items):
+      raise DataError('clip features stand in for video frames: image items need pixels')
     self.items, self.options, self.seed = list(items), options, seed
+    self.features = features
     self.tokenizer = tokenizer
     self.skipped: list[Skip] = []
     # path -> ((duration, fps) or None, error or None). Shared by concurrent
@@ -556,10 +564,14 @@ class BatchBuilder:
 
   def _videos(self, step: int, rows: Sequence[int], chosen: np.ndarray
               ) -> tuple[np.ndarray, list[int], list[Skip]]:
-    """Decoded frames [rows, clips, frames, S, S, 3] uint8, each row's final item, skips."""
+    """Decoded frames [rows, clips, frames, S, S, 3] uint8 (features: [..., 1, 1, D]
+    float32), each row's final item, skips."""
     o = self.options
-    out = np.zeros((len(rows), o.num_clips, o.num_frames, o.longest_side, o.longest_side, 3),
-                   np.uint8)
+    if self.features is None:
+      frame, dtype, read = (o.longest_side, o.longest_side, 3), np.uint8, frames_lib.decode_or_error
+    else:
+      frame, dtype, read = (1, 1, self.features.feature_dim), np.float32, self.features.at_or_error
+    out = np.zeros((len(rows), o.num_clips, o.num_frames) + frame, dtype)
     current = [int(chosen[r]) for r in rows]
     tried = [0] * len(rows)
     skips: list[Skip] = []
@@ -577,8 +589,7 @@ class BatchBuilder:
         if times is None:
           tasks[i] = why
         else:
-          tasks[i] = self._pool.submit(frames_lib.decode_or_error, item.video, times,
-                                       o.longest_side)
+          tasks[i] = self._pool.submit(read, item.video, times, o.longest_side)
       failed = []
       for i, task in tasks.items():
         if isinstance(task, str):
@@ -622,7 +633,8 @@ class BatchBuilder:
     """This process's rows of the global batch of `step`, and the items it replaced.
 
     Returns:
-      ({'frames': [b, clips, frames, S, S, 3] float32 (normalised),
+      ({'frames': [b, clips, frames, S, S, 3] float32 (normalised; with
+        features [b, clips, frames, 1, 1, D]),
         'input_ids', 'text_mask': int32 [b, 2, L] (matching: positive,
         negative), [b, options, L] (multiple choice) or [b, L] (QA),
         'labels': int32 [b, 2] = (1, 0) (matching) or [b] (the option index;
@@ -662,7 +674,8 @@ class BatchBuilder:
     for s in skips:
       num_skipped[s.row - rows[0]] += 1
     self.skipped.extend(skips)
-    out = {'frames': normalize(videos, self.options.normalization),
+    frames = videos if self.features else normalize(videos, self.options.normalization)
+    out = {'frames': frames,
            'input_ids': ids, 'text_mask': mask, 'labels': labels,
            'item_index': np.array(used, np.int32), 'num_skipped': num_skipped}
     if self.options.text_mask_rate > 0:

@@ -3,7 +3,8 @@
 Inference clips are ClipBERT's: data.eval_clips clips uniform over the video
 (or over an item's span), one at a third of it when eval_clips = 1
 (`sampling.inference_timestamps`), decoded by `frames.decode_at` at
-data.image_size and normalised as in training. The clips' logits are reduced
+data.image_size and normalised as in training (a run on clip features reads
+their rows at the same times). The clips' logits are reduced
 by the training consensus (model.consensus), as ClipBERT's inference does.
 
 A cross-encoder reads text and video together, so every (text, video) pair
@@ -37,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from vlm_jax.clipbert import clip_features
 from vlm_jax.clipbert import consensus
 from vlm_jax.clipbert import data as data_lib
 from vlm_jax.clipbert import model as clipbert_model
@@ -60,6 +62,8 @@ class Loaded:
   step: int
   tokenizer: Any
   answers: tuple[str, ...] = ()
+  # A run on clip features (model.feature_dim > 0) reads them instead of frames.
+  features: clip_features.FeatureFrames | None = None
 
   @property
   def task(self) -> str:
@@ -79,7 +83,8 @@ def load(workdir: str, step: int | None = None) -> Loaded:
       raise FileNotFoundError(f'{path}: a qa run keeps its answer classes there')
     with tf.io.gfile.GFile(path) as f:
       answers = tuple(json.load(f))
-  return Loaded(config, setup.model, params, step, vocab, answers)
+  return Loaded(config, setup.model, params, step, vocab, answers,
+                trainer.feature_frames(config, workdir))
 
 
 # --- videos -> visual tokens ---------------------------------------------------
@@ -104,12 +109,15 @@ def clip_times(loaded: Loaded, path: str, span: tuple[float, float] | None = Non
 
 def clip_frames(loaded: Loaded, path: str, span: tuple[float, float] | None = None
                 ) -> np.ndarray:
-  """[eval_clips, num_frames, S, S, 3] float32 normalised frames of the inference clips.
+  """[eval_clips, num_frames, S, S, 3] float32 normalised frames of the inference clips
+  (a run on clip features: their rows [eval_clips, num_frames, 1, 1, D]).
 
   Raises:
-    DataError: the video cannot be probed or decoded (named).
+    DataError: the video cannot be probed or decoded (named), or has no features.
   """
   d = loaded.config.data
+  if loaded.features is not None:
+    return loaded.features.at(path, clip_times(loaded, path, span))
   pixels = frames_lib.decode_at(path, clip_times(loaded, path, span), d.image_size)
   return data_lib.normalize(pixels, d.normalization)
 

@@ -9,6 +9,11 @@ pixel mean) goes, frame by frame, through the shared frame encoder:
 - ViT (`vlm_jax.models.vit`, our addition): the final patch states
   [h, w, vit_hidden] -> Dense(-> hidden), no pooling (a patch is already a
   token of 16 px, half of res5's 32 px cell before ClipBERT's 2x2 pool).
+- precomputed clip features (`feature_dim` > 0, our addition: the
+  frozen-features baseline ClipBERT argues against): each sampled frame is
+  the feature row [1, 1, feature_dim] of the clip covering its time
+  (vlm_jax.clipbert.clip_features) -> Dense(-> hidden); no frame encoder,
+  and a clip is one visual token.
 The clip's frames are then averaged (ClipBERT's temporal mean pooling), learned
 row and column position embeddings are added (`max_grid_rows` x hidden and
 `max_grid_cols` x hidden tables, 100 each in ClipBERT), the grid is flattened
@@ -44,9 +49,9 @@ text part of the joint sequence's last layer, at the predicted positions only
 (`mlm_logits`); `pretraining_logits` gives the task's logits and the MLM
 logits of a masked caption from one pass of the frame encoder.
 
-Parameter tree: `frame_encoder` (the ResNet's or ViT's own tree),
-`grid_encoder` {conv {kernel [3, 3, 2048, hidden]}} or {projection {kernel,
-bias}}, `visual_embeddings` {row_position_embeddings, col_position_embeddings,
+Parameter tree: `frame_encoder` (the ResNet's or ViT's own tree; none with
+features), `grid_encoder` {conv {kernel [3, 3, 2048, hidden]}} or {projection
+{kernel, bias}}, `visual_embeddings` {row_position_embeddings, col_position_embeddings,
 token_type_embeddings [1, hidden], LayerNorm}, `bert` (BertModel's tree:
 embeddings, encoder, pooler), `classifier` {hidden, output}, and with
 `mlm_head` also `mlm_head` {transform, transform_norm, bias [vocab]} (without
@@ -80,9 +85,12 @@ TASKS = (MATCHING, MULTIPLE_CHOICE, QA)
 class ClipBertConfig:
   """The pieces and the task; the defaults are ClipBERT's retrieval model."""
   bert_config: bert.BertConfig = bert.BertConfig()
-  # The frame encoder: exactly one of the two. ClipBERT's is detectron2's R-50.
+  # The frame encoder: exactly one of the two, or neither with feature_dim > 0.
+  # ClipBERT's is detectron2's R-50.
   resnet_config: resnet.ResNetConfig | None = resnet.CLIPBERT
   vit_config: vit.ViTConfig | None = None
+  # > 0: frames are precomputed clip features of this width (no frame encoder).
+  feature_dim: int = 0
   # MATCHING (2 logits), MULTIPLE_CHOICE (1 score per option) or QA (num_answers).
   task: str = MATCHING
   # Answer classes of QA (FrameQA 1,540, MSRVTT-QA 1,500); unused otherwise.
@@ -96,9 +104,11 @@ class ClipBertConfig:
   mlm_head: bool = False
 
   def __post_init__(self):
-    if (self.resnet_config is None) == (self.vit_config is None):
-      raise ValueError('ClipBertConfig: set exactly one of resnet_config and vit_config '
-                       f'(resnet_config={self.resnet_config}, vit_config={self.vit_config})')
+    inputs = (self.resnet_config is not None, self.vit_config is not None, self.feature_dim > 0)
+    if sum(inputs) != 1:
+      raise ValueError('ClipBertConfig: set exactly one of resnet_config, vit_config and '
+                       f'feature_dim > 0 (resnet_config={self.resnet_config}, '
+                       f'vit_config={self.vit_config}, feature_dim={self.feature_dim})')
     if self.resnet_config is not None and 'res5' not in self.resnet_config.outputs:
       raise ValueError(f'ClipBertConfig.resnet_config.outputs={self.resnet_config.outputs}: '
                        'must include "res5", the map the grid encoder reads')
@@ -126,7 +136,7 @@ class GridEncoder(nn.Module):
   def __call__(self, grid: Array) -> Array:
     cfg, text = self.config, self.config.bert_config
     grid = grid.astype(text.dtype)
-    if cfg.vit_config is not None:
+    if cfg.resnet_config is None:  # ViT patches or clip features: a linear map
       return bert.dense(text, text.hidden_size, (None, 'embed'), 'projection')(grid)
     grid = nn.Conv(
         text.hidden_size, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
@@ -195,7 +205,7 @@ class ClipBert(nn.Module):
     cfg = self.config
     if cfg.resnet_config is not None:
       self.frame_encoder = resnet.ResNet(cfg.resnet_config)
-    else:
+    elif cfg.vit_config is not None:
       self.frame_encoder = vit.ViT(cfg.vit_config)
     self.grid_encoder = GridEncoder(cfg)
     self.visual_embeddings = VisualEmbeddings(cfg.bert_config, cfg.max_grid_rows,
@@ -211,14 +221,17 @@ class ClipBert(nn.Module):
 
     ResNet-50 at 448 x 448: res5 14 x 14 -> 7 x 7. `train` runs ordinary
     batch norm on batch statistics (apply with mutable=['batch_stats']); the
-    detectron2 layout (frozen_bn) has none.
+    detectron2 layout (frozen_bn) has none. With `feature_dim`, a frame is a
+    feature row [..., 1, 1, feature_dim] and its grid one cell.
     """
     lead, image = frames.shape[:-3], frames.shape[-3:]
     flat = frames.reshape((-1,) + image)
     if self.config.resnet_config is not None:
       maps = self.frame_encoder(flat, train=train)['res5']
-    else:
+    elif self.config.vit_config is not None:
       maps = self.frame_encoder(flat)['patches']
+    else:
+      maps = flat
     grid = self.grid_encoder(maps)
     return grid.reshape(lead + grid.shape[1:])
 
@@ -363,12 +376,17 @@ def frame_encoder_trainable_mask(params: Mapping, config: ClipBertConfig) -> Any
   return mask
 
 
+def frame_shape(config: ClipBertConfig, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+  """One frame's array: (H, W, 3) pixels, or (1, 1, feature_dim) with features."""
+  return (1, 1, config.feature_dim) if config.feature_dim else tuple(image_shape) + (3,)
+
+
 def abstract_params(model: ClipBert, image_shape: tuple[int, int] = (64, 64),
                     text_length: int = 8) -> dict:
   """Shapes and dtypes of the params, without computing anything."""
   ids = jnp.zeros((1, 1, text_length) if model.config.task != QA else (1, text_length),
                   jnp.int32)
-  frames = jnp.zeros((1, 1, 1) + tuple(image_shape) + (3,), jnp.float32)
+  frames = jnp.zeros((1, 1, 1) + frame_shape(model.config, image_shape), jnp.float32)
   return nn.unbox(jax.eval_shape(
       lambda: model.init(jax.random.key(0), ids, jnp.ones_like(ids), frames)))['params']
 

@@ -19,7 +19,8 @@ A batch (global, sharded over the mesh's data axis on its first dimension):
   input_ids, attention_mask  int32 [batch, texts, L] (matching: the caption
       and its negatives; multiple choice: the options) or [batch, L] (qa)
   frames                     float32 [batch, clips, frames, H, W, 3], BGR
-      0-255 minus ClipBERT's pixel mean
+      0-255 minus ClipBERT's pixel mean (model.feature_dim = D > 0: clip
+      features [batch, clips, frames, 1, 1, D], vlm_jax.clipbert.clip_features)
   labels                     int32 [batch, texts] 1 = the video's caption,
       0 = a negative (matching); [batch] the option or answer class otherwise
 and, with the MLM term (loss.mlm_weight > 0, matching only: image-text
@@ -88,12 +89,27 @@ def model_config(config) -> clipbert_model.ClipBertConfig:
   numerics = dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype),
                   remat=m.remat)
   text = hf_bert.model_bert_config(m, text_checkpoint(config))
-  frames = dataclasses.replace(resnet.CLIPBERT, **resnet.PRESETS[m.resnet],
-                               freeze_at=m.freeze_at, **numerics)
+  frames = None
+  if not feature_dim(config):
+    frames = dataclasses.replace(resnet.CLIPBERT, **resnet.PRESETS[m.resnet],
+                                 freeze_at=m.freeze_at, **numerics)
   return clipbert_model.ClipBertConfig(
-      bert_config=text, resnet_config=frames, task=m.task, num_answers=m.num_answers,
+      bert_config=text, resnet_config=frames, feature_dim=feature_dim(config),
+      task=m.task, num_answers=m.num_answers,
       max_grid_rows=m.max_grid_rows, max_grid_cols=m.max_grid_cols,
       mlm_head=mlm_weight(config) > 0)
+
+
+def feature_dim(config) -> int:
+  """D of precomputed clip features read instead of frames (model.feature_dim; 0 = frames)."""
+  # .get: the config.json of a run from before the field has none.
+  return int(config.model.get('feature_dim', 0))
+
+
+def frame_shape(config) -> tuple[int, int, int]:
+  """One frame's array: (image_size, image_size, 3), or (1, 1, D) with clip features."""
+  size = config.data.image_size
+  return (1, 1, feature_dim(config)) if feature_dim(config) else (size, size, 3)
 
 
 def mlm_weight(config) -> float:
@@ -135,8 +151,7 @@ def abstract_batch(config, batch_size: int | None = None,
   labels = (b, texts_per_video(config)) if task == clipbert_model.MATCHING else (b,)
   struct = jax.ShapeDtypeStruct
   shapes = {'input_ids': struct(text, jnp.int32), 'attention_mask': struct(text, jnp.int32),
-            'frames': struct((b, clips, d.num_frames, d.image_size, d.image_size, 3),
-                             jnp.float32),
+            'frames': struct((b, clips, d.num_frames) + frame_shape(config), jnp.float32),
             'labels': struct(labels, jnp.int32)}
   if mlm_weight(config) > 0:
     slots = (b, mlm_predictions(config))
@@ -240,7 +255,8 @@ def build(config, devices=None) -> Setup:
 
   def boxed_init(rng):
     ids = jnp.ones(text_shape, jnp.int32)
-    frames = jnp.zeros((1, 1, 1, _INIT_IMAGE, _INIT_IMAGE, 3), jnp.float32)
+    frames = jnp.zeros((1, 1, 1) + clipbert_model.frame_shape(net, (_INIT_IMAGE, _INIT_IMAGE)),
+                       jnp.float32)
     return model.init({'params': rng}, ids, ids, frames)['params']
 
   sharded = partitioning.sharded_state(boxed_init, tx, mesh, axis_rules)

@@ -17,7 +17,9 @@ config.model.init_checkpoint the parameters start from ClipBERT's checkpoint
 (vlm_jax.convert.clipbert_torch). Items whose file is an image are 1-frame
 videos; with loss.mlm_weight > 0 the batches also carry each positive caption
 masked for the MLM term (image-text pretraining: configs/clipbert.py's
-`pretrain` option).
+`pretrain` option). With model.feature_dim > 0 the frames are clip features
+of data.feature_dir (vlm_jax.clipbert.clip_features), standardised by the
+training videos' statistics, saved as WORKDIR/feature_stats.npz.
 
 Open-ended QA's answer classes (the model.num_answers most frequent training
 answers) are written to WORKDIR/answers.json, which inference reads.
@@ -30,9 +32,11 @@ import jax
 import tensorflow as tf
 
 from vlm_jax.clipbert import checks
+from vlm_jax.clipbert import clip_features
 from vlm_jax.clipbert import data as data_lib
 from vlm_jax.clipbert import model as clipbert_model
 from vlm_jax.clipbert import step as step_lib
+from vlm_jax.data import feature_stats
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.train import loop, report
 
@@ -68,6 +72,27 @@ def batch_options(config, answers: tuple[str, ...] = (), mask_id: int = -1
       max_text_len=d.max_text_tokens, normalization=d.normalization,
       min_duration=d.min_duration, workers=d.workers, pool=d.pool, answers=tuple(answers),
       **mlm)
+
+
+def feature_frames(config, workdir: str, videos=None) -> clip_features.FeatureFrames | None:
+  """The run's clip features (model.feature_dim > 0; else None), standardised by the
+  workdir's statistics (data.standardize_features). Training passes its `videos`: their
+  statistics are computed and saved on the first run; inference reads them.
+  """
+  if not step_lib.feature_dim(config):
+    return None
+  d = config.data
+  frames = clip_features.FeatureFrames(d.feature_dir, step_lib.feature_dim(config))
+  if d.standardize_features:
+    frames.stats = feature_stats.load(workdir)
+    if frames.stats is None:
+      if videos is None:
+        raise FileNotFoundError(f'{workdir}: a run on standardised features keeps their '
+                                f'statistics in {feature_stats.STATS_FILE}, which is missing')
+      frames.stats = frames.corpus_stats(videos)
+      if jax.process_index() == 0:
+        feature_stats.save(workdir, frames.stats)
+  return frames
 
 
 def tokenizer(config):
@@ -160,11 +185,14 @@ def train(config, workdir: str, *, stop_at: int | None = None) -> dict:
            f'{len({i.video for i in found.items})} videos from {source} '
            f'({len(found.missing)} without a video file left out); '
            f'{config.train.num_steps} steps of {config.train.global_batch_size} videos x '
-           f'{d.num_clips} clips x {d.num_frames} frames at {d.image_size} px'
+           f'{d.num_clips} clips x {d.num_frames} frames '
+           + (f'of clip features from {d.feature_dir}' if step_lib.feature_dim(config)
+              else f'at {d.image_size} px')
            + (f'; MLM on the captions (weight {step_lib.mlm_weight(config)}, '
               f'{d.text_mask_rate:.0%} masked)' if step_lib.mlm_weight(config) > 0 else ''))
   options = batch_options(config, answers, tokenizer_lib.special_ids(vocab)['[MASK]'])
-  builder = data_lib.BatchBuilder(found.items, vocab, options, config.seed)
+  features = feature_frames(config, workdir, [i.video for i in found.items])
+  builder = data_lib.BatchBuilder(found.items, vocab, options, config.seed, features)
   try:
     run = make_run(config, workdir, found, source, builder)
     metrics = loop.train(config, workdir, run, stop_at=stop_at)

@@ -55,20 +55,35 @@ def truncate_metrics(path: str, after_step: int) -> None:
     f.write(''.join(json.dumps(r) + '\n' for r in rows))  # GFile has no writelines
 
 
-def plot_curves(metrics_path: str, output_png: str) -> None:
-  """Loss and accuracy curves of a run as one PNG."""
-  rows = read_metrics(metrics_path)
-  if not rows:
-    return
+BASELINE_SUFFIX = '_baseline'
+
+
+def curves_figure(rows: list[dict]):
+  """Loss and accuracy panels of metrics rows (the keys of the first row) as a Figure.
+
+  A metric `<key>_baseline` is the score of the obvious baseline on the same examples,
+  drawn dashed in `<key>`'s colour (in its own colour when `<key>` is not logged).
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   steps = [r['step'] for r in rows]
   fig, (losses, accuracies) = plt.subplots(1, 2, figsize=(11, 4))
+
+  def panel(key):
+    return losses if key.startswith('loss') else accuracies if 'accuracy' in key else None
+
   for key in sorted(rows[0]):
-    target = losses if key.startswith('loss') else accuracies if 'accuracy' in key else None
-    if target is not None:
-      target.plot(steps, [r[key] for r in rows], label=key)
+    metric = key.removesuffix(BASELINE_SUFFIX)
+    if panel(key) is None or (key != metric and metric in rows[0]):
+      continue  # not a curve, or a baseline drawn with its metric
+    if key != metric:
+      panel(key).plot(steps, [r[key] for r in rows], '--', label=f'{metric} baseline')
+      continue
+    (line,) = panel(key).plot(steps, [r[key] for r in rows], label=key)
+    if key + BASELINE_SUFFIX in rows[0]:
+      panel(key).plot(steps, [r[key + BASELINE_SUFFIX] for r in rows], '--',
+                      color=line.get_color(), label=f'{key} baseline')
   losses.set(xlabel='step', ylabel='loss', title='losses')
   accuracies.set(xlabel='step', ylabel='accuracy', title='accuracies', ylim=(0, 1))
   for ax in (losses, accuracies):
@@ -76,6 +91,16 @@ def plot_curves(metrics_path: str, output_png: str) -> None:
       ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   fig.tight_layout()
+  return fig
+
+
+def plot_curves(metrics_path: str, output_png: str) -> None:
+  """Loss and accuracy curves of a run as one PNG (`curves_figure`); nothing without rows."""
+  rows = read_metrics(metrics_path)
+  if not rows:
+    return
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig = curves_figure(rows)
   # Through a gfile handle: matplotlib itself only writes local files.
   with tf.io.gfile.GFile(output_png, 'wb') as f:
     fig.savefig(f, format='png', dpi=100)

@@ -58,7 +58,9 @@ def videobert_loss(outputs, batch, loss_weights, norms, visual_offset: int,
 
   Returns:
     (scalar loss, metrics): per-term losses and accuracies, each already
-    normalised by the global counts (so they add up across micro-batches).
+    normalised by the global counts (so they add up across micro-batches);
+    `accuracy_alignment_baseline` is the accuracy of always predicting
+    "aligned" on the same video-text examples, normalised alike.
   """
   masks = _masks(batch)
   logits = outputs['mlm_logits'].astype(jnp.float32)
@@ -77,6 +79,10 @@ def videobert_loss(outputs, batch, loss_weights, norms, visual_offset: int,
     loss += loss_weights[name] * metrics[f'loss_{name}']
   metrics['loss_alignment'] = (align_ce * masks['alignment']).sum() / norms['alignment']
   metrics['accuracy_alignment'] = (align_correct * masks['alignment']).sum() / norms['alignment']
+  # Most video-text examples are aligned: a head that learned nothing scores this much.
+  always_aligned = (batch['alignment_label'] == 1).astype(jnp.float32)
+  metrics['accuracy_alignment_baseline'] = (
+      (always_aligned * masks['alignment']).sum() / norms['alignment'])
   loss += loss_weights['alignment'] * metrics['loss_alignment']
   metrics['accuracy_masked_tokens'] = (correct * masks['masked_tokens']).sum() / norms['masked_tokens']
   metrics['loss'] = loss

@@ -1,12 +1,14 @@
-"""Clip features standardised by the training corpus's statistics (config data.standardize_features).
+"""Clip features standardised by the training corpus's statistics (CBT's and ClipBERT's
+config data.standardize_features).
 
 Why: clip features can share one large common direction. The random-weight S3D
 features of the rendered corpus do: two random seconds have a mean cosine of
 0.997 (0.004 once standardised), so every projected target of the visual NCE
 and every window the cross-modal transformer reads start out nearly the same,
-and neither loss moves from chance. The per-dimension mean and standard
-deviation of the training rows are computed once, saved in the workdir
-(`feature_stats.npz`) and applied by the trainer and by inference alike.
+and neither loss moves from chance (CBT's; ClipBERT's frozen-features input
+alike). The per-dimension mean and standard deviation of the training rows
+are computed once, saved in the workdir (`feature_stats.npz`) and applied by
+the trainer and by inference alike.
 """
 
 import dataclasses
