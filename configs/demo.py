@@ -186,6 +186,12 @@ def get_config(arg: str = 'default') -> ml_collections.ConfigDict:
   c.clipbert.train.checkpoint_every = 4 if runlocal else 100
   # Every checkpoint is kept: the dev split chooses among them.
   c.clipbert.train.keep_checkpoints = 1000
+  # The baseline: config.clipbert on the frozen random-weight S3D features the
+  # other demos read (WORKDIR/features) instead of pixels: model.feature_dim set to
+  # their width, one visual token a clip, standardised by the training videos' rows.
+  c.clipbert_feature_dim = 1024
+  # Also train config.clipbert with its random frame encoder frozen (a second baseline).
+  c.clipbert_ablation = False
   # Retrieval: a step's sentence against its own clip and this many minus one other
   # steps' clips of the split (all pairs of a split, 233 x 233 on test, would take
   # the cross-encoder about 2.5 minutes a run on 2 CPU cores).

@@ -18,7 +18,6 @@ from vlm_jax.demo import videobert_report as demo  # pylint: disable=wrong-impor
 from vlm_jax.stages import caption  # pylint: disable=wrong-import-position
 from vlm_jax.train import report as train_report  # pylint: disable=wrong-import-position
 from vlm_jax.videobert import alignment, generation  # pylint: disable=wrong-import-position
-from vlm_jax.videobert import objectives, regimes  # pylint: disable=wrong-import-position
 
 DPI = 100  # the demo's savefig dpi
 
@@ -166,29 +165,6 @@ def test_curves_draw_a_baseline_dashed_in_its_metrics_colour():
   (dashed,) = [line for line in fig.get_axes()[1].lines if line.get_linestyle() == '--']
   np.testing.assert_allclose(dashed.get_ydata(), [0.75, 0.8, 0.85])
   plt.close(fig)
-
-
-def test_alignment_baseline_metric_is_always_aligned_on_video_text_examples():
-  # Four video-text examples, three aligned; the aligned text-only one does not count.
-  regime = [regimes.VIDEO_TEXT] * 4 + [regimes.TEXT]
-  batch = {'masked_ids': np.full((5, 1), 2, np.int32),
-           'masked_weights': np.ones((5, 1), np.float32),
-           'regime': np.array(regime, np.int32),
-           'alignment_label': np.array([1, 0, 1, 1, 1], np.int32)}
-  # The head says "mismatched" everywhere: right once out of four.
-  outputs = {'mlm_logits': np.zeros((5, 1, 9), np.float32),
-             'alignment_logits': np.tile(np.array([[1.0, 0.0]], np.float32), (5, 1))}
-  weights = dict(text_mlm=1.0, video_mlm=1.0, video_text_mlm=1.0, alignment=1.0)
-  norms = objectives.normalizers(batch)
-  _, metrics = objectives.videobert_loss(outputs, batch, weights, norms, visual_offset=6)
-  np.testing.assert_allclose(metrics['accuracy_alignment_baseline'], 0.75)
-  np.testing.assert_allclose(metrics['accuracy_alignment'], 0.25)
-  # Micro-batches add up to the global batch, as the other terms do.
-  halves = sum(objectives.videobert_loss({k: v[s] for k, v in outputs.items()},
-                                         {k: v[s] for k, v in batch.items()}, weights, norms,
-                                         visual_offset=6)[1]['accuracy_alignment_baseline']
-               for s in (slice(0, 2), slice(2, 5)))
-  np.testing.assert_allclose(halves, 0.75)
 
 
 def test_alignment_section_says_when_the_head_is_at_the_baseline():

@@ -81,3 +81,26 @@ def test_micro_batch_terms_add_up_to_the_global_batch():
                                 VISUAL_OFFSET)[0]
       for s in (slice(0, 2), slice(2, 4)))
   np.testing.assert_allclose(halves, whole, rtol=1e-5)
+
+
+def test_alignment_baseline_metric_is_always_aligned_on_video_text_examples():
+  # Four video-text examples, three aligned; the aligned text-only one does not count.
+  regime = [pipeline.VIDEO_TEXT] * 4 + [pipeline.TEXT]
+  batch = {'masked_ids': np.full((5, 1), 2, np.int32),
+           'masked_weights': np.ones((5, 1), np.float32),
+           'regime': np.array(regime, np.int32),
+           'alignment_label': np.array([1, 0, 1, 1, 1], np.int32)}
+  # The head says "mismatched" everywhere: right once out of four.
+  outputs = {'mlm_logits': np.zeros((5, 1, 9), np.float32),
+             'alignment_logits': np.tile(np.array([[1.0, 0.0]], np.float32), (5, 1))}
+  weights = dict(text_mlm=1.0, video_mlm=1.0, video_text_mlm=1.0, alignment=1.0)
+  norms = objectives.normalizers(batch)
+  _, metrics = objectives.videobert_loss(outputs, batch, weights, norms, VISUAL_OFFSET)
+  np.testing.assert_allclose(metrics['accuracy_alignment_baseline'], 0.75)
+  np.testing.assert_allclose(metrics['accuracy_alignment'], 0.25)
+  # Micro-batches add up to the global batch, as the other terms do.
+  halves = sum(objectives.videobert_loss({k: v[s] for k, v in outputs.items()},
+                                         {k: v[s] for k, v in batch.items()}, weights, norms,
+                                         VISUAL_OFFSET)[1]['accuracy_alignment_baseline']
+               for s in (slice(0, 2), slice(2, 5)))
+  np.testing.assert_allclose(halves, 0.75)

@@ -38,11 +38,12 @@ steps; WORKDIR/report_cbt/index.html and metrics.json.
 
   vlm-jax demo --system clipbert --workdir runs/demo [--config.clipbert.train.num_steps=400]
 
-runs ClipBERT on the same rendered corpus from its pixels (no features): trains
-it end to end on video-text matching of the narrated steps, and the same model
-with its frame encoder frozen as the baseline, picks each run's checkpoint on
-dev, and scores held-out test retrieval and multiple choice;
-WORKDIR/report_clipbert/index.html and metrics.json. `--system X` is
+runs ClipBERT on the same rendered corpus from its pixels: trains it end to
+end on video-text matching of the narrated steps, and as the baseline the same
+cross-encoder on the corpus's frozen S3D features (and, with
+--config.clipbert_ablation=True, ClipBERT with its frame encoder frozen), picks
+each run's checkpoint on dev, and scores held-out test retrieval and multiple
+choice; WORKDIR/report_clipbert/index.html and metrics.json. `--system X` is
 `--config.system=X`.
 """
 
