@@ -3,7 +3,7 @@
   python benchmarks/clipbert_step.py [--preset tiny|base] [--runlocal] [--batch N]
       [--clips N] [--image_size S] [--steps 6 --rounds 2 --warmup 2] [--attention sdpa|eager]
       [--memory_format channels_last|contiguous] [--torch_adamw fused|foreach|for_loop]
-      [--jsonl runs/benchmarks/clipbert_step.jsonl]
+      [--split] [--jsonl runs/benchmarks/clipbert_step.jsonl]
 
 vlm_jax's side is vlm_jax.clipbert.step.build's jitted train step on one
 device, on configs/clipbert.py's preset with random weights of its shape:
@@ -334,8 +334,13 @@ def torch_reference(config, net: clipbert_model.ClipBertConfig, schedules: dict,
       grid = self.grid_encoder(trunk_forward(self.frame_encoder, x))  # [n, hidden, h, w]
       grid = grid.unflatten(0, (batch * clips, num_frames)).permute(0, 1, 3, 4, 2)
       visual = self.visual_embeddings(grid)  # [b * clips, V, hidden]
+      return self.joint(input_ids, text_mask, visual.unflatten(0, (batch, clips)))
+
+    def joint(self, input_ids, text_mask, visual):
+      """[b, texts, L] ids and mask, [b, clips, V, hidden] visual tokens -> [b, clips, texts, 2]."""
+      batch, clips = visual.shape[:2]
       texts, length = input_ids.shape[1:]
-      num_visual = visual.shape[1]
+      num_visual = visual.shape[2]
       # Each clip's tokens repeated for its texts (ClipBERT's repeat_tensor_rows).
       visual = visual.view(batch, clips, 1, num_visual, hidden).expand(
           batch, clips, texts, num_visual, hidden).reshape(-1, num_visual, hidden)
@@ -356,9 +361,14 @@ def torch_reference(config, net: clipbert_model.ClipBertConfig, schedules: dict,
       return logits.amax(1)
     return torch.logsumexp(logits, 1)
 
-  def loss_fn(model, b):
-    """vlm_jax.clipbert.objectives.matching_loss: consensus, then CE over all pairs."""
-    reduced = reduce(model(b['input_ids'], b['attention_mask'], b['frames']))
+  def loss_fn(model, b, visual=None):
+    """vlm_jax.clipbert.objectives.matching_loss: consensus, then CE over all pairs
+    (with `visual` tokens [b, clips, V, hidden], the joint part alone)."""
+    if visual is None:
+      logits = model(b['input_ids'], b['attention_mask'], b['frames'])
+    else:
+      logits = model.joint(b['input_ids'], b['attention_mask'], visual)
+    reduced = reduce(logits)
     return torch.nn.functional.cross_entropy(reduced.flatten(0, 1), b['labels'].flatten())
 
   model = ClipBert()
@@ -682,6 +692,90 @@ def torch_stepper(reference: Reference, batch: dict) -> Callable[[], float]:
   return lambda: float(reference.train_step(b))
 
 
+def split_steppers(setup: step_lib.Setup, params, batch: dict, reference: Reference
+                   ) -> dict[str, dict[str, Callable[[], float]]]:
+  """{phase: {side: callable}}: the step taken apart.
+
+  'cnn' / 'cnn_backward': the frame and grid encoders on every frame, without
+  / with the gradients of a sum of squares of their grids; 'joint' /
+  'joint_backward': the joint BERT, head and loss on fixed visual tokens
+  (dropout on), without / with their gradients; 'forward' / 'backward': the
+  whole loss without / with its gradients; 'step': the train step (clipping and
+  AdamW as well). Each callable returns a float that waits for its work.
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  config, model = setup.config, setup.model
+  task, method = config.model.task, config.model.consensus
+  device_params = jax.device_put(params, setup.sharded.param_shardings)
+  device_batch = partitioning.device_batch(batch, setup.mesh)
+  rng = jax.random.key(0)
+  jit = lambda f: setup.sharded.in_mesh(jax.jit(f))
+
+  def cnn(p, frames):
+    return jnp.sum(jnp.square(model.apply({'params': p}, frames, method='grid_features')))
+
+  def joint(p, b, visual):
+    logits = model.apply({'params': p}, b['input_ids'], b['attention_mask'], visual,
+                         train=True, rngs={'dropout': rng}, method='_task_logits')
+    return objectives.loss(task, logits, b['labels'], method)[0]
+
+  def loss(p, b):
+    logits = model.apply({'params': p}, b['input_ids'], b['attention_mask'], b['frames'],
+                         train=True, rngs={'dropout': rng})
+    return objectives.loss(task, logits, b['labels'], method)[0]
+
+  visual = jit(lambda p, f: model.apply({'params': p}, f, method='visual_tokens'))(
+      device_params, device_batch['frames'])
+  jax_fns = {'cnn': (jit(cnn), (device_params, device_batch['frames'])),
+             'cnn_backward': (jit(lambda p, f: _gradient_norm(jax.grad(
+                 lambda part: cnn({**p, **part}, f))(
+                     {k: p[k] for k in step_lib.FRAME_ENCODER_MODULES}))),
+                              (device_params, device_batch['frames'])),
+             'joint': (jit(joint), (device_params, device_batch, visual)),
+             'joint_backward': (jit(lambda p, b, v: _gradient_norm(jax.grad(joint)(p, b, v))),
+                                (device_params, device_batch, visual)),
+             'forward': (jit(loss), (device_params, device_batch)),
+             'backward': (jit(lambda p, b: _gradient_norm(jax.grad(loss)(p, b))),
+                          (device_params, device_batch))}
+  tb = torch_batch(batch)
+  net = reference.model
+  net.train()
+  pixels = tb['frames'].flatten(0, 2).permute(0, 3, 1, 2)
+  torch_visual = torch.from_numpy(np.asarray(visual))
+
+  def torch_cnn():
+    return net.grid_encoder(trunk_forward(net.frame_encoder, pixels)).square().sum()
+
+  def torch_fns(grad):
+    def run(fn):
+      def call():
+        if not grad:
+          with torch.no_grad():
+            return float(fn())
+        reference.optimizer.zero_grad(set_to_none=True)
+        value = fn()
+        value.backward()
+        return float(value.detach())
+      return call
+    return {'cnn': run(torch_cnn),
+            'joint': run(lambda: reference.loss_fn(net, tb, torch_visual)),
+            '': run(lambda: reference.loss_fn(net, tb))}
+
+  plain, grads = torch_fns(False), torch_fns(True)
+  torch_side = {'cnn': plain['cnn'], 'cnn_backward': grads['cnn'], 'joint': plain['joint'],
+                'joint_backward': grads['joint'], 'forward': plain[''], 'backward': grads['']}
+  phases = {phase: {'vlm_jax': lambda f=f, a=a: float(f(*a)), 'torch': torch_side[phase]}
+            for phase, (f, a) in jax_fns.items()}
+  phases['step'] = {'vlm_jax': step_timing.jax_stepper(setup, params, batch),
+                    'torch': torch_stepper(reference, batch)}
+  return phases
+
+
+def _gradient_norm(tree) -> jax.Array:
+  """A scalar that needs every gradient (so that none is optimised away)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--preset', default='tiny', choices=['tiny', 'base'])
@@ -708,6 +802,9 @@ def main():
                            "applies it (one process: both sides); 'default': glibc's.")
   parser.add_argument('--tolerance', type=float, default=1e-4, help='Parity tolerance.')
   parser.add_argument('--skip_parity', action='store_true')
+  parser.add_argument('--split', action='store_true',
+                      help='Also time the step taken apart (`split_steppers`: the CNN forward, '
+                           'the loss forward, forward + backward, the whole step), per side.')
   parser.add_argument('--jsonl', default='runs/benchmarks/clipbert_step.jsonl',
                       help='Appends one line of results here.')
   args = parser.parse_args()
@@ -743,6 +840,13 @@ def main():
                       'torch': torch_stepper(reference, batch)},
                      args.warmup, args.steps, args.rounds)
   median = {side: statistics.median(t) for side, t in times.items()}
+  split = {}
+  if args.split:
+    for phase, steppers in split_steppers(setup, params, batch, reference).items():
+      phase_times = step_timing.time_sides(steppers, args.warmup, args.steps, args.rounds)
+      split[phase] = {side: round(statistics.median(t), 4) for side, t in phase_times.items()}
+      print(f'split {phase:8s} vlm_jax {split[phase]["vlm_jax"]:.4f} s, torch '
+            f'{split[phase]["torch"]:.4f} s', flush=True)
   frames = frames_per_step(config)
   rate = {side: frames / m for side, m in median.items()}
   ratio = rate['vlm_jax'] / rate['torch']
@@ -766,6 +870,7 @@ def main():
       'median_step_seconds': {side: round(m, 4) for side, m in median.items()},
       'frames_per_second': {side: round(r, 2) for side, r in rate.items()},
       'ratio_jax_over_torch': round(ratio, 3), 'parity': report,
+      'split_median_seconds': split,
       # The machine's 1-minute load average before and after the timed steps: other
       # processes on the same cores slow PyTorch's OpenMP threads far more than XLA's.
       'load_average_1min': [round(load_before[0], 2), round(os.getloadavg()[0], 2)],

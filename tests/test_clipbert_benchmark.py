@@ -48,6 +48,23 @@ def test_step_parity_with_the_pytorch_reference():
   assert report['frozen_flax_leaves'] == FROZEN_FLAX_LEAVES
 
 
+def test_the_split_phases_run_the_same_cnn_on_both_sides():
+  """--split's phases: the CNN (no dropout in it) gives the same value on both sides;
+  every phase of each side runs to a finite value."""
+  config = clipbert_step.benchmark_config('tiny', runlocal=True)
+  setup = clipbert_step.step_lib.build(config, devices=jax.devices()[:1])
+  params = jax.device_get(clipbert_step.step_lib.initial_params(setup))
+  batch = clipbert_step.random_batch(config, np.random.default_rng(0))
+  reference = clipbert_step.reference_for(config, setup, params)
+  phases = clipbert_step.split_steppers(setup, params, batch, reference)
+  assert list(phases) == ['cnn', 'cnn_backward', 'joint', 'joint_backward', 'forward',
+                          'backward', 'step']
+  cnn = {side: run() for side, run in phases['cnn'].items()}
+  assert cnn['vlm_jax'] == pytest.approx(cnn['torch'], rel=1e-4)
+  for sides in phases.values():
+    assert all(np.isfinite(run()) for run in sides.values())
+
+
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory):
   folder = tmp_path_factory.mktemp('clipbert_loader')
