@@ -60,7 +60,8 @@ def corpus(tmp_path_factory):
 
 def test_rows_are_the_clips_nearest_each_time_standardised(tmp_path):
   rows = np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
-  _write_features(tmp_path, 'v', 4.0, rows)  # clips [0, 1.5], [1.5, 3], [3, 4]: centres .75 2.25 3.5
+  # Clips [0, 1.5], [1.5, 3], [3, 4]: centres 0.75, 2.25, 3.5.
+  _write_features(tmp_path, 'v', 4.0, rows)
   frames = clip_features.FeatureFrames(str(tmp_path), 4)
   times = np.array([[0.1, 1.4], [1.6, 3.2], [3.9, 9.0]])
   got = frames.at(str(tmp_path / 'elsewhere' / 'v.mp4'), times)  # found by the file stem
@@ -107,7 +108,8 @@ def test_the_cli_trains_on_features_learns_and_the_binary_scores_it(corpus, tmp_
   workdir = tmp_path / 'run'
   out = _cli('train', '--config', 'configs/clipbert.py:tiny,runlocal', '--workdir', workdir,
              f'--config.data.train_jsonl={corpus / "pairs.jsonl"}',
-             f'--config.data.video_dir={corpus}', f'--config.data.feature_dir={corpus / "features"}',
+             f'--config.data.video_dir={corpus}',
+             f'--config.data.feature_dir={corpus / "features"}',
              f'--config.model.feature_dim={DIM}', '--config.model.text_checkpoint=minilm',
              '--config.train.num_steps=60', '--config.train.log_every=10',
              '--config.train.checkpoint_every=60', '--config.optim.learning_rate=3e-4',

@@ -674,8 +674,9 @@ class BatchBuilder:
     for s in skips:
       num_skipped[s.row - rows[0]] += 1
     self.skipped.extend(skips)
-    frames = videos if self.features else normalize(videos, self.options.normalization)
-    out = {'frames': frames,
+    if self.features is None:
+      videos = normalize(videos, self.options.normalization)
+    out = {'frames': videos,
            'input_ids': ids, 'text_mask': mask, 'labels': labels,
            'item_index': np.array(used, np.int32), 'num_skipped': num_skipped}
     if self.options.text_mask_rate > 0:
