@@ -12,6 +12,7 @@ from vlm_jax import config_checks as checks
 from vlm_jax.clipbert import consensus
 from vlm_jax.clipbert import data as data_lib
 from vlm_jax.clipbert import model as clipbert_model
+from vlm_jax.clipbert import step as step_lib
 from vlm_jax.config_checks import require
 from vlm_jax.data import frames as frames_lib
 from vlm_jax.data.files import DataError
@@ -59,7 +60,7 @@ def validate(config, num_devices: int, num_processes: int) -> None:
   require(0 <= m.freeze_at <= 5, 'model.freeze_at', f'must be in 0 ... 5, got {m.freeze_at}')
   require(m.consensus in consensus.METHODS, 'model.consensus',
           f'must be one of {consensus.METHODS}, got {m.consensus!r}')
-  features = m.get('feature_dim', 0)
+  features = step_lib.feature_dim(config)
   require(features >= 0, 'model.feature_dim',
           f'must be >= 0 (0 = frames, D = clip features of width D), got {features}')
   if features:
@@ -127,9 +128,9 @@ def data_source(config) -> str:
   if given[0] == 'train_youcook2':
     require(d.youcook2_subset in ('training', 'validation'), 'data.youcook2_subset',
             f"'training' or 'validation', got {d.youcook2_subset!r}")
-  if config.model.get('feature_dim', 0):
+  if step_lib.feature_dim(config):
     require(bool(d.get('feature_dir', '')), 'data.feature_dir',
-            f'model.feature_dim={config.model.feature_dim} reads clip features: name their '
+            f'model.feature_dim={step_lib.feature_dim(config)} reads clip features: name their '
             'folder (extract-features\' output)')
   else:
     require(not d.get('feature_dir', ''), 'model.feature_dim',

@@ -376,9 +376,9 @@ def frame_encoder_trainable_mask(params: Mapping, config: ClipBertConfig) -> Any
   return mask
 
 
-def frame_shape(config: ClipBertConfig, image_shape: tuple[int, int]) -> tuple[int, int, int]:
-  """One frame's array: (H, W, 3) pixels, or (1, 1, feature_dim) with features."""
-  return (1, 1, config.feature_dim) if config.feature_dim else tuple(image_shape) + (3,)
+def frame_shape(feature_dim: int, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+  """One frame's array: (H, W, 3) pixels, or (1, 1, feature_dim) when feature_dim > 0."""
+  return (1, 1, feature_dim) if feature_dim else tuple(image_shape) + (3,)
 
 
 def abstract_params(model: ClipBert, image_shape: tuple[int, int] = (64, 64),
@@ -386,7 +386,7 @@ def abstract_params(model: ClipBert, image_shape: tuple[int, int] = (64, 64),
   """Shapes and dtypes of the params, without computing anything."""
   ids = jnp.zeros((1, 1, text_length) if model.config.task != QA else (1, text_length),
                   jnp.int32)
-  frames = jnp.zeros((1, 1, 1) + frame_shape(model.config, image_shape), jnp.float32)
+  frames = jnp.zeros((1, 1, 1) + frame_shape(model.config.feature_dim, image_shape), jnp.float32)
   return nn.unbox(jax.eval_shape(
       lambda: model.init(jax.random.key(0), ids, jnp.ones_like(ids), frames)))['params']
 

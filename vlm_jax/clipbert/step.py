@@ -106,12 +106,6 @@ def feature_dim(config) -> int:
   return int(config.model.get('feature_dim', 0))
 
 
-def frame_shape(config) -> tuple[int, int, int]:
-  """One frame's array: (image_size, image_size, 3), or (1, 1, D) with clip features."""
-  size = config.data.image_size
-  return (1, 1, feature_dim(config)) if feature_dim(config) else (size, size, 3)
-
-
 def mlm_weight(config) -> float:
   """The MLM term's weight (loss.mlm_weight; 0 = no MLM head, no masked text)."""
   # .get: the config.json of a run from before the term has no loss block.
@@ -151,7 +145,8 @@ def abstract_batch(config, batch_size: int | None = None,
   labels = (b, texts_per_video(config)) if task == clipbert_model.MATCHING else (b,)
   struct = jax.ShapeDtypeStruct
   shapes = {'input_ids': struct(text, jnp.int32), 'attention_mask': struct(text, jnp.int32),
-            'frames': struct((b, clips, d.num_frames) + frame_shape(config), jnp.float32),
+            'frames': struct((b, clips, d.num_frames) + clipbert_model.frame_shape(
+                feature_dim(config), (d.image_size, d.image_size)), jnp.float32),
             'labels': struct(labels, jnp.int32)}
   if mlm_weight(config) > 0:
     slots = (b, mlm_predictions(config))
@@ -255,8 +250,8 @@ def build(config, devices=None) -> Setup:
 
   def boxed_init(rng):
     ids = jnp.ones(text_shape, jnp.int32)
-    frames = jnp.zeros((1, 1, 1) + clipbert_model.frame_shape(net, (_INIT_IMAGE, _INIT_IMAGE)),
-                       jnp.float32)
+    frame = clipbert_model.frame_shape(net.feature_dim, (_INIT_IMAGE, _INIT_IMAGE))
+    frames = jnp.zeros((1, 1, 1) + frame, jnp.float32)
     return model.init({'params': rng}, ids, ids, frames)['params']
 
   sharded = partitioning.sharded_state(boxed_init, tx, mesh, axis_rules)
