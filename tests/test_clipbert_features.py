@@ -22,6 +22,7 @@ from vlm_jax.clipbert import inference
 from vlm_jax.clipbert import model as clipbert_model
 from vlm_jax.clipbert import objectives
 from vlm_jax.data import feature_stats
+from vlm_jax.data import files as files_lib
 from vlm_jax.data.files import DataError
 from vlm_jax.models import bert
 
@@ -34,7 +35,7 @@ def _write_features(folder, name, seconds, rows):
   """extract-features' two files for `name`: rows [T, D], 1.5-s clips from 0 s."""
   starts = np.arange(len(rows)) * CLIP_SECONDS
   np.save(folder / f'{name}.npy', np.asarray(rows, np.float32))
-  np.save(folder / f'{name}{clip_features.TIMES_SUFFIX}',
+  np.save(folder / f'{name}{files_lib.TIMES_SUFFIX}',
           np.stack([starts, np.minimum(starts + CLIP_SECONDS, seconds)], axis=1))
 
 
@@ -121,7 +122,7 @@ def test_the_cli_trains_on_features_learns_and_the_binary_scores_it(corpus, tmp_
   assert skipped['video'] == str(corpus / 'red.mp4') and 'no features under' in skipped['reason']
   # The statistics are those of every training row that has features.
   rows = np.concatenate([np.load(p) for p in sorted((corpus / 'features' / 'train').glob('*.npy'))
-                         if not p.name.endswith(clip_features.TIMES_SUFFIX)])
+                         if not p.name.endswith(files_lib.TIMES_SUFFIX)])
   stats = feature_stats.load(str(workdir))
   np.testing.assert_allclose(stats.mean, rows.mean(0), rtol=1e-5)
   np.testing.assert_allclose(stats.std, rows.std(0), rtol=1e-5)
@@ -148,7 +149,8 @@ def test_the_cli_trains_on_features_learns_and_the_binary_scores_it(corpus, tmp_
   logits = loaded.model.apply({'params': loaded.params}, np.broadcast_to(ids, shape),
                               np.broadcast_to(mask, shape), frames)
   direct = np.asarray(objectives.match_scores(logits, loaded.config.model.consensus)).T
-  np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), direct, atol=1e-6)
+  # float32 through BERT in other batch shapes: the CPU kernels round differently.
+  np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), direct, atol=1e-5)
 
 
 def test_features_and_their_folder_come_together(corpus, tmp_path):

@@ -217,7 +217,7 @@ def test_eval_cross_retrieval_ranks_the_direct_score_matrix(runs, loaded, videos
   direct = _direct_pairs(loaded, [videos / f'{n}.mp4' for n in COLOURS],
                          [f'a {n} screen' for n in COLOURS])
   # Blocks of 4 x 4 over 6 x 6 (padded) with tokens computed once per video.
-  np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), direct, atol=1e-6)
+  np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), direct, atol=1e-5)
   expected = cross_retrieval.retrieval_metrics(direct)
   for direction in ('text_to_video', 'video_to_text'):
     for key in ('R@1', 'R@5', 'R@10', 'median_rank', 'mean_rank', 'count'):

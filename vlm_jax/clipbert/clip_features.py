@@ -17,9 +17,8 @@ from typing import Optional
 import numpy as np
 
 from vlm_jax.data import feature_stats
+from vlm_jax.data import files as files_lib
 from vlm_jax.data.files import DataError
-
-TIMES_SUFFIX = '.times.npy'
 
 
 def index_folder(folder: str) -> dict[str, str]:
@@ -29,7 +28,7 @@ def index_folder(folder: str) -> dict[str, str]:
   found = {}
   for root, _, names in os.walk(folder):
     for name in sorted(names):
-      if name.endswith('.npy') and not name.endswith(TIMES_SUFFIX):
+      if name.endswith('.npy') and not name.endswith(files_lib.TIMES_SUFFIX):
         found.setdefault(name[:-len('.npy')], os.path.join(root, name))
   return found
 
@@ -63,7 +62,7 @@ class FeatureFrames:
       raise DataError(f'{video}: no features under {self.folder} (looked for '
                       f'{os.path.splitext(os.path.basename(video))[0]}.npy)')
     if path not in self._cache:
-      times_path = path[:-len('.npy')] + TIMES_SUFFIX
+      times_path = path[:-len('.npy')] + files_lib.TIMES_SUFFIX
       try:
         features = np.load(path).astype(np.float32)
         times = np.load(times_path).astype(np.float64)

@@ -26,6 +26,17 @@ class DataError(RuntimeError):
   """A training file that cannot be read; the message names it."""
 
 
+# A features folder (extract-features' output) holds, per video, `<id>.npy` [T, D]
+# and the clips' [start, end] seconds in `<id>.times.npy` [T, 2].
+TIMES_SUFFIX = '.times.npy'
+
+
+def feature_paths(folder: str, video_id: str) -> tuple[str, str]:
+  """(<folder>/<video_id>.npy, <folder>/<video_id>.times.npy)."""
+  return (os.path.join(folder, f'{video_id}.npy'),
+          os.path.join(folder, f'{video_id}{TIMES_SUFFIX}'))
+
+
 def is_video(name: str) -> bool:
   """Whether a file name has a video extension (hidden files are not videos)."""
   base = os.path.basename(name)

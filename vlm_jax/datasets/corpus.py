@@ -40,6 +40,7 @@ from absl import logging
 from etils import epath
 
 from configs import extract_features as extract_features_config
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data.transcripts import TimedSentence
@@ -49,7 +50,6 @@ from vlm_jax.videobert import make_records as join
 CODEBOOK = 'codebook.npz'
 FEATURES_DIR = 'features'
 VIDEOS_DIR = 'videos'
-TIMES_SUFFIX = '.times.npy'
 
 LAYOUT = f"""\
   {CODEBOOK}                     the visual-token codebook (vlm-jax build-codebook)
@@ -225,9 +225,9 @@ class Joiner:
       try:
         array = codebook_lib.load_features(os.path.join(self.features, video_id + '.npy'),
                                            self.book.dim)
-        times_path = os.path.join(self.features, video_id + TIMES_SUFFIX)
+        times_path = os.path.join(self.features, video_id + files_lib.TIMES_SUFFIX)
         if not os.path.exists(times_path):
-          raise ValueError(f'no {video_id}{TIMES_SUFFIX} clip times next to the features')
+          raise ValueError(f'no {video_id}{files_lib.TIMES_SUFFIX} clip times next to the features')
         times = np.load(times_path, allow_pickle=False)
         sentences = sentences_by_video.get(video_id)
         record, stats = join.video_record(video_id, array, times, self.book, sentences,

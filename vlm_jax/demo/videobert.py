@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vlm_jax import config_checks
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import segments as segments_lib
 from vlm_jax.demo import common, report
 from vlm_jax.demo import videobert_report as layout
@@ -48,8 +49,8 @@ def _feature_purity(features_dir: str, segments: list[dict]) -> dict[str, float]
   """1-NN purity of clip features by verb and by noun (test steps), across videos."""
   rows, verbs, nouns, videos = [], [], [], []
   for s in segments:
-    base = os.path.join(features_dir, s['video_id'])
-    features, times = np.load(base + '.npy').astype(np.float32), np.load(base + '.times.npy')
+    features_path, times_path = files_lib.feature_paths(features_dir, s['video_id'])
+    features, times = np.load(features_path).astype(np.float32), np.load(times_path)
     centres = times.mean(1)
     inside = (centres >= s['start']) & (centres <= s['end'])
     for row in features[inside]:

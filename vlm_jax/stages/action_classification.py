@@ -34,10 +34,9 @@ def video_tokens(features_dir: str, codebook: codebook_lib.Codebook, video_ids) 
   """{video_id: (tokens [clips], times [clips, 2])} and {video_id: why it is missing}."""
   found, missing = {}, {}
   for video_id in sorted(set(video_ids)):
-    path = os.path.join(features_dir, f'{video_id}.npy')
-    times_path = os.path.join(features_dir, f'{video_id}.times.npy')
+    path, times_path = files_lib.feature_paths(features_dir, video_id)
     if not (os.path.exists(path) and os.path.exists(times_path)):
-      missing[video_id] = f'no {video_id}.npy and {video_id}.times.npy in {features_dir}'
+      missing[video_id] = f'no {video_id}.npy and {video_id}{files_lib.TIMES_SUFFIX} in {features_dir}'
       continue
     features = codebook_lib.load_features(path, codebook.dim)
     found[video_id] = (codebook_lib.assign(codebook, features), np.load(times_path))

@@ -62,10 +62,9 @@ def load_videos(features_dir: str, codebook: Optional[codebook_lib.Codebook],
   found, missing = {}, {}
   for video_id in tqdm.tqdm(sorted(set(video_ids)), desc='load features', unit='video',
                             leave=False):
-    path = os.path.join(features_dir, f'{video_id}.npy')
-    times_path = os.path.join(features_dir, f'{video_id}.times.npy')
+    path, times_path = files_lib.feature_paths(features_dir, video_id)
     if not (os.path.exists(path) and os.path.exists(times_path)):
-      missing[video_id] = f'no {video_id}.npy and {video_id}.times.npy in {features_dir}'
+      missing[video_id] = f'no {video_id}.npy and {video_id}{files_lib.TIMES_SUFFIX} in {features_dir}'
       continue
     try:
       features = codebook_lib.load_features(path, codebook.dim if codebook else None)

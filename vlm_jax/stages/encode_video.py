@@ -52,11 +52,10 @@ def read_segments(path: str) -> list[dict]:
 
 def load_per_second(features_dir: str, video_id: str) -> np.ndarray:
   """[num_seconds, D] float32 of one video (ValueError / FileNotFoundError naming the file)."""
-  path = os.path.join(features_dir, f'{video_id}.npy')
+  path, times_path = files_lib.feature_paths(features_dir, video_id)
   features = np.load(path).astype(np.float32)
   if features.ndim != 2 or len(features) == 0:
     raise ValueError(f'{path}: expected [num_clips, D] features, got {list(features.shape)}')
-  times_path = os.path.join(features_dir, f'{video_id}.times.npy')
   if os.path.exists(times_path):
     features = feature_records.per_second(features, np.load(times_path))
   return features
@@ -93,7 +92,7 @@ def run(workdir: str, features_dir: str, output: str, segments_path: str | None 
   else:
     items = [{'id': n[:-4], 'video_id': n[:-4], 'start': None, 'end': None}
              for n in sorted(os.listdir(features_dir))
-             if n.endswith('.npy') and not n.endswith('.times.npy')]
+             if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX)]
   os.makedirs(output, exist_ok=True)
   failures, written, existing, cache = [], 0, 0, {}
   todo = []

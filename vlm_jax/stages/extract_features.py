@@ -19,16 +19,9 @@ import tqdm
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import s3d_features as video_features
 
-TIMES_SUFFIX = '.times.npy'
 # Fields that change the features: an output folder holds one setting of them.
 PARAMETER_FIELDS = ('model', 'pool', 'output', 'seed', 'fps', 'clip_frames', 'crop_size',
                     'last_clip', 'input_mean', 'input_std', 'compute_dtype', 'dtype')
-
-
-def output_paths(output: str, video_id: str) -> tuple[str, str]:
-  """(<output>/<video_id>.npy, <output>/<video_id>.times.npy)."""
-  return (os.path.join(output, f'{video_id}.npy'),
-          os.path.join(output, f'{video_id}{TIMES_SUFFIX}'))
 
 
 def parameters(config: ml_collections.ConfigDict, weights_sha256: str) -> dict[str, Any]:
@@ -119,7 +112,7 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
           + '); use another --output')
 
   todo = [(vid, path) for vid, path in pairs
-          if not all(os.path.exists(p) for p in output_paths(output, vid))]
+          if not all(os.path.exists(p) for p in files_lib.feature_paths(output, vid))]
   failures, written = [], 0
   timings = video_features.Timings()
   weights = {'weights': os.path.abspath(config.weights) if config.weights else 'random',
@@ -145,7 +138,7 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
                          'error': result.error})
         print(f'extract-features: failed {result.video_id}: {result.error}', file=sys.stderr)
       else:
-        features_path, times_path = output_paths(output, result.video_id)
+        features_path, times_path = files_lib.feature_paths(output, result.video_id)
         _save_atomic(times_path, result.times)
         _save_atomic(features_path, result.features.astype(config.dtype))
         written += 1
@@ -156,7 +149,7 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   # Every finished video (this run's and earlier runs'), read from disk.
   per_video = {}
   for vid, path in pairs:
-    features_path, times_path = output_paths(output, vid)
+    features_path, times_path = files_lib.feature_paths(output, vid)
     if os.path.exists(features_path) and os.path.exists(times_path):
       array = np.load(features_path, mmap_mode='r')
       feature_dim = feature_dim or int(array.shape[1])

@@ -25,8 +25,6 @@ from vlm_jax.videobert import codebook as codebook_lib
 from vlm_jax.videobert import make_records as join
 from vlm_jax.data import feature_records
 
-TIMES_SUFFIX = '.times.npy'
-
 
 def _describe(path: str) -> list[Any]:
   st = os.stat(path)
@@ -39,7 +37,7 @@ def describe_inputs(features: str, names: list[str], codebook: Optional[str],
   feature_files = []
   for name in names:
     for path in (os.path.join(features, name),
-                 os.path.join(features, name[:-len('.npy')] + TIMES_SUFFIX)):
+                 os.path.join(features, name[:-len('.npy')] + files_lib.TIMES_SUFFIX)):
       if os.path.exists(path):
         st = os.stat(path)
         feature_files.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
@@ -112,9 +110,9 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
       try:
         array = codebook_lib.load_features(os.path.join(features, name),
                                            book.dim if book else None)
-        times_path = os.path.join(features, video_id + TIMES_SUFFIX)
+        times_path = os.path.join(features, video_id + files_lib.TIMES_SUFFIX)
         if not os.path.exists(times_path):
-          raise ValueError(f'no {video_id}{TIMES_SUFFIX} clip times next to the features')
+          raise ValueError(f'no {video_id}{files_lib.TIMES_SUFFIX} clip times next to the features')
         times = np.load(times_path, allow_pickle=False)
         if videoclip:
           if feature_dim not in (None, array.shape[1]):

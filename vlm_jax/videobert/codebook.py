@@ -410,7 +410,7 @@ def list_features(folder: str) -> list[str]:
   if not os.path.isdir(folder):
     raise FileNotFoundError(f'{folder}: not a folder')
   return sorted(n for n in os.listdir(folder)
-                if n.endswith('.npy') and not n.endswith('.times.npy'))
+                if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX))
 
 
 def load_features(path: str, dim: Optional[int]) -> np.ndarray:
