@@ -20,7 +20,11 @@ import tempfile  # pylint: disable=wrong-import-position
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vlm_jax_xla_')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# Only programs that take a while to compile: JAX's cache scans every entry (a stat
+# and a read each) under its lock on each write, so caching the many
+# millisecond compiles of eager ops made writes quadratic in the run's length
+# (a 35-s test file took 11 minutes beside 20,000 entries).
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # A size limit turns on the cache's file lock: the test workers and their
 # subprocesses write and read entries at the same time.
