@@ -84,6 +84,7 @@ as one line to --jsonl.
 
 import argparse
 import dataclasses
+import functools
 import datetime
 import json
 import os
@@ -703,19 +704,34 @@ def split_steppers(setup: step_lib.Setup, params, batch: dict, reference: Refere
   whole loss without / with its gradients; 'step': the train step (clipping and
   AdamW as well). Each callable returns a float that waits for its work.
   """
-  import torch  # pylint: disable=import-outside-toplevel
+  jax_side, visual = _jax_phases(setup, params, batch)
+  torch_side = _torch_phases(reference, batch, visual)
+  phases = {phase: {'vlm_jax': jax_side[phase], 'torch': torch_side[phase]}
+            for phase in jax_side}
+  phases['step'] = {'vlm_jax': step_timing.jax_stepper(setup, params, batch),
+                    'torch': torch_stepper(reference, batch)}
+  return phases
+
+
+def _jax_phases(setup: step_lib.Setup, params, batch: dict
+                ) -> tuple[dict[str, Callable[[], float]], jax.Array]:
+  """({phase: callable} of vlm_jax's side, the visual tokens [batch, clips, n, hidden])."""
   config, model = setup.config, setup.model
   task, method = config.model.task, config.model.consensus
   device_params = jax.device_put(params, setup.sharded.param_shardings)
   device_batch = partitioning.device_batch(batch, setup.mesh)
+  frames = device_batch['frames']
   rng = jax.random.key(0)
-  jit = lambda f: setup.sharded.in_mesh(jax.jit(f))
 
-  def cnn(p, frames):
-    return jnp.sum(jnp.square(model.apply({'params': p}, frames, method='grid_features')))
+  def cnn(p, f):
+    return jnp.sum(jnp.square(model.apply({'params': p}, f, method='grid_features')))
 
-  def joint(p, b, visual):
-    logits = model.apply({'params': p}, b['input_ids'], b['attention_mask'], visual,
+  def cnn_backward(p, f):
+    encoder = {k: p[k] for k in step_lib.FRAME_ENCODER_MODULES}
+    return _gradient_norm(jax.grad(lambda part: cnn({**p, **part}, f))(encoder))
+
+  def joint(p, b, v):
+    logits = model.apply({'params': p}, b['input_ids'], b['attention_mask'], v,
                          train=True, rngs={'dropout': rng}, method='_task_logits')
     return objectives.loss(task, logits, b['labels'], method)[0]
 
@@ -724,51 +740,57 @@ def split_steppers(setup: step_lib.Setup, params, batch: dict, reference: Refere
                          train=True, rngs={'dropout': rng})
     return objectives.loss(task, logits, b['labels'], method)[0]
 
-  visual = jit(lambda p, f: model.apply({'params': p}, f, method='visual_tokens'))(
-      device_params, device_batch['frames'])
-  jax_fns = {'cnn': (jit(cnn), (device_params, device_batch['frames'])),
-             'cnn_backward': (jit(lambda p, f: _gradient_norm(jax.grad(
-                 lambda part: cnn({**p, **part}, f))(
-                     {k: p[k] for k in step_lib.FRAME_ENCODER_MODULES}))),
-                              (device_params, device_batch['frames'])),
-             'joint': (jit(joint), (device_params, device_batch, visual)),
-             'joint_backward': (jit(lambda p, b, v: _gradient_norm(jax.grad(joint)(p, b, v))),
-                                (device_params, device_batch, visual)),
-             'forward': (jit(loss), (device_params, device_batch)),
-             'backward': (jit(lambda p, b: _gradient_norm(jax.grad(loss)(p, b))),
-                          (device_params, device_batch))}
+  def visual_tokens(p, f):
+    return model.apply({'params': p}, f, method='visual_tokens')
+
+  visual = setup.sharded.in_mesh(jax.jit(visual_tokens))(device_params, frames)
+  programs = {
+      'cnn': (cnn, (device_params, frames)),
+      'cnn_backward': (cnn_backward, (device_params, frames)),
+      'joint': (joint, (device_params, device_batch, visual)),
+      'joint_backward': (lambda p, b, v: _gradient_norm(jax.grad(joint)(p, b, v)),
+                         (device_params, device_batch, visual)),
+      'forward': (loss, (device_params, device_batch)),
+      'backward': (lambda p, b: _gradient_norm(jax.grad(loss)(p, b)),
+                   (device_params, device_batch))}
+  return {phase: functools.partial(_run_jax, setup.sharded.in_mesh(jax.jit(fn)), args)
+          for phase, (fn, args) in programs.items()}, visual
+
+
+def _run_jax(fn, args) -> float:
+  return float(fn(*args))
+
+
+def _torch_phases(reference: Reference, batch: dict, visual) -> dict[str, Callable[[], float]]:
+  """{phase: callable} of the reference's side, on vlm_jax's visual tokens for 'joint'."""
+  import torch  # pylint: disable=import-outside-toplevel
   tb = torch_batch(batch)
   net = reference.model
   net.train()
   pixels = tb['frames'].flatten(0, 2).permute(0, 3, 1, 2)
-  torch_visual = torch.from_numpy(np.asarray(visual))
-
-  def torch_cnn():
-    return net.grid_encoder(trunk_forward(net.frame_encoder, pixels)).square().sum()
-
-  def torch_fns(grad):
-    def run(fn):
-      def call():
-        if not grad:
-          with torch.no_grad():
-            return float(fn())
-        reference.optimizer.zero_grad(set_to_none=True)
-        value = fn()
-        value.backward()
-        return float(value.detach())
-      return call
-    return {'cnn': run(torch_cnn),
-            'joint': run(lambda: reference.loss_fn(net, tb, torch_visual)),
-            '': run(lambda: reference.loss_fn(net, tb))}
-
-  plain, grads = torch_fns(False), torch_fns(True)
-  torch_side = {'cnn': plain['cnn'], 'cnn_backward': grads['cnn'], 'joint': plain['joint'],
-                'joint_backward': grads['joint'], 'forward': plain[''], 'backward': grads['']}
-  phases = {phase: {'vlm_jax': lambda f=f, a=a: float(f(*a)), 'torch': torch_side[phase]}
-            for phase, (f, a) in jax_fns.items()}
-  phases['step'] = {'vlm_jax': step_timing.jax_stepper(setup, params, batch),
-                    'torch': torch_stepper(reference, batch)}
+  torch_visual = torch.from_numpy(np.array(visual))  # writable: torch shares its memory
+  losses = {
+      'cnn': lambda: net.grid_encoder(trunk_forward(net.frame_encoder, pixels)).square().sum(),
+      'joint': lambda: reference.loss_fn(net, tb, torch_visual),
+      'forward': lambda: reference.loss_fn(net, tb)}
+  backward_of = {'cnn_backward': 'cnn', 'joint_backward': 'joint', 'backward': 'forward'}
+  phases = {phase: functools.partial(_run_torch, reference, fn, False)
+            for phase, fn in losses.items()}
+  phases.update({phase: functools.partial(_run_torch, reference, losses[of], True)
+                 for phase, of in backward_of.items()})
   return phases
+
+
+def _run_torch(reference: Reference, fn: Callable[[], Any], grad: bool) -> float:
+  """fn()'s value, under no_grad or with its backward pass (gradients cleared first)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  if not grad:
+    with torch.no_grad():
+      return float(fn())
+  reference.optimizer.zero_grad(set_to_none=True)
+  value = fn()
+  value.backward()
+  return float(value.detach())
 
 
 def _gradient_norm(tree) -> jax.Array:
