@@ -5,8 +5,10 @@ even size; torchvision's S3D needs >= 13 x 209 x 209, too slow for unit
 tests), random weights, on the 4 emulated devices of conftest.py.
 """
 
+import itertools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -18,12 +20,15 @@ import torch
 
 from configs import extract_features as extract_config
 from vlm_jax.convert import s3d_torch
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import s3d_features as video_features
+from vlm_jax.data import shares as shares_lib
 from vlm_jax.data import video as video_lib
 from vlm_jax.models import s3d
 from vlm_jax.stages import extract_features
 from vlm_jax.videobert import codebook as codebook_lib
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 CROP, CLIP_FRAMES, FPS = 32, 16, 20.0
 # Batched + sharded vs one clip through plain model.apply: the same float32
 # math in another batch layout; differences are summation-order rounding.
@@ -280,3 +285,100 @@ def test_cli_end_to_end_with_weights(videos, tmp_path):
       expected = reference.single_clip(clip.frames)
       np.testing.assert_allclose(got[i], expected, rtol=RTOL,
                                  atol=ATOL * np.abs(expected).max())
+
+
+def _makespan(sizes, shares):
+  return max(sum(sizes[i] for i in share) for share in shares)
+
+
+def test_balanced_shares_cover_the_list_and_are_within_lpts_bound_of_the_best():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    sizes = list(rng.uniform(1, 100, rng.integers(1, 9)))
+    count = int(rng.integers(1, 4))
+    got = shares_lib.balanced_shares(sizes, count)
+    assert len(got) == count and sorted(i for s in got for i in s) == list(range(len(sizes)))
+    # The best split, by trying every assignment of items to processes.
+    best = min(_makespan(sizes, [[i for i, p in enumerate(owners) if p == q]
+                                 for q in range(count)])
+               for owners in itertools.product(range(count), repeat=len(sizes)))
+    assert _makespan(sizes, got) <= (4 / 3 - 1 / (3 * count)) * best + 1e-9
+  # Equal (or unknown) sizes deal out in turn; more processes than items leave some idle.
+  assert shares_lib.balanced_shares([1.0] * 5, 2) == [[0, 2, 4], [1, 3]]
+  assert shares_lib.balanced_shares([5.0], 3) == [[0], [], []]
+
+
+def test_video_seconds_read_the_header_and_count_a_broken_file_as_zero(videos, tmp_path):
+  broken = tmp_path / 'broken.mp4'
+  broken.write_bytes(b'\x00\x00\x00\x18ftypmp42 truncated')
+  long_s, short_s, broken_s = shares_lib.video_seconds([videos[0][1], videos[1][1], str(broken)])
+  assert long_s == pytest.approx(3.0, abs=0.1) and short_s == pytest.approx(2.0, abs=0.1)
+  assert broken_s == 0.0
+
+
+def _extract_command(*args):
+  """`vlm-jax extract-features ARGS` with small_config's settings."""
+  return [sys.executable, '-m', 'vlm_jax.cli', 'extract-features', *map(str, args),
+          '--config', 'configs/extract_features.py:s3dg', f'--config.crop_size={CROP}',
+          f'--config.clip_frames={CLIP_FRAMES}', f'--config.fps={FPS}', '--config.batch_size=4',
+          '--config.dtype=float32']
+
+
+def _extract(*args):
+  return subprocess.run(_extract_command(*args), capture_output=True, text=True, cwd=REPO)
+
+
+def test_two_processes_take_disjoint_shares_resume_alone_and_merge_to_the_one_process_run(
+    tmp_path):
+  folder = tmp_path / 'videos'
+  folder.mkdir()
+  for i, frames in enumerate([80, 20, 60, 40, 30]):
+    write_video(folder / f'v{i}.mp4', frames, seed=10 + i)
+  single = tmp_path / 'single'
+  expected = extract_features.run(str(folder), str(single), small_config(dtype='float32'),
+                                  progress=False)
+  sharded = tmp_path / 'sharded'
+  # Two processes at once, as on two hosts.
+  procs = [subprocess.Popen(_extract_command('--videos', folder, '--output', sharded,
+                                             f'--process_index={i}', '--process_count=2'),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  for proc in procs:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+  names = [extract_features.shard_manifest_name(i, 2) for i in range(2)]
+  shards = [json.loads((sharded / n).read_text()) for n in names]
+  assert not (sharded / 'manifest.json').exists()
+  ids = [s['share']['video_ids'] for s in shards]
+  assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == sorted(expected['videos'])
+  assert [s['counts']['written_this_run'] for s in shards] == [len(i) for i in ids]
+  # By duration (4, 1, 3, 2, 1.5 s), not by count: 4 + 1.5 against 3 + 2 + 1.
+  assert sorted(len(i) for i in ids) == [2, 3]
+  assert abs(shards[0]['share']['seconds'] - shards[1]['share']['seconds']) <= 1.0
+
+  # Process 1 stopped before its end: one video and its manifest are missing. The merge
+  # names the process to run; rerunning it alone finishes only what is missing.
+  lost = ids[1][0]
+  for path in files_lib.feature_paths(str(sharded), lost):
+    os.remove(path)
+  (sharded / names[1]).unlink()
+  merge = _extract('--videos', folder, '--output', sharded, '--merge')
+  assert merge.returncode == 1
+  assert merge.stderr.strip().splitlines()[-1] == (
+      f'vlm-jax extract-features: {sharded}: no {names[1]}; run process 1 of 2 '
+      '(--process_index=1) first')
+  rerun = _extract('--videos', folder, '--output', sharded, '--process_index=1',
+                   '--process_count=2')
+  assert rerun.returncode == 0, rerun.stderr
+  counts = json.loads((sharded / names[1]).read_text())['counts']
+  assert (counts['written_this_run'], counts['skipped_existing']) == (1, len(ids[1]) - 1)
+  merge = _extract('--videos', folder, '--output', sharded, '--merge')
+  assert merge.returncode == 0, merge.stderr
+  merged = json.loads((sharded / 'manifest.json').read_text())
+  assert merged['videos'] == expected['videos'] and merged['failures'] == merged['missing'] == []
+  assert merged['counts']['done'] == 5 and merged['parameters'] == expected['parameters']
+  # The same bits as one process over every video (other neighbours in each batch).
+  for video_id in expected['videos']:
+    for ours, theirs in zip(files_lib.feature_paths(str(sharded), video_id),
+                            files_lib.feature_paths(str(single), video_id)):
+      np.testing.assert_array_equal(np.load(ours), np.load(theirs))

@@ -23,6 +23,14 @@ read or when more than --config.max_failures of the listed videos failed. A
 re-run skips the videos whose two files exist (they are written under
 temporary names and renamed) and retries the failed ones; it refuses an
 output folder written with other parameters.
+
+Across hosts: with --process_count=N --process_index=I (any launcher) or
+--multihost (jax.distributed on a TPU slice) each process lists the same
+videos, takes its share of them balanced by duration (one header read per
+video), writes their files and manifest-0000I-of-0000N.json, and resumes on
+its own as above. Then `--merge` (same --videos, --output and --config)
+writes manifest.json over all of them: every video done, failed or missing
+(a process that did not finish), exiting 1 when any is missing.
 """
 
 import os
@@ -39,6 +47,18 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('extract_features.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/extract_features.py:s3dg; '
     'the default is preset s3d.', lock_config=True)
+_PROCESS_INDEX = flags.DEFINE_integer(
+    'process_index', 0, 'This process\'s share of the videos, of --process_count (any '
+    'launcher; processes need not talk to each other).')
+_PROCESS_COUNT = flags.DEFINE_integer(
+    'process_count', 1, 'Processes splitting the videos by duration; > 1 writes '
+    'manifest-<index>-of-<count>.json (then --merge).')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() first (TPU pod slices) and take '
+    'the share of jax.process_index() of jax.process_count().')
+_MERGE = flags.DEFINE_bool(
+    'merge', False, 'Extract nothing: write manifest.json from the processes\' manifests, '
+    'reporting every listed video as done, failed or missing (exit 1 if any is missing).')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['videos', 'output']
 
@@ -46,16 +66,37 @@ REQUIRED_FLAGS = ['videos', 'output']
 def main(argv):
   del argv
   # Imported once the flags parse: --help and flag errors need no JAX.
-  from vlm_jax.stages import extract_features  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from vlm_jax.stages import extract_features
+  # pylint: enable=import-outside-toplevel
   output = _OUTPUT.value
+  index, count = _PROCESS_INDEX.value, _PROCESS_COUNT.value
   try:
-    manifest = extract_features.run(_VIDEOS.value, output, _CONFIG.value)
+    if _MERGE.value:
+      manifest = extract_features.merge(_VIDEOS.value, output, _CONFIG.value)
+      c = manifest['counts']
+      print(f'{output}: merged {manifest["merged"]["processes"]} process manifests: '
+            f'{c["done"]} of {c["videos"]} videos done, {c["failed"]} failed '
+            f'(see {os.path.join(output, extract_features.MANIFEST)})')
+      return
+    if _MULTIHOST.value:
+      from vlm_jax.stages import train  # pylint: disable=import-outside-toplevel
+      train.initialize_distributed()
+      index, count = jax.process_index(), jax.process_count()
+    manifest = extract_features.run(_VIDEOS.value, output, _CONFIG.value,
+                                    process_index=index, process_count=count)
   except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
     raise SystemExit(f'vlm-jax extract-features: {e}') from e
+  written = (extract_features.shard_manifest_name(index, count) if count > 1
+             else extract_features.MANIFEST)
   c, t = manifest['counts'], manifest['timings']
   rate = f', {t["clips_per_second"]} clips/s' if c['clips_this_run'] else ''
   print(f'{output}: wrote {c["written_this_run"]} videos ({c["clips_this_run"]} clips{rate}), '
         f'kept {c["skipped_existing"]} existing, {c["failed"]} failed, '
         f'{c["not_videos"]} files not videos; D = {manifest["feature_dim"]}'
         f'{", RANDOM weights" if manifest["random_weights"] else ""} '
-        f'(see {os.path.join(output, "manifest.json")})')
+        f'(see {os.path.join(output, written)})')
+  if count > 1:
+    print(f'then, once every process is done: vlm-jax extract-features --videos {_VIDEOS.value} '
+          f'--output {output} --merge (with the same --config)')

@@ -4,6 +4,7 @@ Used by `vlm-jax extract-features` and the demo; see that command for the file l
 """
 
 import collections
+import glob
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import tqdm
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import s3d_features as video_features
+from vlm_jax.data import shares as shares_lib
 
 # Fields that change the features: an output folder holds one setting of them.
 PARAMETER_FIELDS = ('model', 'pool', 'output', 'seed', 'fps', 'clip_frames', 'crop_size',
@@ -68,12 +70,53 @@ def _check_failures(failures: list[dict], num_videos: int, num_done: int,
                      f'({first})')
 
 
+MANIFEST = 'manifest.json'
+
+
+def shard_manifest_name(process_index: int, process_count: int) -> str:
+  """manifest-00001-of-00004.json: what process 1 of 4 did."""
+  return f'manifest-{process_index:05d}-of-{process_count:05d}.json'
+
+
+def _shard_manifests(output: str) -> list[str]:
+  return sorted(glob.glob(os.path.join(glob.escape(output), 'manifest-*-of-*.json')))
+
+
+def _check_parameters(output: str, params: dict[str, Any]) -> None:
+  """ValueError when a manifest in `output` (merged or a process's) has other parameters."""
+  for path in [os.path.join(output, MANIFEST)] + _shard_manifests(output):
+    if not os.path.exists(path):
+      continue
+    with open(path, encoding='utf-8') as f:
+      previous = json.load(f).get('parameters', {})
+    changed = sorted(k for k in set(params) | set(previous) if params.get(k) != previous.get(k))
+    if changed:
+      raise ValueError(
+          f'{output} holds features made with other parameters ({os.path.basename(path)}: '
+          + ', '.join(f'{k}: {previous.get(k)!r} -> {params.get(k)!r}' for k in changed)
+          + '); use another --output')
+
+
+def _listing(videos: str) -> tuple[list[tuple[str, str]], list[dict], files_lib.VideoListing]:
+  listing = files_lib.find_videos(videos)
+  not_videos = [{'path': os.path.abspath(p), 'reason': r} for p, r in listing.not_videos]
+  if not listing.videos:
+    looked_at = f'; {_summarise_not_videos(videos, listing.not_videos)}' if not_videos else ''
+    raise ValueError(f'{videos}: no videos found{looked_at}')
+  return listing.videos, not_videos, listing
+
+
 def run(videos: str, output: str, config: ml_collections.ConfigDict,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, process_index: int = 0, process_count: int = 1
+        ) -> dict[str, Any]:
   """Extracts the missing videos' features into `output`; returns the manifest.
 
   Every video is tried, and the manifest is written, before a batch fails for
-  its failures.
+  its failures. With `process_count` > 1 this process takes only its share of
+  the videos (`shares.balanced_shares` by duration), writes
+  `shard_manifest_name(process_index, process_count)` instead of
+  manifest.json, and judges failures within its share; `merge` then writes
+  manifest.json for all of them.
 
   Raises:
     ConfigError: a config field that cannot work (named).
@@ -88,28 +131,25 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   if not 0 <= config.max_failures <= 1:
     raise video_features.ConfigError(
         f'config.max_failures: a fraction in [0, 1], got {config.max_failures}')
-  listing = files_lib.find_videos(videos)
-  pairs = listing.videos
-  not_videos = [{'path': os.path.abspath(p), 'reason': r} for p, r in listing.not_videos]
-  if not pairs:
-    looked_at = f'; {_summarise_not_videos(videos, listing.not_videos)}' if not_videos else ''
-    raise ValueError(f'{videos}: no videos found{looked_at}')
+  shares_lib.check(process_index, process_count)
+  pairs, not_videos, listing = _listing(videos)
+  share = None
+  if process_count > 1:
+    seconds = shares_lib.video_seconds([path for _, path in pairs])
+    indices = shares_lib.balanced_shares(seconds, process_count)[process_index]
+    share = dict(index=process_index, count=process_count,
+                 seconds=round(sum(seconds[i] for i in indices), 3),
+                 video_ids=[pairs[i][0] for i in indices])
+    pairs = [pairs[i] for i in indices]
   weights_sha = video_features.sha256_file(config.weights) if config.weights else 'random'
   params = parameters(config, weights_sha)
-  manifest_file = os.path.join(output, 'manifest.json')
+  manifest_file = os.path.join(
+      output, shard_manifest_name(process_index, process_count) if share else MANIFEST)
   if not_videos:
     print(f'extract-features: {_summarise_not_videos(videos, listing.not_videos)}; '
           f'listed with reasons in {manifest_file}', file=sys.stderr)
   os.makedirs(output, exist_ok=True)
-  if os.path.exists(manifest_file):
-    with open(manifest_file, encoding='utf-8') as f:
-      previous = json.load(f).get('parameters', {})
-    changed = sorted(k for k in set(params) | set(previous) if params.get(k) != previous.get(k))
-    if changed:
-      raise ValueError(
-          f'{output} holds features made with other parameters ('
-          + ', '.join(f'{k}: {previous.get(k)!r} -> {params.get(k)!r}' for k in changed)
-          + '); use another --output')
+  _check_parameters(output, params)
 
   todo = [(vid, path) for vid, path in pairs
           if not all(os.path.exists(p) for p in files_lib.feature_paths(output, vid))]
@@ -146,14 +186,8 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
     bar.set_postfix(clips=clips_seen[0])
     bar.close()
 
-  # Every finished video (this run's and earlier runs'), read from disk.
-  per_video = {}
-  for vid, path in pairs:
-    features_path, times_path = files_lib.feature_paths(output, vid)
-    if os.path.exists(features_path) and os.path.exists(times_path):
-      array = np.load(features_path, mmap_mode='r')
-      feature_dim = feature_dim or int(array.shape[1])
-      per_video[vid] = {'path': os.path.abspath(path), 'clips': int(array.shape[0])}
+  per_video = _finished(output, pairs)
+  feature_dim = feature_dim or _feature_dim(output, per_video)
   wall = time.perf_counter() - started
   manifest = dict(
       videos_source=os.path.abspath(videos), output=os.path.abspath(output),
@@ -176,6 +210,98 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
                    device_wait_seconds=round(timings.device_wait, 3),
                    batches=timings.batches,
                    clips_per_second=round(timings.clips / wall, 3)))
+  if share:
+    manifest['share'] = share
   files_lib.write_json(manifest_file, manifest, indent=1)
+  _check_failures(failures, len(pairs), len(per_video), config.max_failures, manifest_file)
+  return manifest
+
+
+def _finished(output: str, pairs: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+  """{video id: path, clips} of every video whose two files are in `output` (any run's)."""
+  per_video = {}
+  for vid, path in pairs:
+    features_path, times_path = files_lib.feature_paths(output, vid)
+    if os.path.exists(features_path) and os.path.exists(times_path):
+      array = np.load(features_path, mmap_mode='r')
+      per_video[vid] = {'path': os.path.abspath(path), 'clips': int(array.shape[0])}
+  return per_video
+
+
+def _feature_dim(output: str, per_video: dict[str, dict[str, Any]]) -> int | None:
+  for vid in per_video:
+    return int(np.load(files_lib.feature_paths(output, vid)[0], mmap_mode='r').shape[1])
+  return None
+
+
+def merge(videos: str, output: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """manifest.json of `output` from the manifests its processes wrote; returns it.
+
+  Reports in one place every listed video's outcome: done (its files are
+  there, whichever process wrote them), failed (in a process's manifest and
+  still without files) or missing (no process finished or reported it: a
+  process that did not run, or was stopped).
+
+  Raises:
+    ValueError: no process manifests, processes of different counts, one
+      that is missing, or manifests of other parameters than `config`'s; any
+      video missing (after manifest.json is written); failures as `run`
+      judges them over the whole list.
+  """
+  started = time.perf_counter()
+  video_features.check_config(config)
+  pairs, not_videos, _ = _listing(videos)
+  weights_sha = video_features.sha256_file(config.weights) if config.weights else 'random'
+  params = parameters(config, weights_sha)
+  _check_parameters(output, params)
+  paths = _shard_manifests(output)
+  if not paths:
+    raise ValueError(f'{output}: no process manifests (manifest-*-of-*.json) to merge; run '
+                     'extract-features with --process_index/--process_count or --multihost')
+  shards = []
+  for path in paths:
+    with open(path, encoding='utf-8') as f:
+      shards.append(json.load(f))
+  counts = sorted({s['share']['count'] for s in shards})
+  if len(counts) > 1:
+    raise ValueError(f'{output} holds manifests of runs over {counts} processes; keep one '
+                     'run\'s manifest-*-of-*.json')
+  count = counts[0]
+  absent = sorted(set(range(count)) - {s['share']['index'] for s in shards})
+  if absent:
+    raise ValueError(f'{output}: no {shard_manifest_name(absent[0], count)}'
+                     + (f' (nor {len(absent) - 1} more)' if len(absent) > 1 else '')
+                     + f'; run process {absent[0]} of {count} (--process_index={absent[0]}) '
+                     'first')
+  per_video = _finished(output, pairs)
+  failures = [f for s in shards for f in s['failures'] if f['video_id'] not in per_video]
+  failed = {f['video_id'] for f in failures}
+  owner = {vid: s['share']['index'] for s in shards for vid in s['share']['video_ids']}
+  missing = [{'video_id': vid, 'path': os.path.abspath(path), 'process': owner.get(vid)}
+             for vid, path in pairs if vid not in per_video and vid not in failed]
+  manifest_file = os.path.join(output, MANIFEST)
+  manifest = dict(
+      shards[0], videos_source=os.path.abspath(videos),
+      feature_dim=_feature_dim(output, per_video),
+      counts=dict(videos=len(pairs), done=len(per_video),
+                  written_this_run=sum(s['counts']['written_this_run'] for s in shards),
+                  skipped_existing=sum(s['counts']['skipped_existing'] for s in shards),
+                  failed=len(failures), missing=len(missing), not_videos=len(not_videos),
+                  clips=sum(v['clips'] for v in per_video.values()),
+                  clips_this_run=sum(s['counts']['clips_this_run'] for s in shards)),
+      videos=per_video, failures=failures, missing=missing, not_videos=not_videos,
+      merged=dict(processes=count, manifests=[os.path.basename(p) for p in paths],
+                  seconds=round(time.perf_counter() - started, 3)),
+      timings=dict(wall_seconds=max(s['timings']['wall_seconds'] for s in shards),
+                   per_process=[s['timings'] for s in shards]))
+  del manifest['share']
+  files_lib.write_json(manifest_file, manifest, indent=1)
+  if missing:
+    first = missing[0]
+    whose = (f'process {first["process"]}\'s' if first['process'] is not None
+             else 'in no process\'s share: the listing changed since they ran')
+    raise ValueError(f'{len(missing)} of {len(pairs)} videos have no features and no failure '
+                     f'in any process manifest (first: {first["path"]}, {whose}); rerun those '
+                     f'processes (all listed in {manifest_file})')
   _check_failures(failures, len(pairs), len(per_video), config.max_failures, manifest_file)
   return manifest
