@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Launch vlm_jax training on a Cloud TPU VM or pod slice with gcloud.
 #
-#   ./launch_tpu.sh [options] COMMAND [-- extra vlm-jax train flags]
+#   ./launch_tpu.sh [options] COMMAND [-- extra vlm-jax flags]
 #
 # Commands:
 #   create   create the TPU VM (reused when one of that name exists)
 #   setup    copy this checkout to every worker and install it in ~/vlm_jax_venv
 #   train    start `vlm-jax train` on all workers at once (in the background)
+#   extract  run `vlm-jax extract-features --multihost` on all workers at once, each on
+#            its share of the videos, and wait; then `--merge` on worker 0. The stage's
+#            flags go after --, e.g. -- --videos gs://b/videos --output gs://b/features
+#   tokens   the same for `vlm-jax assign-tokens`
+#   records  the same for `vlm-jax make-records`
+#   encode   the same for `vlm-jax encode-video`
 #   logs     stream worker 0's training log
 #   stop     send SIGTERM to training on all workers (it checkpoints, then exits)
 #   delete   delete the TPU VM
@@ -60,7 +66,7 @@ while [[ $# -gt 0 ]]; do
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
-    create|setup|train|logs|stop|delete|all)
+    create|setup|train|extract|tokens|records|encode|logs|stop|delete|all)
       [[ -z "$command" ]] || die "one command at a time (got $command and $1)"
       command=$1; shift ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -121,10 +127,25 @@ train() {
 > ~/vlm_jax_train.log 2>&1 < /dev/null &"
 }
 
+# A front-end stage on every worker, each taking its share (--multihost), in the
+# foreground; once all are done, worker 0 merges their manifests.
+front_end() {
+  [[ ${#extra[@]} -gt 0 ]] || die "$command needs the stage's flags after -- (see --help)"
+  local run flags
+  run="cd ~/vlm_jax && ~/vlm_jax_venv/bin/vlm-jax $1"
+  flags=$(printf ' %q' "${extra[@]}")
+  on_all_workers "set -o pipefail; ${run} --multihost${flags} 2>&1 | tee ~/vlm_jax_$1.log"
+  gc compute tpus tpu-vm ssh "$name" "${where[@]}" --worker=0 --command="${run}${flags} --merge"
+}
+
 case "$command" in
   create) create ;;
   setup) setup ;;
   train) train ;;
+  extract) front_end extract-features ;;
+  tokens) front_end assign-tokens ;;
+  records) front_end make-records ;;
+  encode) front_end encode-video ;;
   logs) gc compute tpus tpu-vm ssh "$name" "${where[@]}" --worker=0 \
           --command="tail -n 100 -f ~/vlm_jax_train.log" ;;
   stop) on_all_workers "pkill -TERM -f 'vlm-jax train' || true" ;;

@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import av
 import jax
@@ -346,15 +347,15 @@ def test_two_processes_take_disjoint_shares_resume_alone_and_merge_to_the_one_pr
   for proc in procs:
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-  names = [extract_features.shard_manifest_name(i, 2) for i in range(2)]
+  names = [shares_lib.manifest_name(i, 2) for i in range(2)]
   shards = [json.loads((sharded / n).read_text()) for n in names]
   assert not (sharded / 'manifest.json').exists()
-  ids = [s['share']['video_ids'] for s in shards]
+  ids = [s['share']['item_ids'] for s in shards]
   assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == sorted(expected['videos'])
   assert [s['counts']['written_this_run'] for s in shards] == [len(i) for i in ids]
   # By duration (4, 1, 3, 2, 1.5 s), not by count: 4 + 1.5 against 3 + 2 + 1.
   assert sorted(len(i) for i in ids) == [2, 3]
-  assert abs(shards[0]['share']['seconds'] - shards[1]['share']['seconds']) <= 1.0
+  assert abs(shards[0]['share']['size'] - shards[1]['share']['size']) <= 1.0
 
   # Process 1 stopped before its end: one video and its manifest are missing. The merge
   # names the process to run; rerunning it alone finishes only what is missing.
@@ -382,3 +383,18 @@ def test_two_processes_take_disjoint_shares_resume_alone_and_merge_to_the_one_pr
     for ours, theirs in zip(files_lib.feature_paths(str(sharded), video_id),
                             files_lib.feature_paths(str(single), video_id)):
       np.testing.assert_array_equal(np.load(ours), np.load(theirs))
+
+
+def test_multihost_takes_the_share_that_jax_distributed_names(monkeypatch):
+  from vlm_jax.commands import _share_flags  # pylint: disable=import-outside-toplevel
+  from vlm_jax.stages import train  # pylint: disable=import-outside-toplevel
+  calls = []
+  monkeypatch.setattr(train, 'initialize_distributed', lambda: calls.append('init'))
+  monkeypatch.setattr(jax, 'process_index', lambda: 3)
+  monkeypatch.setattr(jax, 'process_count', lambda: 4)
+  value = lambda v: types.SimpleNamespace(value=v)
+  given = dict(process_index=value(1), process_count=value(2), merge=value(False))
+  assert _share_flags.ShareFlags(multihost=value(False), **given).resolve() == (1, 2)
+  assert calls == []
+  assert _share_flags.ShareFlags(multihost=value(True), **given).resolve() == (3, 4)
+  assert calls == ['init']

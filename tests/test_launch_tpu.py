@@ -86,6 +86,27 @@ def test_train_without_workdir_and_unknown_flag_fail(tmp_path):
   assert proc.returncode == 2 and '--bogus' in proc.stderr
 
 
+@pytest.mark.parametrize('command,stage', [('extract', 'extract-features'),
+                                           ('tokens', 'assign-tokens'),
+                                           ('records', 'make-records'),
+                                           ('encode', 'encode-video')])
+def test_a_front_end_stage_runs_on_every_worker_then_merges_on_worker_0(tmp_path, command,
+                                                                         stage):
+  proc, calls = run(tmp_path, '--name', 'vb', command, '--', '--output', 'gs://b/out dir')
+  assert proc.returncode == 0, proc.stderr
+  (everyone, merge) = calls
+  assert everyone[:5] == ['compute', 'tpus', 'tpu-vm', 'ssh', 'vb'] and '--worker=all' in everyone
+  assert everyone[-1] == (f'--command=set -o pipefail; cd ~/vlm_jax && ~/vlm_jax_venv/bin/vlm-jax '
+                          f'{stage} --multihost --output gs://b/out\\ dir 2>&1 | tee '
+                          f'~/vlm_jax_{stage}.log')
+  assert '--worker=0' in merge and merge[-1] == (
+      f'--command=cd ~/vlm_jax && ~/vlm_jax_venv/bin/vlm-jax {stage} --output gs://b/out\\ dir '
+      '--merge')
+  proc, calls = run(tmp_path, command)
+  assert proc.returncode == 2 and "needs the stage's flags after --" in proc.stderr
+  assert calls == [everyone, merge]  # nothing more was called
+
+
 def test_shellcheck_is_clean():
   shellcheck = shutil.which('shellcheck')
   if shellcheck is None:

@@ -328,6 +328,37 @@ def test_commands(tmp_path):
   assert json.load(open(os.path.join(tokens_dir, 'manifest.json'),
                         encoding='utf-8'))['counts']['skipped_existing'] == 5
 
+  # Two processes: disjoint shares (by file size) that cover the folder, the same tokens.
+  features, by_two = str(tmp_path / 'features'), str(tmp_path / 'tokens_by_two')
+  parts = [assign_tokens.run(features, output, by_two, i, 2, progress=False) for i in range(2)]
+  ids = [p['share']['item_ids'] for p in parts]
+  assert not set(ids[0]) & set(ids[1])
+  assert sorted(ids[0] + ids[1]) == codebook_lib.list_features(features)
+  assert [sum(p['counts'][k] for p in parts) for k in ('written', 'failed')] == [5, 3]
+  for video_id in videos:
+    np.testing.assert_array_equal(np.load(os.path.join(by_two, f'{video_id}.npy')),
+                                  np.load(os.path.join(tokens_dir, f'{video_id}.npy')))
+  # Process 1 stopped early: the merge names it; rerun alone, it does only what is left.
+  lost = next(n for n in ids[1] if os.path.exists(os.path.join(by_two, n)))
+  os.remove(os.path.join(by_two, lost))
+  os.remove(os.path.join(by_two, 'manifest-00001-of-00002.json'))
+  merge = subprocess.run([sys.executable, '-m', 'vlm_jax.cli', 'assign-tokens', '--features',
+                          features, '--codebook', output, '--output', by_two, '--merge'],
+                         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert merge.returncode == 1 and merge.stderr.strip().splitlines()[-1] == (
+      f'vlm-jax assign-tokens: {by_two}: no manifest-00001-of-00002.json; run process 1 of 2 '
+      '(--process_index=1) first')
+  assert assign_tokens.run(features, output, by_two, 1, 2, progress=False)['counts'][
+      'written'] == 1
+  merged = assign_tokens.merge(features, output, by_two)
+  assert [merged['counts'][k] for k in ('files', 'done', 'failed', 'missing')] == [8, 5, 3, 0]
+  # Tokens deleted after their process reported them: missing, named with their process.
+  os.remove(os.path.join(by_two, next(n for n in ids[0]
+                                      if os.path.exists(os.path.join(by_two, n)))))
+  with pytest.raises(ValueError, match=r"1 of 8 feature files were neither done nor failed .*"
+                                       r"process 0's"):
+    assign_tokens.merge(features, output, by_two)
+
 
 def test_standardized_codebook_assigns_in_the_standardized_space(tmp_path):
   """build-codebook --standardize == building on (x - mean) / std by hand, for any later x."""

@@ -142,6 +142,38 @@ def test_resume_and_cli(corpus, tmp_path):
   assert all(not r.sentences for r in records.read(fourth['shards']))
 
 
+def test_two_processes_write_the_records_of_one_and_merge_its_manifest(corpus, tmp_path):
+  args = (corpus['features'], corpus['codebook'], corpus['transcripts'])
+  one = make_records.run(*args, str(tmp_path / 'one'), _config(), progress=False)
+  output = str(tmp_path / 'records')
+  # A one-process set already there is replaced by the merge, not mixed in.
+  make_records.run(*args, output, _config(num_shards=1), progress=False)
+  parts = [make_records.run(*args, output, _config(), progress=False, process_index=i,
+                            process_count=2) for i in range(2)]
+  ids = [p['share']['item_ids'] for p in parts]
+  assert not set(ids[0]) & set(ids[1])
+  assert sorted(ids[0] + ids[1]) == codebook_lib.list_features(corpus['features'])
+  assert all(os.path.basename(path).startswith(f'videos-process0000{i}of00002-')
+             for i, p in enumerate(parts) for path in p['shards'])
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vlm_jax.cli', 'make-records', '--features', corpus['features'],
+       '--output', output, '--merge'],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 0, proc.stderr
+  merged = json.loads(open(os.path.join(output, 'manifest.json'), encoding='utf-8').read())
+  assert sorted(n for n in os.listdir(output) if n.endswith('.tfrecord')) == sorted(
+      os.path.basename(p) for p in merged['shards'])
+  assert merged['counts'] == dict(one['counts'], missing=0)
+  assert merged['transcripts_without_features'] == one['transcripts_without_features']
+  assert sorted(f['file'] for f in merged['failures']) == sorted(
+      f['file'] for f in one['failures'])
+  assert merged['num_visual_tokens'] == one['num_visual_tokens']
+  by_id = lambda shards: {r.video_id: r for r in records.read(shards)}
+  assert by_id(merged['shards']) == by_id(one['shards'])
+  # One process over the same inputs and parameters now has nothing to do.
+  assert make_records.run(*args, output, _config(), progress=False)['skipped']
+
+
 def test_join_checks_clip_times(corpus):
   tokenizer = tokenizer_lib.load()
   features = corpus['arrays']['pool']

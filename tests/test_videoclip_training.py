@@ -17,7 +17,7 @@ from vlm_jax.data import records
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts
 from vlm_jax.data import windows as windows_lib
-from vlm_jax.stages import make_records
+from vlm_jax.stages import encode_video, make_records
 from vlm_jax.train import partitioning
 from vlm_jax.videoclip import checks as videoclip_checks
 from vlm_jax.videoclip import inference as videoclip_inference
@@ -267,3 +267,26 @@ def test_encoders_feed_the_retrieval_binary(trained, record_files, tmp_path):
   for k in (1, 5, 10):
     assert metrics[f'R@{k}'] == pytest.approx(np.mean(ranks <= k))
   assert metrics['median_rank'] == pytest.approx(np.median(ranks))
+
+
+def test_encode_video_over_two_processes_is_the_one_process_output(trained, record_files,
+                                                                    tmp_path):
+  corpus = feature_records.load_corpus(record_files)
+  features = tmp_path / 'features'
+  features.mkdir()
+  for video_id, f in zip(corpus.video_ids[:5], corpus.features[:5]):
+    np.save(features / f'{video_id}.npy', f.astype(np.float32))
+  run, features = str(trained[0]), str(features)
+  one = encode_video.run(run, features, str(tmp_path / 'one'), progress=False)
+  two = str(tmp_path / 'two')
+  parts = [encode_video.run(run, features, two, progress=False, process_index=i,
+                            process_count=2) for i in range(2)]
+  ids = [p['share']['item_ids'] for p in parts]
+  assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == sorted(
+      corpus.video_ids[:5])
+  assert [p['written'] for p in parts] == [len(i) for i in ids] and one['written'] == 5
+  merged = encode_video.merge(features, two)
+  assert (merged['done'], merged['failed'], merged['missing']) == (5, 0, 0)
+  for video_id in corpus.video_ids[:5]:
+    np.testing.assert_array_equal(np.load(os.path.join(two, f'{video_id}.npy')),
+                                  np.load(tmp_path / 'one' / f'{video_id}.npy'))

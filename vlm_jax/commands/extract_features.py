@@ -39,6 +39,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import common
+from vlm_jax.commands import _share_flags
 
 _VIDEOS = flags.DEFINE_string(
     'videos', None, 'Folder of videos (recursive), one video, or a text file of paths.')
@@ -47,18 +48,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('extract_features.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/extract_features.py:s3dg; '
     'the default is preset s3d.', lock_config=True)
-_PROCESS_INDEX = flags.DEFINE_integer(
-    'process_index', 0, 'This process\'s share of the videos, of --process_count (any '
-    'launcher; processes need not talk to each other).')
-_PROCESS_COUNT = flags.DEFINE_integer(
-    'process_count', 1, 'Processes splitting the videos by duration; > 1 writes '
-    'manifest-<index>-of-<count>.json (then --merge).')
-_MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Call jax.distributed.initialize() first (TPU pod slices) and take '
-    'the share of jax.process_index() of jax.process_count().')
-_MERGE = flags.DEFINE_bool(
-    'merge', False, 'Extract nothing: write manifest.json from the processes\' manifests, '
-    'reporting every listed video as done, failed or missing (exit 1 if any is missing).')
+_SHARE = _share_flags.define_flags(__name__, 'videos (balanced by duration)')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['videos', 'output']
 
@@ -67,28 +57,24 @@ def main(argv):
   del argv
   # Imported once the flags parse: --help and flag errors need no JAX.
   # pylint: disable=import-outside-toplevel
-  import jax
+  from vlm_jax.data import shares
   from vlm_jax.stages import extract_features
   # pylint: enable=import-outside-toplevel
   output = _OUTPUT.value
-  index, count = _PROCESS_INDEX.value, _PROCESS_COUNT.value
   try:
-    if _MERGE.value:
+    if _SHARE.merge.value:
       manifest = extract_features.merge(_VIDEOS.value, output, _CONFIG.value)
       c = manifest['counts']
       print(f'{output}: merged {manifest["merged"]["processes"]} process manifests: '
             f'{c["done"]} of {c["videos"]} videos done, {c["failed"]} failed '
             f'(see {os.path.join(output, extract_features.MANIFEST)})')
       return
-    if _MULTIHOST.value:
-      from vlm_jax.stages import train  # pylint: disable=import-outside-toplevel
-      train.initialize_distributed()
-      index, count = jax.process_index(), jax.process_count()
+    index, count = _SHARE.resolve()
     manifest = extract_features.run(_VIDEOS.value, output, _CONFIG.value,
                                     process_index=index, process_count=count)
   except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
     raise SystemExit(f'vlm-jax extract-features: {e}') from e
-  written = (extract_features.shard_manifest_name(index, count) if count > 1
+  written = (shares.manifest_name(index, count) if count > 1
              else extract_features.MANIFEST)
   c, t = manifest['counts'], manifest['timings']
   rate = f', {t["clips_per_second"]} clips/s' if c['clips_this_run'] else ''

@@ -20,6 +20,13 @@ are rewritten (written aside, then renamed into place).
 VideoCLIP's records (`--config.system=videoclip`, no --codebook): per-second
 features (row t = the clip holding second t + 0.5; extract-features' s3dg preset
 makes 1-s clips) and the same timed sentences (vlm_jax.data.feature_records).
+
+Across hosts: each of N processes (--process_index=I --process_count=N, or
+--multihost) takes its share of the feature files (balanced by size), writes
+ceil(num_shards / N) shards `<prefix>-process0000IofN-...` and
+manifest-0000I-of-0000N.json; then --merge (--features and --output only)
+writes manifest.json as one process would have over all the files, which
+`vlm-jax train` reads beside the shards.
 """
 
 import os
@@ -28,6 +35,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import common
+from vlm_jax.commands import _share_flags
 
 _FEATURES = flags.DEFINE_string(
     'features', None, 'Folder of <video_id>.npy features and <video_id>.times.npy clip times.')
@@ -41,6 +49,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('make_records.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/make_records.py:videoclip; '
     'the default is preset videobert.', lock_config=True)
+_SHARE = _share_flags.define_flags(__name__, 'feature files (balanced by size)')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['features', 'output']
 
@@ -48,19 +57,30 @@ REQUIRED_FLAGS = ['features', 'output']
 def main(argv):
   del argv
   # Imported once the flags parse: --help and flag errors need neither JAX nor TensorFlow.
-  from vlm_jax.stages import make_records  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from vlm_jax.data import shares
+  from vlm_jax.stages import make_records
+  # pylint: enable=import-outside-toplevel
   output = _OUTPUT.value
   try:
+    if _SHARE.merge.value:
+      manifest = make_records.merge(_FEATURES.value, output)
+      print(f'{output}: merged {manifest["merged"]["processes"]} processes\' records: '
+            f'{manifest["counts"]["videos"]} videos in {len(manifest["shards"])} shards '
+            f'(see {os.path.join(output, make_records.MANIFEST)})')
+      return
+    index, count = _SHARE.resolve()
     manifest = make_records.run(_FEATURES.value, _CODEBOOK.value, _TRANSCRIPTS.value, output,
-                                _CONFIG.value)
+                                _CONFIG.value, process_index=index, process_count=count)
   except (ValueError, FileNotFoundError, KeyError) as e:  # TranscriptError is a ValueError
     raise SystemExit(f'vlm-jax make-records: {e}') from e
   if manifest['skipped']:
     print(f'{output} is up to date (same inputs and parameters); nothing to do')
     return
   c = manifest['counts']
+  name = (shares.manifest_name(index, count) if count > 1 else make_records.MANIFEST)
   print(f'{output}: {c["videos"]} videos ({c["with_transcript"]} with transcripts, '
         f'{c["without_transcript"]} video-only), {c["sentences"]} sentences, {c["clips"]} '
         f'clips in {len(manifest["shards"])} shards; {c["failed"]} failed, '
         f'{c["transcripts_without_features"]} transcripts without features '
-        f'(see {os.path.join(output, "manifest.json")})')
+        f'(see {os.path.join(output, name)})')

@@ -6,8 +6,11 @@ every process lists the same items in the same order and computes the same
 assignment, so the shares are disjoint and together are the whole list.
 """
 
+import glob
 import heapq
-from typing import Sequence
+import json
+import os
+from typing import Any, Sequence
 
 from vlm_jax.data import video as video_lib
 
@@ -55,3 +58,82 @@ def check(process_index: int, process_count: int) -> None:
     raise ValueError(f'--process_count: must be >= 1, got {process_count}')
   if not 0 <= process_index < process_count:
     raise ValueError(f'--process_index: must be in [0, {process_count}), got {process_index}')
+
+
+def manifest_name(process_index: int, process_count: int) -> str:
+  """manifest-00001-of-00004.json: what process 1 of 4 did."""
+  return f'manifest-{process_index:05d}-of-{process_count:05d}.json'
+
+
+def manifest_paths(output: str) -> list[str]:
+  """The process manifests in `output`, sorted."""
+  return sorted(glob.glob(os.path.join(glob.escape(output), 'manifest-*-of-*.json')))
+
+
+def take(items: Sequence[Any], sizes: Sequence[float], unit: str, process_index: int,
+         process_count: int) -> tuple[list[Any], dict[str, Any]]:
+  """(this process's items, the `share` record of its manifest).
+
+  `items` are (id, ...) tuples; their order and `sizes` (in `unit`) must be
+  the same in every process. The record: index, count, size (the share's
+  total), unit, item_ids.
+  """
+  check(process_index, process_count)
+  indices = balanced_shares(sizes, process_count)[process_index]
+  share = dict(index=process_index, count=process_count,
+               size=round(sum(float(sizes[i]) for i in indices), 3), unit=unit,
+               item_ids=[items[i][0] for i in indices])
+  return [items[i] for i in indices], share
+
+
+def read_manifests(output: str) -> list[dict[str, Any]]:
+  """Every process's manifest in `output`, in process order.
+
+  Raises:
+    ValueError: none there, manifests of runs over different process counts,
+      or a process's manifest missing (named, with the flag that runs it).
+  """
+  paths = manifest_paths(output)
+  if not paths:
+    raise ValueError(f'{output}: no process manifests (manifest-*-of-*.json) to merge; run '
+                     'with --process_index/--process_count or --multihost first')
+  manifests = []
+  for path in paths:
+    with open(path, encoding='utf-8') as f:
+      manifests.append(json.load(f))
+  counts = sorted({m['share']['count'] for m in manifests})
+  if len(counts) > 1:
+    raise ValueError(f'{output} holds manifests of runs over {counts} processes; keep one '
+                     "run's manifest-*-of-*.json")
+  count = counts[0]
+  absent = sorted(set(range(count)) - {m['share']['index'] for m in manifests})
+  if absent:
+    raise ValueError(f'{output}: no {manifest_name(absent[0], count)}'
+                     + (f' (nor {len(absent) - 1} more)' if len(absent) > 1 else '')
+                     + f'; run process {absent[0]} of {count} (--process_index={absent[0]}) '
+                     'first')
+  return sorted(manifests, key=lambda m: m['share']['index'])
+
+
+def missing_items(item_ids: Sequence[str], settled: set[str],
+                  manifests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """[{id, process}] of the listed items neither done nor failed (`settled`), in list order.
+
+  `process` is the index whose share held the item, None when none did (the
+  list changed after the processes ran).
+  """
+  owner = {i: m['share']['index'] for m in manifests for i in m['share']['item_ids']}
+  return [{'id': i, 'process': owner.get(i)} for i in item_ids if i not in settled]
+
+
+def check_missing(missing: Sequence[dict[str, Any]], total: int, what: str,
+                  manifest_file: str) -> None:
+  """ValueError naming the first missing item and the process to rerun, if any is missing."""
+  if not missing:
+    return
+  first = missing[0]
+  whose = (f"process {first['process']}'s" if first['process'] is not None
+           else "in no process's share: the list changed since they ran")
+  raise ValueError(f'{len(missing)} of {total} {what} were neither done nor failed by any '
+                   f'process (first: {first["id"]}, {whose}); rerun those processes (all '
+                   f'listed in {manifest_file})')

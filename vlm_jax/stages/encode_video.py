@@ -14,6 +14,7 @@ from vlm_jax import systems
 from vlm_jax.cbt import inference as cbt_inference
 from vlm_jax.data import feature_records
 from vlm_jax.data import files as files_lib
+from vlm_jax.data import shares as shares_lib
 from vlm_jax.videoclip import inference as videoclip_inference
 
 
@@ -83,16 +84,45 @@ def encoder(workdir: str, per_second: bool, batch_size: int):
   raise ValueError(f'{workdir} holds a {system} run; encode-video reads VideoCLIP and CBT runs')
 
 
-def run(workdir: str, features_dir: str, output: str, segments_path: str | None = None,
-        per_second: bool = False, batch_size: int = 32, progress: bool = True) -> dict:
-  """Writes the embeddings and manifest.json; returns the manifest."""
-  loaded, encode = encoder(workdir, per_second, batch_size)
+MANIFEST = 'manifest.json'
+
+
+def list_items(features_dir: str, segments_path: str | None) -> list[dict]:
+  """[{id, video_id, start, end}]: the segments, or one item per features file (no times)."""
   if segments_path:
-    items = read_segments(segments_path)
-  else:
-    items = [{'id': n[:-4], 'video_id': n[:-4], 'start': None, 'end': None}
-             for n in sorted(os.listdir(features_dir))
-             if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX)]
+    return read_segments(segments_path)
+  return [{'id': n[:-4], 'video_id': n[:-4], 'start': None, 'end': None}
+          for n in sorted(os.listdir(features_dir))
+          if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX)]
+
+
+def _sizes(features_dir: str, items: list[dict]) -> tuple[list[float], str]:
+  """Work per item: a segment's seconds, or a whole video's features file bytes."""
+  if items and items[0]['start'] is not None:
+    return [item['end'] - item['start'] for item in items], 'seconds'
+  paths = [files_lib.feature_paths(features_dir, item['video_id'])[0] for item in items]
+  return [os.path.getsize(p) if os.path.exists(p) else 0 for p in paths], 'bytes'
+
+
+def run(workdir: str, features_dir: str, output: str, segments_path: str | None = None,
+        per_second: bool = False, batch_size: int = 32, progress: bool = True,
+        process_index: int = 0, process_count: int = 1) -> dict:
+  """Writes the embeddings and manifest.json; returns the manifest.
+
+  With `process_count` > 1, only this process's share of the items
+  (`shares.take`: segments by seconds, videos by features file size), and
+  `shares.manifest_name(process_index, process_count)` instead of
+  manifest.json; `merge` then writes manifest.json.
+  """
+  shares_lib.check(process_index, process_count)
+  items = list_items(features_dir, segments_path)
+  share = None
+  if process_count > 1:
+    sizes, unit = _sizes(features_dir, items)
+    taken, share = shares_lib.take([(item['id'], item) for item in items], sizes, unit,
+                                   process_index, process_count)
+    items = [item for _, item in taken]
+  loaded, encode = encoder(workdir, per_second, batch_size)
   os.makedirs(output, exist_ok=True)
   failures, written, existing, cache = [], 0, 0, {}
   todo = []
@@ -126,5 +156,39 @@ def run(workdir: str, features_dir: str, output: str, segments_path: str | None 
                   features=os.path.abspath(features_dir), segments=segments_path,
                   per_second=per_second, items=len(items), written=written,
                   already_there=existing, failed=len(failures), failures=failures)
-  files_lib.write_json(os.path.join(output, 'manifest.json'), manifest, indent=1)
+  if share:
+    manifest['share'] = share
+  name = shares_lib.manifest_name(process_index, process_count) if share else MANIFEST
+  files_lib.write_json(os.path.join(output, name), manifest, indent=1)
+  return manifest
+
+
+def merge(features_dir: str, output: str, segments_path: str | None = None) -> dict:
+  """manifest.json of `output` from its processes' manifests; returns it.
+
+  Every item is done (its .npy is there), failed (in a process's manifest,
+  still without output) or missing.
+
+  Raises:
+    ValueError: the process manifests are absent or incomplete
+      (`shares.read_manifests`), or some item is missing (after manifest.json
+      is written).
+  """
+  items = list_items(features_dir, segments_path)
+  manifests = shares_lib.read_manifests(output)
+  ids = [item['id'] for item in items]
+  done = {i for i in ids if os.path.exists(os.path.join(output, f'{i}.npy'))}
+  failures = [f for m in manifests for f in m['failures'] if f['id'] not in done]
+  missing = shares_lib.missing_items(ids, done | {f['id'] for f in failures}, manifests)
+  first = manifests[0]
+  manifest = dict(workdir=first['workdir'], checkpoint_step=first['checkpoint_step'],
+                  features=os.path.abspath(features_dir), segments=segments_path,
+                  per_second=first['per_second'], items=len(items), done=len(done),
+                  written=sum(m['written'] for m in manifests),
+                  already_there=sum(m['already_there'] for m in manifests),
+                  failed=len(failures), missing=len(missing), failures=failures,
+                  missing_items=missing, merged=dict(processes=len(manifests)))
+  manifest_file = os.path.join(output, MANIFEST)
+  files_lib.write_json(manifest_file, manifest, indent=1)
+  shares_lib.check_missing(missing, len(items), 'items', manifest_file)
   return manifest

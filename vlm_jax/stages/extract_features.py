@@ -4,7 +4,6 @@ Used by `vlm-jax extract-features` and the demo; see that command for the file l
 """
 
 import collections
-import glob
 import json
 import os
 import re
@@ -73,18 +72,9 @@ def _check_failures(failures: list[dict], num_videos: int, num_done: int,
 MANIFEST = 'manifest.json'
 
 
-def shard_manifest_name(process_index: int, process_count: int) -> str:
-  """manifest-00001-of-00004.json: what process 1 of 4 did."""
-  return f'manifest-{process_index:05d}-of-{process_count:05d}.json'
-
-
-def _shard_manifests(output: str) -> list[str]:
-  return sorted(glob.glob(os.path.join(glob.escape(output), 'manifest-*-of-*.json')))
-
-
 def _check_parameters(output: str, params: dict[str, Any]) -> None:
   """ValueError when a manifest in `output` (merged or a process's) has other parameters."""
-  for path in [os.path.join(output, MANIFEST)] + _shard_manifests(output):
+  for path in [os.path.join(output, MANIFEST)] + shares_lib.manifest_paths(output):
     if not os.path.exists(path):
       continue
     with open(path, encoding='utf-8') as f:
@@ -113,8 +103,8 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
 
   Every video is tried, and the manifest is written, before a batch fails for
   its failures. With `process_count` > 1 this process takes only its share of
-  the videos (`shares.balanced_shares` by duration), writes
-  `shard_manifest_name(process_index, process_count)` instead of
+  the videos (`shares.take`, by duration), writes
+  `shares.manifest_name(process_index, process_count)` instead of
   manifest.json, and judges failures within its share; `merge` then writes
   manifest.json for all of them.
 
@@ -135,16 +125,12 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   pairs, not_videos, listing = _listing(videos)
   share = None
   if process_count > 1:
-    seconds = shares_lib.video_seconds([path for _, path in pairs])
-    indices = shares_lib.balanced_shares(seconds, process_count)[process_index]
-    share = dict(index=process_index, count=process_count,
-                 seconds=round(sum(seconds[i] for i in indices), 3),
-                 video_ids=[pairs[i][0] for i in indices])
-    pairs = [pairs[i] for i in indices]
+    pairs, share = shares_lib.take(pairs, shares_lib.video_seconds([p for _, p in pairs]),
+                                   'seconds', process_index, process_count)
   weights_sha = video_features.sha256_file(config.weights) if config.weights else 'random'
   params = parameters(config, weights_sha)
   manifest_file = os.path.join(
-      output, shard_manifest_name(process_index, process_count) if share else MANIFEST)
+      output, shares_lib.manifest_name(process_index, process_count) if share else MANIFEST)
   if not_videos:
     print(f'extract-features: {_summarise_not_videos(videos, listing.not_videos)}; '
           f'listed with reasons in {manifest_file}', file=sys.stderr)
@@ -254,31 +240,12 @@ def merge(videos: str, output: str, config: ml_collections.ConfigDict) -> dict[s
   weights_sha = video_features.sha256_file(config.weights) if config.weights else 'random'
   params = parameters(config, weights_sha)
   _check_parameters(output, params)
-  paths = _shard_manifests(output)
-  if not paths:
-    raise ValueError(f'{output}: no process manifests (manifest-*-of-*.json) to merge; run '
-                     'extract-features with --process_index/--process_count or --multihost')
-  shards = []
-  for path in paths:
-    with open(path, encoding='utf-8') as f:
-      shards.append(json.load(f))
-  counts = sorted({s['share']['count'] for s in shards})
-  if len(counts) > 1:
-    raise ValueError(f'{output} holds manifests of runs over {counts} processes; keep one '
-                     'run\'s manifest-*-of-*.json')
-  count = counts[0]
-  absent = sorted(set(range(count)) - {s['share']['index'] for s in shards})
-  if absent:
-    raise ValueError(f'{output}: no {shard_manifest_name(absent[0], count)}'
-                     + (f' (nor {len(absent) - 1} more)' if len(absent) > 1 else '')
-                     + f'; run process {absent[0]} of {count} (--process_index={absent[0]}) '
-                     'first')
+  shards = shares_lib.read_manifests(output)
   per_video = _finished(output, pairs)
   failures = [f for s in shards for f in s['failures'] if f['video_id'] not in per_video]
-  failed = {f['video_id'] for f in failures}
-  owner = {vid: s['share']['index'] for s in shards for vid in s['share']['video_ids']}
-  missing = [{'video_id': vid, 'path': os.path.abspath(path), 'process': owner.get(vid)}
-             for vid, path in pairs if vid not in per_video and vid not in failed]
+  paths = dict(pairs)
+  missing = [dict(m, path=os.path.abspath(paths[m['id']])) for m in shares_lib.missing_items(
+      list(paths), set(per_video) | {f['video_id'] for f in failures}, shards)]
   manifest_file = os.path.join(output, MANIFEST)
   manifest = dict(
       shards[0], videos_source=os.path.abspath(videos),
@@ -290,18 +257,13 @@ def merge(videos: str, output: str, config: ml_collections.ConfigDict) -> dict[s
                   clips=sum(v['clips'] for v in per_video.values()),
                   clips_this_run=sum(s['counts']['clips_this_run'] for s in shards)),
       videos=per_video, failures=failures, missing=missing, not_videos=not_videos,
-      merged=dict(processes=count, manifests=[os.path.basename(p) for p in paths],
+      merged=dict(processes=len(shards),
+                  manifests=[os.path.basename(p) for p in shares_lib.manifest_paths(output)],
                   seconds=round(time.perf_counter() - started, 3)),
       timings=dict(wall_seconds=max(s['timings']['wall_seconds'] for s in shards),
                    per_process=[s['timings'] for s in shards]))
   del manifest['share']
   files_lib.write_json(manifest_file, manifest, indent=1)
-  if missing:
-    first = missing[0]
-    whose = (f'process {first["process"]}\'s' if first['process'] is not None
-             else 'in no process\'s share: the listing changed since they ran')
-    raise ValueError(f'{len(missing)} of {len(pairs)} videos have no features and no failure '
-                     f'in any process manifest (first: {first["path"]}, {whose}); rerun those '
-                     f'processes (all listed in {manifest_file})')
+  shares_lib.check_missing(missing, len(pairs), 'videos', manifest_file)
   _check_failures(failures, len(pairs), len(per_video), config.max_failures, manifest_file)
   return manifest

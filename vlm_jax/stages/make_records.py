@@ -19,6 +19,7 @@ import tqdm
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
+from vlm_jax.data import shares as shares_lib
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
 from vlm_jax.videobert import codebook as codebook_lib
@@ -61,19 +62,42 @@ def _videoclip_record(video_id, features, clip_times, sentences, tokenizer):
   return record, join.JoinStats(clips=len(features), sentences=len(ids), empty_sentences=empty)
 
 
+MANIFEST = 'manifest.json'
+
+
+def process_prefix(prefix: str, process_index: int, process_count: int) -> str:
+  """The shard prefix of one process's records: videos-process00001of00004."""
+  return f'{prefix}-process{process_index:05d}of{process_count:05d}'
+
+
 def run(features: str, codebook: Optional[str], transcripts: Optional[str], output: str,
-        config: ml_collections.ConfigDict, progress: bool = True) -> dict[str, Any]:
+        config: ml_collections.ConfigDict, progress: bool = True, process_index: int = 0,
+        process_count: int = 1) -> dict[str, Any]:
   """Writes the shards and manifest.json into `output`; returns the manifest.
 
   With the same inputs and parameters as the manifest already there (and its
   shards present), nothing is written and the manifest comes back with
-  `skipped: True`.
+  `skipped: True`. With `process_count` > 1 this process takes its share of
+  the feature files (`shares.take`, by size), writes ceil(num_shards /
+  process_count) shards named by `process_prefix` and
+  `shares.manifest_name(process_index, process_count)`; `merge` then writes
+  manifest.json over all of them.
   """
+  shares_lib.check(process_index, process_count)
   names = codebook_lib.list_features(features)
+  share, prefix, num_shards = None, config.prefix, config.num_shards
+  if process_count > 1:
+    taken, share = shares_lib.take(
+        [(n,) for n in names], [os.path.getsize(os.path.join(features, n)) for n in names],
+        'bytes', process_index, process_count)
+    names = [n for n, in taken]
+    prefix = process_prefix(config.prefix, process_index, process_count)
+    num_shards = -(-num_shards // process_count)
   vocab_file = config.vocab_file or tokenizer_lib.default_vocab_file()
   params = config.to_dict()
   inputs = describe_inputs(features, names, codebook, transcripts, vocab_file)
-  manifest_file = os.path.join(output, 'manifest.json')
+  manifest_file = os.path.join(
+      output, shares_lib.manifest_name(process_index, process_count) if share else MANIFEST)
   if os.path.exists(manifest_file):
     with open(manifest_file, encoding='utf-8') as f:
       previous = json.load(f)
@@ -140,11 +164,11 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
   os.makedirs(output, exist_ok=True)
   staging = os.path.join(output, f'.staging-{os.getpid()}')
   shutil.rmtree(staging, ignore_errors=True)
-  num_shards = max(1, min(config.num_shards, len(names)))
+  num_shards = max(1, min(num_shards, len(names)))
   try:
-    staged = records.write_shards(video_records(), staging, num_shards, prefix=config.prefix,
+    staged = records.write_shards(video_records(), staging, num_shards, prefix=prefix,
                                   serialize=feature_records.to_example if videoclip else None)
-    stale = set(_shard_files(output, config.prefix))
+    stale = set(_shard_files(output, prefix))
     shards = []
     for path in staged:
       target = os.path.join(output, os.path.basename(path))
@@ -170,5 +194,64 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
       codebook_shape=dict(levels=book.levels, k=book.k, dim=book.dim) if book else None,
       shards=shards, counts=counts, transcripts_without_features=orphans,
       failures=failures, transcript_failures=[str(f) for f in transcript_failures])
+  if share:
+    manifest['share'] = share
   files_lib.write_json(manifest_file, manifest, indent=1)
   return dict(manifest, skipped=False)
+
+
+# What every process's manifest must agree on to make one set of records.
+_AGREED = ('system', 'codebook', 'transcripts', 'vocab_file', 'parameters', 'num_visual_tokens',
+           'text_vocab_size', 'codebook_shape')
+
+
+def merge(features: str, output: str) -> dict[str, Any]:
+  """manifest.json of `output` over its processes' records; returns it.
+
+  The result is what one process would have written over all the feature
+  files (shards: every process's; counts summed; transcripts without features:
+  those without features in every share), so `vlm-jax train` checks the
+  records' vocabulary from it, and a later run with the same inputs skips.
+  Shards of an earlier run under the same prefix (another process count, or
+  one process) are removed.
+
+  Raises:
+    ValueError: process manifests absent or incomplete (`shares.read_manifests`),
+      disagreeing on the parameters, inputs or vocabulary, or of VideoCLIP
+      features of different widths; feature files in no process's share.
+  """
+  manifests = shares_lib.read_manifests(output)
+  for key in _AGREED:
+    values = {json.dumps(m[key], sort_keys=True) for m in manifests}
+    if len(values) > 1:
+      raise ValueError(f'{output}: the process manifests differ in {key}; rerun every process '
+                       'with the same inputs and --config')
+  dims = {m['feature_dim'] for m in manifests} - {None}
+  if len(dims) > 1:
+    raise ValueError(f'{output}: the processes wrote features of widths {sorted(dims)}')
+  names = codebook_lib.list_features(features)
+  missing = shares_lib.missing_items(
+      names, {n for m in manifests for n in m['share']['item_ids']}, manifests)
+  first = manifests[0]
+  shards = sorted(p for m in manifests for p in m['shards'])
+  for path in set(_shard_files(output, first['parameters']['prefix'])) - set(shards):
+    os.remove(path)
+  orphans = sorted(set.intersection(*[set(m['transcripts_without_features'])
+                                      for m in manifests]))
+  counts = {k: sum(m['counts'][k] for m in manifests) for k in first['counts']}
+  counts.update(transcripts_without_features=len(orphans), missing=len(missing))
+  # As one run would describe them, so that it skips when nothing changed since.
+  inputs = describe_inputs(features, names, first['codebook'], first['transcripts'],
+                           first['vocab_file'])
+  manifest = dict(
+      {k: first[k] for k in _AGREED},
+      features=os.path.abspath(features), output=os.path.abspath(output), inputs=inputs,
+      feature_dim=dims.pop() if dims else None, shards=shards, counts=counts,
+      transcripts_without_features=orphans,
+      failures=[f for m in manifests for f in m['failures']],
+      transcript_failures=first['transcript_failures'], missing=missing,
+      merged=dict(processes=len(manifests)))
+  manifest_file = os.path.join(output, MANIFEST)
+  files_lib.write_json(manifest_file, manifest, indent=1)
+  shares_lib.check_missing(missing, len(names), 'feature files', manifest_file)
+  return manifest
