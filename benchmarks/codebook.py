@@ -3,6 +3,8 @@
   python benchmarks/codebook.py --n 200000 --d 1024 --levels 4 --k 12 --niter 10  # issue 3
   python benchmarks/codebook.py --n 50000 --d 128 --levels 3 --k 12   # small
   python benchmarks/codebook.py --features_dir DIR --n 200000 ...     # real features
+  python benchmarks/codebook.py --d 1024 --levels 4 --k 12 --niter 10 --heldout_n 20000 \
+      --sample_sizes 25000,50000,100000,200000,400000   # issue 19: how big a sample
 
 On one sample fits vlm_jax.videobert.codebook.build (a tree of `levels` levels, k
 per node, k**levels leaves) and one flat faiss k-means with k**levels
@@ -28,6 +30,11 @@ with a decaying per-dimension variance, because real clip features cluster
 and are far from isotropic; structureless noise would make any two
 quantisers look alike. --features_dir reads real [num_clips, D] .npy files
 instead (as build-codebook does).
+
+--sample_sizes instead fits build-codebook's tree (its default beam and
+refinement) on growing prefixes of one mixture sample and scores each on the
+same --heldout_n points drawn after them: the sample size past which a bigger
+`build-codebook --sample_size` stops lowering the error on unseen clips.
 """
 
 import argparse
@@ -114,6 +121,36 @@ def flat_nearest(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
   return index.search(x, 1)[1][:, 0]
 
 
+def sample_size_sweep(args) -> None:
+  """Prints build time and sample / held-out error per --sample_sizes entry."""
+  sizes = sorted(int(v) for v in args.sample_sizes.split(','))
+  if args.heldout_n <= 0:
+    raise SystemExit('--sample_sizes needs --heldout_n > 0')
+  leaves = args.k**args.levels
+  components = args.components or max(1, leaves // 4)
+  x = mixture(sizes[-1] + args.heldout_n, args.d, components, args.seed)
+  heldout = x[sizes[-1]:]
+  print(f'Gaussian mixture, {components} components, D = {args.d}; {args.levels} levels x '
+        f'{args.k} ({leaves} leaves), niter = {args.niter}, beam 4 + 2 refinement rounds; '
+        f'{len(heldout)} held-out points; load average {os.getloadavg()[0]:.1f}\n', flush=True)
+  print('| sample size | points per leaf | build (s) | sample error | held-out error | '
+        'held-out vs the largest sample |')
+  print('|---|---|---|---|---|---|')
+  rows = []
+  for size in sizes:
+    sample = x[:size]
+    start = time.perf_counter()
+    book = codebook_lib.build(sample, levels=args.levels, k=args.k, seed=args.seed,
+                              niter=args.niter, **_VARIANTS['beam4_refine2'])
+    build_s = time.perf_counter() - start
+    rows.append((size, build_s, mse(sample, book.leaf_centroids,
+                                    codebook_lib.assign(book, sample)),
+                 mse(heldout, book.leaf_centroids, codebook_lib.assign(book, heldout))))
+  for size, build_s, err, held in rows:
+    print(f'| {size:,} | {size / leaves:.1f} | {build_s:.1f} | {err:.2f} | {held:.2f} | '
+          f'{100 * (held / rows[-1][3] - 1):+.1f}% |')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--n', type=int, default=50_000, help='Sample size (points).')
@@ -134,7 +171,13 @@ def main():
                       help='Also report the error on this many further points of the same '
                       'mixture, not used to fit (synthetic; changes the sample drawn).')
   parser.add_argument('--skip_flat', action='store_true', help='Only the tree (flat is slow).')
+  parser.add_argument('--sample_sizes', default='',
+                      help='Comma-separated sample sizes: the sweep above instead of the '
+                           'comparison with flat.')
   args = parser.parse_args()
+  if args.sample_sizes:
+    sample_size_sweep(args)
+    return
   leaves = args.k**args.levels
 
   start = time.perf_counter()

@@ -12,7 +12,9 @@ outputs are checked to agree before timing. Torch threads = the CPU count, as
 XLA's CPU backend uses every core.
 
 Prints a Markdown table: clips/s of each (the best of `--iters` timed
-forwards after one warm-up, the two models' runs interleaved) and their ratio.
+forwards after one warm-up, the two models' runs interleaved) and their ratio,
+and the forward's FLOPs per clip as XLA's cost analysis counts them (what an
+accelerator's clips/s can be estimated from).
 """
 
 import argparse
@@ -85,6 +87,10 @@ def main():
   got = np.asarray(apply(variables, video_device)['logits'])
   compile_s = time.perf_counter() - start
 
+  cost = apply.lower(variables, video_device).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list in older jax
+  gflop_per_clip = cost['flops'] / args.batch / 1e9
+
   def jax_forward():
     return apply(variables, video_device)['logits'].block_until_ready()
 
@@ -97,7 +103,8 @@ def main():
   print(f'{platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__}, '
         f'torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision '
         f'{torchvision.__version__}; logits agree to {diff:.2g} (max |logit| {scale:.2g}); '
-        f'JAX compile + first run {compile_s:.1f} s\n')
+        f'JAX compile + first run {compile_s:.1f} s; XLA counts {gflop_per_clip:.1f} GFLOP '
+        'per clip\n')
   shape = f'{args.batch} clips x {args.frames} x {args.size} x {args.size}'
   print('| model | input | vlm_jax (Flax, jit) clips/s | torchvision clips/s | ratio |')
   print('|---|---|---|---|---|')
