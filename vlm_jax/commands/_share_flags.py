@@ -30,19 +30,23 @@ class ShareFlags:
     return jax.process_index(), jax.process_count()
 
 
-def define_flags(module_name: str, items: str) -> ShareFlags:
-  """Defines the four flags; `module_name` (the command's __name__) lists them in its --help."""
+def define_flags(module_name: str, items: str, balanced_by: str) -> ShareFlags:
+  """Defines the four flags; `module_name` (the command's __name__) lists them in its --help.
+
+  `items` names what is shared out ('videos'), `balanced_by` how ('duration').
+  """
   return ShareFlags(
       process_index=flags.DEFINE_integer(
           'process_index', 0, f"This process's share of the {items}, of --process_count.",
           module_name=module_name),
       process_count=flags.DEFINE_integer(
-          'process_count', 1, f'Processes splitting the {items}; > 1 writes '
+          'process_count', 1, f'Processes splitting the {items} by {balanced_by}; > 1 writes '
           'manifest-<index>-of-<count>.json (then --merge).', module_name=module_name),
       multihost=flags.DEFINE_bool(
           'multihost', False, 'Call jax.distributed.initialize() first (TPU slices) and take '
           'the share of jax.process_index() of jax.process_count().', module_name=module_name),
       merge=flags.DEFINE_bool(
           'merge', False, "Process nothing: write manifest.json from the processes' "
-          f'manifests, reporting every one of the {items} (exit 1 if any is missing).',
+          f'manifests, reporting each of the {items} as done, failed or missing (exit 1 if '
+          'any is missing).',
           module_name=module_name))

@@ -36,7 +36,7 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Output folder of <id>.npy embeddi
 _PER_SECOND = flags.DEFINE_bool('per_second', False,
                                 'Write [T, hidden] per-second states instead of [hidden].')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Windows per forward pass.')
-_SHARE = _share_flags.define_flags(__name__, 'items (balanced by seconds or bytes)')
+_SHARE = _share_flags.define_flags(__name__, 'items', 'seconds or file size')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['workdir', 'features', 'output']
 

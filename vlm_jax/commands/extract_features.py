@@ -48,7 +48,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('extract_features.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/extract_features.py:s3dg; '
     'the default is preset s3d.', lock_config=True)
-_SHARE = _share_flags.define_flags(__name__, 'videos (balanced by duration)')
+_SHARE = _share_flags.define_flags(__name__, 'videos', 'duration')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['videos', 'output']
 

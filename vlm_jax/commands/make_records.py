@@ -49,7 +49,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('make_records.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/make_records.py:videoclip; '
     'the default is preset videobert.', lock_config=True)
-_SHARE = _share_flags.define_flags(__name__, 'feature files (balanced by size)')
+_SHARE = _share_flags.define_flags(__name__, 'feature files', 'size')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['features', 'output']
 
