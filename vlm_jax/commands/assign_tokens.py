@@ -43,8 +43,7 @@ def main(argv):
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise SystemExit(f'vlm-jax assign-tokens: {e}') from e
   c = manifest['counts']
-  name = (shares.manifest_name(manifest['share']['index'], manifest['share']['count'])
-          if 'share' in manifest else assign_tokens.MANIFEST)
+  name = shares.written_manifest(manifest)
   print(f'{output}: wrote {c["written"]} videos ({c["clips_written"]} clips), '
         f'kept {c["skipped_existing"]} existing, {c["failed"]} failed '
         f'(see {os.path.join(output, name)})')

@@ -59,7 +59,6 @@ def main(argv):
                            process_count=count)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'vlm-jax encode-video: {e}') from e
-  name = (shares.manifest_name(m['share']['index'], m['share']['count']) if 'share' in m
-          else encode_video.MANIFEST)
+  name = shares.written_manifest(m)
   print(f'{output}: {m["written"]} written, {m["already_there"]} already there, '
         f'{m["failed"]} failed (see {name})')

@@ -74,8 +74,7 @@ def main(argv):
                                     process_index=index, process_count=count)
   except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
     raise SystemExit(f'vlm-jax extract-features: {e}') from e
-  written = (shares.manifest_name(index, count) if count > 1
-             else extract_features.MANIFEST)
+  written = shares.written_manifest(manifest)
   c, t = manifest['counts'], manifest['timings']
   rate = f', {t["clips_per_second"]} clips/s' if c['clips_this_run'] else ''
   print(f'{output}: wrote {c["written_this_run"]} videos ({c["clips_this_run"]} clips{rate}), '

@@ -78,7 +78,7 @@ def main(argv):
     print(f'{output} is up to date (same inputs and parameters); nothing to do')
     return
   c = manifest['counts']
-  name = (shares.manifest_name(index, count) if count > 1 else make_records.MANIFEST)
+  name = shares.written_manifest(manifest)
   print(f'{output}: {c["videos"]} videos ({c["with_transcript"]} with transcripts, '
         f'{c["without_transcript"]} video-only), {c["sentences"]} sentences, {c["clips"]} '
         f'clips in {len(manifest["shards"])} shards; {c["failed"]} failed, '

@@ -65,6 +65,12 @@ def manifest_name(process_index: int, process_count: int) -> str:
   return f'manifest-{process_index:05d}-of-{process_count:05d}.json'
 
 
+def written_manifest(manifest: dict[str, Any]) -> str:
+  """The file name a stage wrote `manifest` under: its process's, or manifest.json."""
+  share = manifest.get('share')
+  return manifest_name(share['index'], share['count']) if share else 'manifest.json'
+
+
 def manifest_paths(output: str) -> list[str]:
   """The process manifests in `output`, sorted."""
   return sorted(glob.glob(os.path.join(glob.escape(output), 'manifest-*-of-*.json')))
