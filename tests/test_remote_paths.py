@@ -454,3 +454,104 @@ def test_captioner_trains_and_loads_on_gcs(fake_gcs, tmp_path, monkeypatch):
   for x, y in zip(jax.tree.leaves(remote.params), jax.tree.leaves(here.params)):
     np.testing.assert_array_equal(x, y)
   assert captioner.captions(remote, features) == captioner.captions(here, features)
+
+
+def _upload(local: str, url: str) -> None:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  for root, _, names in os.walk(local):
+    for name in names:
+      path = os.path.join(root, name)
+      target = f'{url}/{os.path.relpath(path, local)}'
+      tf.io.gfile.makedirs(os.path.dirname(target))
+      tf.io.gfile.copy(path, target, overwrite=True)
+
+
+def _examples(paths) -> list[bytes]:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return sorted(r.numpy() for r in tf.data.TFRecordDataset(sorted(paths)))
+
+
+def test_front_end_stages_read_and_write_gcs(fake_gcs, tmp_path, monkeypatch):
+  """Videos on gs:// to records on gs://, over two processes: the bits of a local run."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  from configs import extract_features as extract_config  # pylint: disable=import-outside-toplevel
+  from configs import make_records as records_config  # pylint: disable=import-outside-toplevel
+  from vlm_jax.data import files  # pylint: disable=import-outside-toplevel
+  from vlm_jax.stages import (assign_tokens, build_codebook, encode_video,  # pylint: disable=import-outside-toplevel
+                              extract_features, make_records, synth_videos)
+  store, env = fake_gcs
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  monkeypatch.chdir(tmp_path)  # where a URL taken as a local path would make 'gs:/'
+  synth_videos.run(str(tmp_path / 'corpus'), num_videos=3, num_test=0, num_dev=0)
+  corpus = f'gs://{BUCKET}/corpus'
+  _upload(str(tmp_path / 'corpus'), corpus)
+  config = extract_config.get_config('s3dg')
+  config.crop_size, config.clip_frames, config.fps, config.batch_size = 32, 16, 10.0, 4
+  config.dtype = 'float32'
+  remote, local = f'gs://{BUCKET}/out', str(tmp_path / 'local')
+
+  # The one-process run on the local disk, every stage.
+  extract_features.run(str(tmp_path / 'corpus' / 'videos'), f'{local}/features', config,
+                       progress=False)
+  build_codebook.run(f'{local}/features', f'{local}/codebook.npz', levels=2, k=3,
+                     sample_size=40)
+  assign_tokens.run(f'{local}/features', f'{local}/codebook.npz', f'{local}/tokens',
+                    progress=False)
+  records = records_config.get_config('videobert')
+  records.num_shards = 2
+  make_records.run(f'{local}/features', f'{local}/codebook.npz',
+                   str(tmp_path / 'corpus' / 'transcripts'), f'{local}/records', records,
+                   progress=False)
+
+  # The same on the bucket, as two processes (then merged); the last stage from the CLI.
+  for index in range(2):
+    extract_features.run(f'{corpus}/videos', f'{remote}/features', config, progress=False,
+                         process_index=index, process_count=2)
+  merged = extract_features.merge(f'{corpus}/videos', f'{remote}/features', config)
+  assert merged['counts']['done'] == 3 and merged['missing'] == merged['failures'] == []
+  assert merged['videos_source'] == f'{corpus}/videos'
+  build_codebook.run(f'{remote}/features', f'{remote}/codebook.npz', levels=2, k=3,
+                     sample_size=40)
+  for index in range(2):
+    assign_tokens.run(f'{remote}/features', f'{remote}/codebook.npz', f'{remote}/tokens',
+                      index, 2, progress=False)
+  assign_tokens.merge(f'{remote}/features', f'{remote}/codebook.npz', f'{remote}/tokens')
+  command = [sys.executable, '-m', 'vlm_jax.cli', 'make-records', '--features',
+             f'{remote}/features', '--codebook', f'{remote}/codebook.npz', '--transcripts',
+             f'{corpus}/transcripts', '--output', f'{remote}/records',
+             '--config', os.path.join(REPO, 'configs', 'make_records.py') + ':videobert',
+             '--config.num_shards=2']
+  cli = subprocess.run(command, cwd=tmp_path, env={**os.environ, 'PYTHONPATH': REPO},
+                       capture_output=True, text=True, timeout=300)
+  assert cli.returncode == 0, cli.stderr[-3000:]
+  assert os.listdir(tmp_path) == ['corpus', 'local']  # nothing under a local 'gs:'
+
+  names = set(store.names(BUCKET))
+  for name in ('features/manifest.json', 'features/manifest-00000-of-00002.json',
+               'codebook.npz', 'codebook.centroids.npy', 'tokens/manifest.json',
+               'records/manifest.json'):
+    assert f'out/{name}' in names, name
+  assert not any(n.endswith('.tmp') or '.staging-' in n for n in names)
+  for folder in ('features', 'tokens'):
+    ours = sorted(n for n in tf.io.gfile.listdir(f'{remote}/{folder}') if n.endswith('.npy'))
+    assert ours == sorted(n for n in os.listdir(f'{local}/{folder}') if n.endswith('.npy'))
+    assert len(ours) == 6 if folder == 'features' else 3
+    for name in ours:
+      with tf.io.gfile.GFile(f'{remote}/{folder}/{name}', 'rb') as f:
+        np.testing.assert_array_equal(np.load(f), np.load(f'{local}/{folder}/{name}'),
+                                      err_msg=name)
+  with tf.io.gfile.GFile(f'{remote}/codebook.npz', 'rb') as f:
+    assert f.read() == open(f'{local}/codebook.npz', 'rb').read()
+  manifest = files.read_json(f'{remote}/records/manifest.json')
+  assert manifest['counts']['videos'] == 3 and manifest['counts']['with_transcript'] == 3
+  assert _examples(manifest['shards']) == _examples(
+      files.read_json(f'{local}/records/manifest.json')['shards'])
+
+  # encode-video's inputs: the same items and per-second features from the bucket.
+  assert (encode_video.list_items(f'{remote}/features', None)
+          == encode_video.list_items(f'{local}/features', None))
+  np.testing.assert_array_equal(encode_video.load_per_second(f'{remote}/features', 'train_0001'),
+                                encode_video.load_per_second(f'{local}/features', 'train_0001'))

@@ -13,6 +13,9 @@ import os
 import urllib.parse
 from typing import Iterator
 
+import numpy as np
+
+from vlm_jax.data import storage
 from vlm_jax.data import video as video_lib
 
 # Names of video files, matched case-insensitively. `find_videos` probes
@@ -48,27 +51,40 @@ def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary name next to `path`; renamed to `path` if the block succeeds.
 
   A crash never leaves a partial file under the final name, which a re-run
-  would take as done. Local files only (os.replace).
+  would take as done. `path` may be a URL (vlm_jax.data.storage).
   """
   tmp = path + '.tmp'
   try:
     yield tmp
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if storage.exists(tmp):
+      storage.remove(tmp)
     raise
-  os.replace(tmp, path)
+  storage.replace(tmp, path)
 
 
 def write_text(path: str, text: str) -> None:
-  """Writes `text` to the local file `path` atomically."""
-  with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+  """Writes `text` to `path` (a local path or a URL) atomically."""
+  with atomic_path(path) as tmp, storage.open_file(tmp, 'w') as f:
     f.write(text)
 
 
 def write_json(path: str, value, indent: int | None = 2) -> None:
-  """Writes `value` as JSON to the local file `path` atomically."""
+  """Writes `value` as JSON to `path` (a local path or a URL) atomically."""
   write_text(path, json.dumps(value, indent=indent, default=str))
+
+
+def read_json(path: str):
+  """The JSON value in `path` (a local path or a URL)."""
+  with storage.open_file(path) as f:
+    return json.load(f)
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+  """Writes `array` to the .npy file `path` (a local path or a URL) atomically."""
+  # A file object: np.save would append '.npy' to the temporary name.
+  with atomic_path(path) as tmp, storage.open_file(tmp, 'wb') as f:
+    np.save(f, array)
 
 
 def tfds_files(name: str, split: str = 'train', data_dir: str | None = None) -> list[str]:
@@ -149,7 +165,7 @@ class VideoListing:
 def _probe_folder(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
   """(video paths, (path, reason) of the rest): every file under `folder`, probed."""
   videos, not_videos = [], []
-  for root, dirs, names in os.walk(folder):
+  for root, dirs, names in storage.walk(folder):
     # .git, .cache and the like hold no data, and probing them can take long.
     hidden = [d for d in dirs if d.startswith('.')]
     not_videos += [(os.path.join(root, d), 'hidden folder, not searched') for d in hidden]
@@ -160,7 +176,7 @@ def _probe_folder(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
         # macOS "._x.mp4" files and other hidden files are never the data.
         not_videos.append((path, 'hidden file'))
         continue
-      if not os.path.isfile(path):
+      if not storage.isfile(path):
         not_videos.append((path, 'not a regular file'))  # a FIFO would block the probe
         continue
       try:
@@ -179,23 +195,25 @@ def _probe_folder(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
 def _read_list(source: str, why_not: str) -> list[str]:
   """The paths of a list file (relative to its folder); ValueError if it is no text."""
   try:
-    with open(source, encoding='utf-8') as f:
+    with storage.open_file(source) as f:
       text = f.read()
   except UnicodeDecodeError:
     text = None
   if text is None or '\0' in text:
     raise ValueError(f'{source} is neither a video ({why_not}) nor a UTF-8 text file '
                      'of video paths')
-  base = os.path.dirname(os.path.abspath(source))
+  base = os.path.dirname(storage.absolute(source))
   lines = [line.strip() for line in text.splitlines()]
-  return [os.path.join(base, line) for line in lines if line and not line.startswith('#')]
+  return [line if storage.is_url(line) else os.path.join(base, line)
+          for line in lines if line and not line.startswith('#')]
 
 
 def find_videos(source: str) -> VideoListing:
   """The videos of a folder, a video file or a list file, and every file not used.
 
   Args:
-    source: a folder, searched recursively: each file is probed with FFmpeg
+    source: a local path or a URL (gs://...; vlm_jax.data.storage). A
+      folder, searched recursively: each file is probed with FFmpeg
       (`video.why_not_video`), so a video is found whatever its name, and
       audio, pictures, subtitles and other files are listed in `not_videos`
       with the reason (a file FFmpeg cannot read counts as a broken video
@@ -212,9 +230,9 @@ def find_videos(source: str) -> VideoListing:
   """
   source = os.fspath(source)
   not_videos = []
-  if os.path.isdir(source):
+  if storage.isdir(source):
     paths, not_videos = _probe_folder(source)
-  elif os.path.isfile(source):
+  elif storage.isfile(source):
     try:
       why_not = video_lib.why_not_video(source)
     except video_lib.VideoDecodeError as e:

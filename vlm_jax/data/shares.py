@@ -6,12 +6,12 @@ every process lists the same items in the same order and computes the same
 assignment, so the shares are disjoint and together are the whole list.
 """
 
-import glob
 import heapq
 import json
 import os
 from typing import Any, Sequence
 
+from vlm_jax.data import storage
 from vlm_jax.data import video as video_lib
 
 
@@ -73,7 +73,7 @@ def written_manifest(manifest: dict[str, Any]) -> str:
 
 def manifest_paths(output: str) -> list[str]:
   """The process manifests in `output`, sorted."""
-  return sorted(glob.glob(os.path.join(glob.escape(output), 'manifest-*-of-*.json')))
+  return storage.glob(os.path.join(storage.glob_escape(output), 'manifest-*-of-*.json'))
 
 
 def take(items: Sequence[Any], sizes: Sequence[float], unit: str, process_index: int,
@@ -105,7 +105,7 @@ def read_manifests(output: str) -> list[dict[str, Any]]:
                      'with --process_index/--process_count or --multihost first')
   manifests = []
   for path in paths:
-    with open(path, encoding='utf-8') as f:
+    with storage.open_file(path) as f:
       manifests.append(json.load(f))
   counts = sorted({m['share']['count'] for m in manifests})
   if len(counts) > 1:

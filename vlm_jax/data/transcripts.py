@@ -39,6 +39,8 @@ import re
 import warnings
 from typing import Iterable, Optional, Sequence
 
+from vlm_jax.data import storage
+
 
 @dataclasses.dataclass(frozen=True)
 class TimedSentence:
@@ -250,7 +252,7 @@ def _read_lines(path, report: _Reporter) -> tuple[list[str], str]:
   reported, kept as placeholders so the cues around them still parse, and
   marked in `report.bad_lines`, so that the cue holding one is skipped.
   """
-  with open(path, 'rb') as f:
+  with storage.open_file(path, 'rb') as f:
     data = f.read()
   codec, how, bom = detect_encoding(data)
   data = data[bom:]
@@ -562,7 +564,7 @@ def split_sentences(words: Sequence[TimedWord], max_gap: float = 1.0,
 
 def _load_json(path):
   try:
-    with open(path, 'rb') as f:
+    with storage.open_file(path, 'rb') as f:
       # From bytes, json tells UTF-8 (BOM or not) from UTF-16 and UTF-32.
       return json.loads(f.read())
   except json.JSONDecodeError as e:
@@ -689,15 +691,14 @@ def _load_file(path: str, lenient: bool, max_gap: float, max_words: int,
 
 
 def transcript_files(path) -> list[str]:
-  """`path` if it is a file, else the supported files in the directory."""
+  """`path` if it is a file, else the supported files in the directory (either may be a URL)."""
   path = os.fspath(path)
-  if not os.path.isdir(path):
-    if not os.path.exists(path):
+  if not storage.isdir(path):
+    if not storage.exists(path):
       raise FileNotFoundError(f'{path} does not exist')
     return [path]
-  return [os.path.join(path, name) for name in sorted(os.listdir(path))
-          if name.lower().endswith(SUPPORTED_EXTENSIONS)
-          and os.path.isfile(os.path.join(path, name))]
+  return [os.path.join(path, name) for name in storage.list_files(path)
+          if name.lower().endswith(SUPPORTED_EXTENSIONS)]
 
 
 def load_transcripts(path, lenient: bool = False, max_gap: float = 1.0,

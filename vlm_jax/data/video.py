@@ -62,6 +62,8 @@ from typing import Any, Iterable, Iterator, Optional, Union
 import av
 import numpy as np
 
+from vlm_jax.data import storage
+
 # A frame whose time is within this fraction of an output period after t_k is
 # taken as displayed at t_k (see the module docstring).
 PTS_TOLERANCE = 0.25
@@ -165,9 +167,20 @@ def _video_stream(container):
 
 
 def _av_open(path: str):
+  """An av container of `path`: a local file, or a URL read through tf.io.gfile."""
+  if not storage.is_url(path):
+    try:
+      return av.open(os.fspath(path))
+    except (av.FFmpegError, EOFError, OSError) as e:
+      raise VideoDecodeError(f'{path}: cannot open video ({_cause(e)})') from e
+  # FFmpeg reads through the handle's read and seek, fetching only the byte
+  # ranges it needs (a probe reads the header, not the video). The container
+  # holds the handle, which is freed with it.
+  handle = storage.open_file(path, 'rb')
   try:
-    return av.open(os.fspath(path))
-  except (av.FFmpegError, EOFError, OSError) as e:
+    return av.open(handle)
+  except Exception as e:  # TensorFlow's errors (NotFoundError, ...) are no OSError
+    handle.close()
     raise VideoDecodeError(f'{path}: cannot open video ({_cause(e)})') from e
 
 

@@ -11,6 +11,7 @@ import tqdm
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import shares as shares_lib
+from vlm_jax.data import storage
 from vlm_jax.videobert import codebook as codebook_lib
 
 MANIFEST = 'manifest.json'
@@ -38,15 +39,16 @@ def run(features: str, codebook: str, output: str, process_index: int = 0,
   share = None
   if process_count > 1:
     items, share = shares_lib.take(
-        [(n,) for n in names], [os.path.getsize(os.path.join(features, n)) for n in names],
+        [(n,) for n in names], [storage.getsize(os.path.join(features, n)) for n in names],
         'bytes', process_index, process_count)
     names = [n for n, in items]
   book = _load_codebook(codebook)
-  os.makedirs(output, exist_ok=True)
+  storage.makedirs(output)
+  present = set(storage.listdir(output))
   written, skipped, clips, failures = 0, 0, 0, []
   for name in tqdm.tqdm(names, desc='assign-tokens', unit='video', disable=not progress):
     target = os.path.join(output, name)
-    if os.path.exists(target):
+    if name in present:
       skipped += 1
       continue
     try:
@@ -55,14 +57,12 @@ def run(features: str, codebook: str, output: str, process_index: int = 0,
       failures.append({'file': name, 'error': str(e)})
       continue
     tokens = codebook_lib.assign(book, array).astype(np.int32)
-    # A file object: np.save would append '.npy' to the temporary name.
-    with files_lib.atomic_path(target) as tmp, open(tmp, 'wb') as f:
-      np.save(f, tokens)
+    files_lib.save_npy(target, tokens)
     written += 1
     clips += len(tokens)
   manifest = dict(
-      features=os.path.abspath(features), codebook=os.path.abspath(codebook),
-      output=os.path.abspath(output),
+      features=storage.absolute(features), codebook=storage.absolute(codebook),
+      output=storage.absolute(output),
       codebook_shape=dict(levels=book.levels, k=book.k, dim=book.dim),
       counts=dict(files=len(names), written=written, skipped_existing=skipped,
                   failed=len(failures), clips_written=clips),
@@ -88,13 +88,13 @@ def merge(features: str, codebook: str, output: str) -> dict[str, Any]:
   names = codebook_lib.list_features(features)
   book = _load_codebook(codebook)
   manifests = shares_lib.read_manifests(output)
-  done = {n for n in names if os.path.exists(os.path.join(output, n))}
+  done = set(names) & set(storage.listdir(output))
   failures = [f for m in manifests for f in m['failures'] if f['file'] not in done]
   missing = shares_lib.missing_items(names, done | {f['file'] for f in failures}, manifests)
   total = lambda key: sum(m['counts'][key] for m in manifests)
   manifest = dict(
-      features=os.path.abspath(features), codebook=os.path.abspath(codebook),
-      output=os.path.abspath(output),
+      features=storage.absolute(features), codebook=storage.absolute(codebook),
+      output=storage.absolute(output),
       codebook_shape=dict(levels=book.levels, k=book.k, dim=book.dim),
       counts=dict(files=len(names), done=len(done), written=total('written'),
                   skipped_existing=total('skipped_existing'), failed=len(failures),

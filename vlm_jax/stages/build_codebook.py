@@ -3,7 +3,6 @@
 Used by `vlm-jax build-codebook` and the demo; see that command for the options.
 """
 
-import json
 import os
 from typing import Any, Optional
 
@@ -11,6 +10,7 @@ import numpy as np
 import tqdm
 
 from vlm_jax.data import files as files_lib
+from vlm_jax.data import storage
 from vlm_jax.videobert import codebook as codebook_lib
 
 
@@ -33,16 +33,14 @@ def write_centroids(codebook: codebook_lib.Codebook, path: str) -> None:
   centroids = codebook.leaf_centroids
   if 'feature_mean' in codebook.extras:
     centroids = centroids * codebook.extras['feature_scale'] + codebook.extras['feature_mean']
-  with files_lib.atomic_path(path) as tmp, open(tmp, 'wb') as f:
-    np.save(f, centroids.astype(np.float32))
+  files_lib.save_npy(path, centroids.astype(np.float32))
 
 
 def describe_inputs(folder: str, names: list[str]) -> list[list[Any]]:
   """[name, size, mtime_ns] per file: what a re-run compares to skip."""
   out = []
   for name in names:
-    st = os.stat(os.path.join(folder, name))
-    out.append([name, st.st_size, st.st_mtime_ns])
+    out.append([name, *storage.size_and_mtime(os.path.join(folder, name))])
   return out
 
 
@@ -60,11 +58,10 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
                     niter=niter, standardize=standardize, beam=beam,
                     refine_rounds=refine_rounds)
   inputs = describe_inputs(features, names)
-  if os.path.exists(output) and os.path.exists(manifest_path(output)):
-    with open(manifest_path(output), encoding='utf-8') as f:
-      previous = json.load(f)
+  if storage.exists(output) and storage.exists(manifest_path(output)):
+    previous = files_lib.read_json(manifest_path(output))
     if previous.get('inputs') == inputs and previous.get('parameters') == parameters:
-      if not os.path.exists(centroids_path(output)):
+      if not storage.exists(centroids_path(output)):
         write_centroids(codebook_lib.Codebook.load(output), centroids_path(output))
       return dict(previous, skipped=True)
 
@@ -95,7 +92,7 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
   for i, (name, _) in enumerate(tqdm.tqdm(good, desc='build-codebook: read', unit='video')):
     lo, hi = bounds[i], bounds[i + 1]
     if hi > lo:
-      array = np.load(os.path.join(features, name), mmap_mode='r')
+      array = storage.load_npy(os.path.join(features, name), mmap=True)
       sample[lo:hi] = array[chosen[lo:hi] - offsets[i]]
 
   extras = {}
@@ -118,8 +115,8 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
   write_centroids(codebook, centroids_path(output))
 
   manifest = dict(
-      features=os.path.abspath(features), output=os.path.abspath(output),
-      centroids=os.path.abspath(centroids_path(output)),
+      features=storage.absolute(features), output=storage.absolute(output),
+      centroids=storage.absolute(centroids_path(output)),
       parameters=parameters, inputs=inputs,
       counts=dict(files=len(names), videos=len(good), failed=len(failures), clips=total,
                   sampled=len(chosen), dim=dim, leaves=codebook.num_leaves,

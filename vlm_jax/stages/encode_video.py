@@ -15,12 +15,13 @@ from vlm_jax.cbt import inference as cbt_inference
 from vlm_jax.data import feature_records
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import shares as shares_lib
+from vlm_jax.data import storage
 from vlm_jax.videoclip import inference as videoclip_inference
 
 
 def read_segments(path: str) -> list[dict]:
   """[{id, video_id, start, end}] from a JSON list or JSONL; errors name file and line."""
-  with open(path, encoding='utf-8') as f:
+  with storage.open_file(path) as f:
     text = f.read()
   try:
     items = json.loads(text)
@@ -54,11 +55,13 @@ def read_segments(path: str) -> list[dict]:
 def load_per_second(features_dir: str, video_id: str) -> np.ndarray:
   """[num_seconds, D] float32 of one video (ValueError / FileNotFoundError naming the file)."""
   path, times_path = files_lib.feature_paths(features_dir, video_id)
-  features = np.load(path).astype(np.float32)
+  if not storage.exists(path):
+    raise FileNotFoundError(f'{path}: no such features file')
+  features = storage.load_npy(path).astype(np.float32)
   if features.ndim != 2 or len(features) == 0:
     raise ValueError(f'{path}: expected [num_clips, D] features, got {list(features.shape)}')
-  if os.path.exists(times_path):
-    features = feature_records.per_second(features, np.load(times_path))
+  if storage.exists(times_path):
+    features = feature_records.per_second(features, storage.load_npy(times_path))
   return features
 
 
@@ -92,7 +95,7 @@ def list_items(features_dir: str, segments_path: str | None) -> list[dict]:
   if segments_path:
     return read_segments(segments_path)
   return [{'id': n[:-4], 'video_id': n[:-4], 'start': None, 'end': None}
-          for n in sorted(os.listdir(features_dir))
+          for n in storage.listdir(features_dir)
           if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX)]
 
 
@@ -100,8 +103,9 @@ def _sizes(features_dir: str, items: list[dict]) -> tuple[list[float], str]:
   """Work per item: a segment's seconds, or a whole video's features file bytes."""
   if items and items[0]['start'] is not None:
     return [item['end'] - item['start'] for item in items], 'seconds'
+  present = set(storage.listdir(features_dir))
   paths = [files_lib.feature_paths(features_dir, item['video_id'])[0] for item in items]
-  return [os.path.getsize(p) if os.path.exists(p) else 0 for p in paths], 'bytes'
+  return [storage.getsize(p) if os.path.basename(p) in present else 0 for p in paths], 'bytes'
 
 
 def run(workdir: str, features_dir: str, output: str, segments_path: str | None = None,
@@ -123,11 +127,12 @@ def run(workdir: str, features_dir: str, output: str, segments_path: str | None 
                                    process_index, process_count)
     items = [item for _, item in taken]
   loaded, encode = encoder(workdir, per_second, batch_size)
-  os.makedirs(output, exist_ok=True)
+  storage.makedirs(output)
+  present = set(storage.listdir(output))
   failures, written, existing, cache = [], 0, 0, {}
   todo = []
   for item in items:
-    if os.path.exists(os.path.join(output, f'{item["id"]}.npy')):
+    if f'{item["id"]}.npy' in present:
       existing += 1
       continue
     try:
@@ -150,10 +155,10 @@ def run(workdir: str, features_dir: str, output: str, segments_path: str | None 
                          disable=not progress):
     ids, arrays = zip(*todo[start:start + chunk])
     for item_id, array in zip(ids, encode(list(arrays))):
-      np.save(os.path.join(output, f'{item_id}.npy'), np.asarray(array, np.float32))
+      files_lib.save_npy(os.path.join(output, f'{item_id}.npy'), np.asarray(array, np.float32))
       written += 1
-  manifest = dict(workdir=os.path.abspath(workdir), checkpoint_step=loaded.step,
-                  features=os.path.abspath(features_dir), segments=segments_path,
+  manifest = dict(workdir=storage.absolute(workdir), checkpoint_step=loaded.step,
+                  features=storage.absolute(features_dir), segments=segments_path,
                   per_second=per_second, items=len(items), written=written,
                   already_there=existing, failed=len(failures), failures=failures)
   if share:
@@ -177,12 +182,13 @@ def merge(features_dir: str, output: str, segments_path: str | None = None) -> d
   items = list_items(features_dir, segments_path)
   manifests = shares_lib.read_manifests(output)
   ids = [item['id'] for item in items]
-  done = {i for i in ids if os.path.exists(os.path.join(output, f'{i}.npy'))}
+  present = set(storage.listdir(output))
+  done = {i for i in ids if f'{i}.npy' in present}
   failures = [f for m in manifests for f in m['failures'] if f['id'] not in done]
   missing = shares_lib.missing_items(ids, done | {f['id'] for f in failures}, manifests)
   first = manifests[0]
   manifest = dict(workdir=first['workdir'], checkpoint_step=first['checkpoint_step'],
-                  features=os.path.abspath(features_dir), segments=segments_path,
+                  features=storage.absolute(features_dir), segments=segments_path,
                   per_second=first['per_second'], items=len(items), done=len(done),
                   written=sum(m['written'] for m in manifests),
                   already_there=sum(m['already_there'] for m in manifests),

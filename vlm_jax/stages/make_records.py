@@ -6,20 +6,18 @@ vlm_jax.data.records) or 'videoclip' (per-second features, no codebook,
 vlm_jax.data.feature_records).
 """
 
-import glob
 import json
 import os
-import shutil
 import sys
 from typing import Any, Optional
 
 import ml_collections
-import numpy as np
 import tqdm
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import records
 from vlm_jax.data import shares as shares_lib
+from vlm_jax.data import storage
 from vlm_jax.data import tokenizer as tokenizer_lib
 from vlm_jax.data import transcripts as transcripts_lib
 from vlm_jax.videobert import codebook as codebook_lib
@@ -28,20 +26,18 @@ from vlm_jax.data import feature_records
 
 
 def _describe(path: str) -> list[Any]:
-  st = os.stat(path)
-  return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+  return [storage.absolute(path), *storage.size_and_mtime(path)]
 
 
 def describe_inputs(features: str, names: list[str], codebook: Optional[str],
                     transcripts: Optional[str], vocab_file: str) -> dict[str, Any]:
   """Sizes and mtimes of every input file: what a re-run compares to skip."""
   feature_files = []
+  present = set(storage.listdir(features))
   for name in names:
-    for path in (os.path.join(features, name),
-                 os.path.join(features, name[:-len('.npy')] + files_lib.TIMES_SUFFIX)):
-      if os.path.exists(path):
-        st = os.stat(path)
-        feature_files.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
+    for base in (name, name[:-len('.npy')] + files_lib.TIMES_SUFFIX):
+      if base in present:
+        feature_files.append([base, *storage.size_and_mtime(os.path.join(features, base))])
   return dict(
       features=feature_files, codebook=_describe(codebook) if codebook else None,
       vocab=_describe(vocab_file),
@@ -50,7 +46,7 @@ def describe_inputs(features: str, names: list[str], codebook: Optional[str],
 
 
 def _shard_files(output: str, prefix: str) -> list[str]:
-  return sorted(glob.glob(os.path.join(glob.escape(output), f'{prefix}-*-of-*.tfrecord')))
+  return storage.glob(os.path.join(storage.glob_escape(output), f'{prefix}-*-of-*.tfrecord'))
 
 
 def _videoclip_record(video_id, features, clip_times, sentences, tokenizer):
@@ -88,7 +84,7 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
   share, prefix, num_shards = None, config.prefix, config.num_shards
   if process_count > 1:
     taken, share = shares_lib.take(
-        [(n,) for n in names], [os.path.getsize(os.path.join(features, n)) for n in names],
+        [(n,) for n in names], [storage.getsize(os.path.join(features, n)) for n in names],
         'bytes', process_index, process_count)
     names = [n for n, in taken]
     prefix = process_prefix(config.prefix, process_index, process_count)
@@ -98,11 +94,10 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
   inputs = describe_inputs(features, names, codebook, transcripts, vocab_file)
   manifest_file = os.path.join(
       output, shares_lib.manifest_name(process_index, process_count) if share else MANIFEST)
-  if os.path.exists(manifest_file):
-    with open(manifest_file, encoding='utf-8') as f:
-      previous = json.load(f)
+  if storage.exists(manifest_file):
+    previous = files_lib.read_json(manifest_file)
     if (previous.get('inputs') == inputs and previous.get('parameters') == params
-        and all(os.path.exists(p) for p in previous.get('shards', []))):
+        and all(storage.exists(p) for p in previous.get('shards', []))):
       return dict(previous, skipped=True)
 
   system = config.system
@@ -135,9 +130,9 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
         array = codebook_lib.load_features(os.path.join(features, name),
                                            book.dim if book else None)
         times_path = os.path.join(features, video_id + files_lib.TIMES_SUFFIX)
-        if not os.path.exists(times_path):
+        if not storage.exists(times_path):
           raise ValueError(f'no {video_id}{files_lib.TIMES_SUFFIX} clip times next to the features')
-        times = np.load(times_path, allow_pickle=False)
+        times = storage.load_npy(times_path)
         if videoclip:
           if feature_dim not in (None, array.shape[1]):
             raise ValueError(f'{array.shape[1]}-d features, but the first record\'s are '
@@ -161,9 +156,9 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
 
   # Shards are written aside and renamed into place, so a crash leaves the
   # previous complete set (or none), never a partial shard under a final name.
-  os.makedirs(output, exist_ok=True)
+  storage.makedirs(output)
   staging = os.path.join(output, f'.staging-{os.getpid()}')
-  shutil.rmtree(staging, ignore_errors=True)
+  storage.rmtree(staging)
   num_shards = max(1, min(num_shards, len(names)))
   try:
     staged = records.write_shards(video_records(), staging, num_shards, prefix=prefix,
@@ -172,20 +167,20 @@ def run(features: str, codebook: Optional[str], transcripts: Optional[str], outp
     shards = []
     for path in staged:
       target = os.path.join(output, os.path.basename(path))
-      os.replace(path, target)
+      storage.replace(path, target)
       shards.append(target)
       stale.discard(target)
     for path in stale:
-      os.remove(path)
+      storage.remove(path)
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    storage.rmtree(staging)
   counts['failed'] = len(failures)
 
   manifest = dict(
-      system=system, features=os.path.abspath(features),
-      codebook=os.path.abspath(codebook) if codebook else None,
-      transcripts=os.path.abspath(transcripts) if transcripts else None,
-      output=os.path.abspath(output), vocab_file=os.path.abspath(vocab_file),
+      system=system, features=storage.absolute(features),
+      codebook=storage.absolute(codebook) if codebook else None,
+      transcripts=storage.absolute(transcripts) if transcripts else None,
+      output=storage.absolute(output), vocab_file=storage.absolute(vocab_file),
       parameters=params, inputs=inputs,
       # The records' vocabulary, which `vlm-jax train` checks against the model.
       num_visual_tokens=book.num_leaves if book else None,
@@ -235,7 +230,7 @@ def merge(features: str, output: str) -> dict[str, Any]:
   first = manifests[0]
   shards = sorted(p for m in manifests for p in m['shards'])
   for path in set(_shard_files(output, first['parameters']['prefix'])) - set(shards):
-    os.remove(path)
+    storage.remove(path)
   orphans = sorted(set.intersection(*[set(m['transcripts_without_features'])
                                       for m in manifests]))
   counts = {k: sum(m['counts'][k] for m in manifests) for k in first['counts']}
@@ -245,7 +240,7 @@ def merge(features: str, output: str) -> dict[str, Any]:
                            first['vocab_file'])
   manifest = dict(
       {k: first[k] for k in _AGREED},
-      features=os.path.abspath(features), output=os.path.abspath(output), inputs=inputs,
+      features=storage.absolute(features), output=storage.absolute(output), inputs=inputs,
       feature_dim=dims.pop() if dims else None, shards=shards, counts=counts,
       transcripts_without_features=orphans,
       failures=[f for m in manifests for f in m['failures']],

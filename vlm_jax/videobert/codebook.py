@@ -23,13 +23,14 @@ tree the way it was fitted.
 """
 
 import dataclasses
-import os
+import io
 from typing import Optional, Sequence
 
 import faiss
 import numpy as np
 
 from vlm_jax.data import files as files_lib
+from vlm_jax.data import storage
 
 
 @dataclasses.dataclass
@@ -84,12 +85,19 @@ class Codebook:
     if clash:
       raise ValueError(f'extras clash with codebook keys: {sorted(clash)}')
     arrays.update(self.extras)
-    # A file object, because np.savez appends '.npz' to a name that lacks it.
-    with files_lib.atomic_path(path) as tmp, open(tmp, 'wb') as f:
-      np.savez(f, **arrays)
+    # In memory first: the zip writer seeks back, which a Cloud Storage upload
+    # cannot (and np.savez would append '.npz' to a file name that lacks it).
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with files_lib.atomic_path(path) as tmp, storage.open_file(tmp, 'wb') as f:
+      f.write(buffer.getvalue())
 
   @classmethod
   def load(cls, path: str) -> 'Codebook':
+    """The codebook `save` wrote to `path` (a local path or a URL)."""
+    if storage.is_url(path):
+      with storage.open_file(path, 'rb') as f:
+        path = io.BytesIO(f.read())  # the zip reader seeks back and forth
     with np.load(path, allow_pickle=False) as data:
       levels, k = int(data['levels']), int(data['k'])
       # Codebooks saved before the beam option descended greedily.
@@ -407,16 +415,16 @@ def standardized(codebook: Codebook, features: np.ndarray) -> np.ndarray:
 
 def list_features(folder: str) -> list[str]:
   """Sorted `.npy` file names in `folder`, without extract-features' `*.times.npy`."""
-  if not os.path.isdir(folder):
+  if not storage.isdir(folder):
     raise FileNotFoundError(f'{folder}: not a folder')
-  return sorted(n for n in os.listdir(folder)
+  return sorted(n for n in storage.listdir(folder)
                 if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX))
 
 
 def load_features(path: str, dim: Optional[int]) -> np.ndarray:
-  """A [num_clips, D] feature file, memory-mapped; ValueError if unusable."""
+  """A [num_clips, D] feature file, memory-mapped (read, from a URL); ValueError if unusable."""
   try:
-    array = np.load(path, mmap_mode='r', allow_pickle=False)
+    array = storage.load_npy(path, mmap=True)
   except Exception as e:  # pylint: disable=broad-except
     # np.load raises ValueError, OSError, EOFError, ... on a corrupt file.
     raise ValueError(f'unreadable: {type(e).__name__}: {e}') from e
