@@ -360,6 +360,46 @@ def test_commands(tmp_path):
     assign_tokens.merge(features, output, by_two)
 
 
+def test_build_codebook_fits_a_uniform_sample_and_reads_only_its_files(tmp_path):
+  """The tree of the sampled rows of all files (by hand), read from only the files they are in.
+
+  A file whose sampled rows hold NaNs (its header is fine) is reported and its
+  rows leave the sample.
+  """
+  rng = np.random.default_rng(7)
+  folder = tmp_path / 'features'
+  folder.mkdir()
+  arrays = {f'v{i:02d}': rng.standard_normal((int(rng.integers(5, 30)), DIM)).astype(np.float32)
+            for i in range(40)}
+  arrays['v07'][:] = np.nan
+  for name, x in arrays.items():
+    np.save(folder / f'{name}.npy', x)
+  names = sorted(arrays)
+  offsets = np.cumsum([0] + [len(arrays[n]) for n in names])
+  owner = lambda rows: np.searchsorted(offsets, rows, side='right') - 1
+  # The first seed whose sample of 25 clips reaches the NaN file and misses some others.
+  for seed in range(100):
+    chosen = np.sort(np.random.default_rng(seed).choice(offsets[-1], 25, replace=False))
+    touched = set(owner(chosen))
+    if names.index('v07') in touched and len(touched) < 30:
+      break
+  else:
+    pytest.fail('no seed samples the NaN file and leaves files unread')
+  manifest = build_codebook.run(str(folder), str(tmp_path / 'book.npz'), levels=2, k=3,
+                                sample_size=25, seed=seed)
+  assert manifest['counts']['files_read'] == len(touched)
+  assert manifest['failures'] == [{'file': 'v07.npy', 'error': 'non-finite values'}]
+  assert manifest['counts']['videos'] == 39
+  kept = chosen[owner(chosen) != names.index('v07')]
+  assert manifest['counts']['sampled'] == len(kept)
+  everything = np.concatenate([arrays[n] for n in names])
+  by_hand = codebook_lib.build(everything[kept], levels=2, k=3, seed=seed, clip_ids=kept,
+                               beam=4, refine_rounds=2)
+  book = codebook_lib.Codebook.load(str(tmp_path / 'book.npz'))
+  np.testing.assert_array_equal(book.leaf_centroids, by_hand.leaf_centroids)
+  np.testing.assert_array_equal(book.nearest_clip, by_hand.nearest_clip)
+
+
 def test_standardized_codebook_assigns_in_the_standardized_space(tmp_path):
   """build-codebook --standardize == building on (x - mean) / std by hand, for any later x."""
   rng = np.random.default_rng(3)

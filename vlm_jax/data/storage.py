@@ -147,11 +147,50 @@ def load_npy(path: str, mmap: bool = False) -> np.ndarray:
     return np.load(f, allow_pickle=False)
 
 
-def npy_shape(path: str) -> tuple[int, ...]:
-  """The shape of the array in a .npy file, from its header alone."""
+def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:
+  """(shape, dtype, byte offset of the data) of a C-ordered .npy file, from its header alone.
+
+  Raises:
+    ValueError: not a .npy file, a Fortran-ordered or object array, or fewer
+      bytes than the header promises (a truncated file).
+  """
   with open_file(path, 'rb') as f:
     major, _ = np.lib.format.read_magic(f)
     read_header = (np.lib.format.read_array_header_1_0 if major == 1
                    else np.lib.format.read_array_header_2_0)
-    shape, _, _ = read_header(f)
-  return tuple(shape)
+    shape, fortran, dtype = read_header(f)
+    offset = f.tell()
+  if fortran or dtype.hasobject:
+    raise ValueError(f'{path}: a Fortran-ordered or object array')
+  expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  if getsize(path) < expected:
+    raise ValueError(f'{path}: truncated ({getsize(path)} of {expected} bytes)')
+  return tuple(shape), dtype, offset
+
+
+def npy_shape(path: str) -> tuple[int, ...]:
+  """The shape of the array in a .npy file, from its header alone."""
+  return npy_header(path)[0]
+
+
+def read_npy_rows(path: str, rows: np.ndarray) -> np.ndarray:
+  """Rows `rows` (ascending) of a C-ordered .npy array, reading only their bytes.
+
+  A local file is memory-mapped; a URL is read run by run of consecutive rows,
+  so a sparse sample of a large file fetches a few kilobytes, not the file.
+  """
+  if not is_url(path):
+    return np.asarray(np.load(path, mmap_mode='r', allow_pickle=False)[rows])
+  shape, dtype, offset = npy_header(path)
+  row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+  rows = np.asarray(rows, np.int64)
+  out = np.empty((len(rows), *shape[1:]), dtype)
+  # Runs of consecutive rows: [starts[i], ends[i]) in `rows`.
+  breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+  starts, ends = np.r_[0, breaks], np.r_[breaks, len(rows)]
+  with open_file(path, 'rb') as f:
+    for lo, hi in zip(starts, ends):
+      f.seek(offset + int(rows[lo]) * row_bytes)
+      data = f.read((hi - lo) * row_bytes)
+      out[lo:hi] = np.frombuffer(data, dtype).reshape(hi - lo, *shape[1:])
+  return out

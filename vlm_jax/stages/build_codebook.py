@@ -65,17 +65,17 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
         write_centroids(codebook_lib.Codebook.load(output), centroids_path(output))
       return dict(previous, skipped=True)
 
-  # Pass 1: validate every file (memory-mapped), so the sample is drawn over
-  # the good clips only and no file is read whole twice into memory.
+  # Pass 1: every file's header (shape, type, size), so the sample is drawn
+  # over the usable clips. Pass 2 reads the sampled rows alone: at corpus
+  # scale most files hold none of them and are never read.
   good, failures, dim = [], [], None
   for name in tqdm.tqdm(names, desc='build-codebook: check', unit='video'):
     try:
-      array = codebook_lib.load_features(os.path.join(features, name), dim)
+      rows, dim = codebook_lib.feature_shape(os.path.join(features, name), dim)
     except ValueError as e:
       failures.append({'file': name, 'error': str(e)})
       continue
-    dim = array.shape[1]
-    good.append((name, array.shape[0]))
+    good.append((name, rows))
   if not good:
     raise ValueError(f'{features}: no usable .npy feature files ({len(failures)} failed)')
   counts = np.array([n for _, n in good], np.int64)
@@ -88,12 +88,22 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
   else:
     chosen = np.arange(total)
   sample = np.empty((len(chosen), dim), np.float32)
+  keep = np.ones(len(chosen), bool)
   bounds = np.searchsorted(chosen, offsets)
+  read, non_finite = 0, 0
   for i, (name, _) in enumerate(tqdm.tqdm(good, desc='build-codebook: read', unit='video')):
     lo, hi = bounds[i], bounds[i + 1]
-    if hi > lo:
-      array = storage.load_npy(os.path.join(features, name), mmap=True)
-      sample[lo:hi] = array[chosen[lo:hi] - offsets[i]]
+    if hi == lo:
+      continue
+    sample[lo:hi] = storage.read_npy_rows(os.path.join(features, name), chosen[lo:hi] - offsets[i])
+    read += 1
+    if not np.isfinite(sample[lo:hi]).all():
+      # Its clips leave the sample rather than the tree fitting NaNs.
+      failures.append({'file': name, 'error': 'non-finite values'})
+      keep[lo:hi] = False
+      non_finite += 1
+  if not keep.all():
+    sample, chosen = sample[keep], chosen[keep]
 
   extras = {}
   if standardize:
@@ -118,8 +128,8 @@ def run(features: str, output: str, levels: int = 4, k: int = 12,
       features=storage.absolute(features), output=storage.absolute(output),
       centroids=storage.absolute(centroids_path(output)),
       parameters=parameters, inputs=inputs,
-      counts=dict(files=len(names), videos=len(good), failed=len(failures), clips=total,
-                  sampled=len(chosen), dim=dim, leaves=codebook.num_leaves,
+      counts=dict(files=len(names), videos=len(good) - non_finite, failed=len(failures),
+                  clips=total, sampled=len(chosen), files_read=read, dim=dim, leaves=codebook.num_leaves,
                   leaves_reached=int(reached.sum())),
       failures=failures)
   files_lib.write_json(manifest_path(output), manifest, indent=1)

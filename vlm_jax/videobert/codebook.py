@@ -421,6 +421,30 @@ def list_features(folder: str) -> list[str]:
                 if n.endswith('.npy') and not n.endswith(files_lib.TIMES_SUFFIX))
 
 
+def _check_shape(shape: tuple[int, ...], dtype: np.dtype, dim: Optional[int]) -> None:
+  if len(shape) != 2:
+    raise ValueError(f'expected [num_clips, D], got shape {shape}')
+  if dtype not in (np.float16, np.float32):
+    raise ValueError(f'expected float16 or float32, got {dtype}')
+  if dim is not None and shape[1] != dim:
+    raise ValueError(f'expected D = {dim}, got {shape[1]}')
+  if shape[0] == 0:
+    raise ValueError('no clips')
+
+
+def feature_shape(path: str, dim: Optional[int]) -> tuple[int, int]:
+  """(num_clips, D) of a feature file from its header alone; ValueError as `load_features`.
+
+  The values are not read, so non-finite ones go unnoticed here.
+  """
+  try:
+    shape, dtype, _ = storage.npy_header(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'unreadable: {type(e).__name__}: {e}') from e
+  _check_shape(shape, dtype, dim)
+  return shape[0], shape[1]
+
+
 def load_features(path: str, dim: Optional[int]) -> np.ndarray:
   """A [num_clips, D] feature file, memory-mapped (read, from a URL); ValueError if unusable."""
   try:
@@ -428,14 +452,9 @@ def load_features(path: str, dim: Optional[int]) -> np.ndarray:
   except Exception as e:  # pylint: disable=broad-except
     # np.load raises ValueError, OSError, EOFError, ... on a corrupt file.
     raise ValueError(f'unreadable: {type(e).__name__}: {e}') from e
-  if not isinstance(array, np.ndarray) or array.ndim != 2:
-    raise ValueError(f'expected [num_clips, D], got shape {getattr(array, "shape", None)}')
-  if array.dtype not in (np.float16, np.float32):
-    raise ValueError(f'expected float16 or float32, got {array.dtype}')
-  if dim is not None and array.shape[1] != dim:
-    raise ValueError(f'expected D = {dim}, got {array.shape[1]}')
-  if array.shape[0] == 0:
-    raise ValueError('no clips')
+  if not isinstance(array, np.ndarray):
+    raise ValueError(f'expected [num_clips, D], got a {type(array).__name__}')
+  _check_shape(array.shape, array.dtype, dim)
   if not np.isfinite(array).all():
     raise ValueError('non-finite values')
   return array
