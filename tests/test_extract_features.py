@@ -11,6 +11,8 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
+import time
 import types
 
 import av
@@ -21,6 +23,7 @@ import torch
 
 from configs import extract_features as extract_config
 from vlm_jax.convert import s3d_torch
+from vlm_jax.data import decode_ahead as decode_ahead_lib
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import s3d_features as video_features
 from vlm_jax.data import shares as shares_lib
@@ -90,6 +93,10 @@ def test_config_checks():
     video_features.check_config(small_config(batch_size=6))
   with pytest.raises(video_features.ConfigError, match='config.output'):
     video_features.check_config(small_config(model='s3d', crop_size=224))
+  with pytest.raises(video_features.ConfigError, match='config.decode_workers'):
+    video_features.check_config(small_config(decode_workers=-1))
+  assert video_features.resolve_decode_workers(small_config(decode_workers=3)) == 3
+  assert 1 <= video_features.resolve_decode_workers(small_config()) <= 8  # 0: auto
 
 
 def test_batched_sharded_equals_single_clips(encoder, videos):
@@ -118,6 +125,138 @@ def test_padding_rows_do_not_change_results(encoder, videos):
   # One compiled program for both; row 0 does not see the other rows.
   np.testing.assert_array_equal(padded[0], full[0])
   assert encoder(np.stack(clips)).sharding.spec[0] == 'data'
+
+
+class _RecordingEncoder:
+  """`encoder` with another config, keeping a copy of every batch it is given."""
+
+  def __init__(self, encoder, **overrides):
+    self.config = small_config(**overrides)
+    self.batch_size = encoder.batch_size
+    self.batches = []
+    self._encoder = encoder
+
+  def __call__(self, frames):
+    self.batches.append(frames.copy())
+    return self._encoder(frames)
+
+
+def _decode_threads():
+  return [t for t in threading.enumerate()
+          if t.name.startswith(decode_ahead_lib.THREAD_NAME + '-')]
+
+
+def test_decode_workers_give_the_same_features_and_failures(encoder, videos, tmp_path,
+                                                           monkeypatch):
+  broken = tmp_path / 'broken.mp4'
+  broken.write_bytes(b'\x00\x00\x00\x18ftypmp42 truncated')  # fails at open
+  midway = write_video(tmp_path / 'midway.mp4', 60, seed=3)  # fails after 2 of its 4 clips
+  tail = write_video(tmp_path / 'tail.mp4', 30, seed=4)
+  real_iter_clips = video_lib.iter_clips
+
+  def iter_clips(path, *args, **kwargs):
+    for i, clip in enumerate(real_iter_clips(path, *args, **kwargs)):
+      if path == midway and i == 2:
+        raise video_lib.VideoDecodeError(f'{path}: corrupt packet')
+      yield clip
+
+  monkeypatch.setattr(video_lib, 'iter_clips', iter_clips)  # read by the worker threads too
+  inputs = [videos[0], ('broken', str(broken)), ('midway', midway), videos[1], ('tail', tail)]
+  for thread in _decode_threads():  # an earlier test's, about to stop
+    thread.join(timeout=2.0)
+  runs = {}
+  for workers in (1, 3):
+    recording = _RecordingEncoder(encoder, decode_workers=workers)
+    timings = video_features.Timings()
+    threads_seen = set()
+    on_clip = lambda: threads_seen.update(t.name for t in _decode_threads())
+    results = list(video_features.iter_video_features(recording, inputs, timings, on_clip))
+    runs[workers] = results, recording.batches, timings
+    assert bool(threads_seen) == (workers > 1), threads_seen
+  (one, one_batches, one_timings), (three, three_batches, three_timings) = runs[1], runs[3]
+  # One decoder: the input order, the failed videos reported where they fail.
+  assert [(r.video_id, r.error) for r in one] == [
+      ('broken', one[0].error), ('midway', f'{midway}: corrupt packet'),
+      ('long', None), ('short', None), ('tail', None)]
+  assert 'broken.mp4' in one[0].error
+  # Three: any order, the same outcome per video, bit for bit.
+  by_id = {r.video_id: r for r in three}
+  assert sorted(by_id) == sorted(r.video_id for r in one)
+  for a in one:
+    b = by_id[a.video_id]
+    assert a.error == b.error
+    if a.error is None:
+      np.testing.assert_array_equal(a.features, b.features)
+      np.testing.assert_array_equal(a.times, b.times)
+  assert [len(r.times) for r in one if r.error is None] == [4, 3, 2]
+  # 4 + 2 (dropped) + 3 + 2 clips in 3 batches either way; the same clips, sorted by bytes.
+  assert (one_timings.clips, one_timings.batches) == (three_timings.clips,
+                                                      three_timings.batches) == (11, 3)
+  rows = lambda batches: sorted(c.tobytes() for b in batches for c in b if c.any())
+  assert rows(one_batches) == rows(three_batches)
+
+
+def test_closing_the_features_early_stops_the_decode_threads(encoder, videos, monkeypatch):
+  # One clip queued in all: the workers are blocked on a full queue when closed.
+  monkeypatch.setattr(video_features, 'DECODE_QUEUE_CLIPS', 1)
+  recording = _RecordingEncoder(encoder, decode_workers=3)
+  features = video_features.iter_video_features(recording, videos * 4)
+  first = next(features)
+  assert first.error is None and _decode_threads()
+  features.close()
+  for thread in _decode_threads():
+    thread.join(timeout=2.0)
+  assert not [t.name for t in _decode_threads() if t.is_alive()]
+
+
+def test_decode_ahead_interleaves_items_in_order_each_and_stops_blocked_workers():
+  rng = np.random.default_rng(0)
+  delays = rng.uniform(0, 0.004, (8, 6))
+
+  def decode(i):
+    if i == 2:
+      raise ValueError('cannot open 2')
+    for j in range(6):
+      time.sleep(delays[i, j])  # workers finish out of order
+      if i == 5 and j == 3:
+        raise ValueError('broken 5')
+      yield i, j
+
+  def per_item(events):
+    out = {}
+    for index, kind, payload in events:
+      out.setdefault(index, []).append(payload if kind == 'value' else
+                                       (kind, str(payload) if kind == 'error' else None))
+    return out
+
+  expected = {i: [(i, j) for j in range(6)] + [('end', None)] for i in range(8)}
+  expected[2] = [('error', 'cannot open 2')]
+  expected[5] = [(5, 0), (5, 1), (5, 2), ('error', 'broken 5')]
+  one = list(decode_ahead_lib.decode_ahead(list(range(8)), decode, 1, max_queued=2))
+  # One worker: item after item, in the caller's thread.
+  assert [e[0] for e in one] == sorted(e[0] for e in one)
+  assert per_item(one) == expected
+  four = list(decode_ahead_lib.decode_ahead(list(range(8)), decode, 4, max_queued=2))
+  assert per_item(four) == expected
+  assert [e[0] for e in four] != sorted(e[0] for e in four)  # interleaved
+  # Endless items: every worker ends up blocked on the full queue, then the
+  # consumer goes away; each worker stops, closing its generator.
+  closed = []
+
+  def endless(i):
+    try:
+      yield from itertools.count()
+    finally:
+      closed.append(i)
+
+  events = decode_ahead_lib.decode_ahead(list(range(5)), endless, workers=3, max_queued=2)
+  assert next(events)[1:] == ('value', 0)
+  time.sleep(0.2)
+  assert len(_decode_threads()) == 3
+  events.close()
+  for thread in _decode_threads():
+    thread.join(timeout=2.0)
+  assert not _decode_threads() and sorted(closed) == [0, 1, 2]
 
 
 def test_clip_counts_times_corrupt_and_resume(realdata, videos, tmp_path, capsys):
@@ -154,6 +293,7 @@ def test_clip_counts_times_corrupt_and_resume(realdata, videos, tmp_path, capsys
   assert failure['video_id'] == 'truncated_header_only'
   assert 'truncated_header_only.mkv' in failure['error'] and 'cannot open' in failure['error']
   assert manifest['weights'] == 'random' and manifest['random_weights']
+  assert manifest['decode_workers'] == video_features.resolve_decode_workers(small_config())
   assert manifest['frame_rate'] == FPS and manifest['crop_size'] == CROP
   assert manifest['clip_frames'] == CLIP_FRAMES and manifest['dtype'] == 'float16'
   assert manifest['timings']['clips_per_second'] > 0

@@ -8,6 +8,12 @@ one jitted S3D / S3D-G forward whose batch axis is sharded over the mesh's
 dispatched, then the next one is decoded while the devices compute, and only
 then are the previous batch's features fetched.
 
+Videos are decoded in `config.decode_workers` host threads at once
+(vlm_jax.data.decode_ahead: PyAV releases the GIL), and the batches take
+their clips as they come, from whichever video. A clip's features depend on
+that clip alone (the padding rows show it, and the two-process test, whose
+batches mix other videos), so they are the bits of one in-line decoder.
+
 Frames travel to the devices as uint8 (a quarter of float32's bytes); the
 jitted function turns them back into x / 255, bit for bit the float32 frames
 the decoder produced, then normalises them as the weights expect.
@@ -32,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vlm_jax import config_checks
 from vlm_jax.convert import s3d_torch
+from vlm_jax.data import decode_ahead as decode_ahead_lib
 from vlm_jax.data import video as video_lib
 from vlm_jax.models import s3d
 from vlm_jax.train import partitioning
@@ -43,6 +50,12 @@ OUTPUTS = {'s3d': ('features',), 's3dg': ('video_embedding', 'features')}
 ConfigError = config_checks.ConfigError
 # S3DConfig.pool ('window' | 'global') came later than S3D itself.
 _S3D_HAS_POOL = 'pool' in {f.name for f in dataclasses.fields(s3d.S3DConfig)}
+# decode_workers=0: this many threads at most, fewer on a smaller host (see
+# configs/extract_features.py).
+MAX_AUTO_DECODE_WORKERS = 8
+# Decoded clips waiting for a batch, over all decoding threads: about a
+# batch's worth, 144 MB at 30 x 224 x 224 uint8, whatever the videos' lengths.
+DECODE_QUEUE_CLIPS = 32
 
 
 # ------------------------------------------------------------------ inputs
@@ -73,6 +86,17 @@ def data_parallel_size(config: ml_collections.ConfigDict) -> int:
   return n
 
 
+def resolve_decode_workers(config: ml_collections.ConfigDict) -> int:
+  """Decoding threads: config.decode_workers, 0 = min(8, the CPUs this process may use)."""
+  if config.decode_workers:
+    return config.decode_workers
+  try:
+    cpus = len(os.sched_getaffinity(0))  # a container's or taskset's share, not the host's
+  except AttributeError:  # not on Linux
+    cpus = os.cpu_count() or 1
+  return max(1, min(MAX_AUTO_DECODE_WORKERS, cpus))
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first field that cannot work, before compiling."""
   _require(config.model in OUTPUTS, 'model', f"must be 's3d' or 's3dg', got {config.model!r}")
@@ -83,6 +107,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _require(config.crop_size >= 1, 'crop_size', f'must be >= 1, got {config.crop_size}')
   _require(config.last_clip in ('pad', 'drop'), 'last_clip',
            f"must be 'pad' or 'drop', got {config.last_clip!r}")
+  workers = config.decode_workers
+  _require(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0,
+           'decode_workers', f'must be an int >= 0 (0 = auto, 1 = no threads), got {workers!r}')
   _require(config.dtype in ('float16', 'float32'), 'dtype',
            f"must be 'float16' or 'float32', got {config.dtype!r}")
   _require(config.compute_dtype in ('float32', 'bfloat16', 'float16'), 'compute_dtype',
@@ -302,11 +329,49 @@ class _Pending:
 
 @dataclasses.dataclass
 class Timings:
-  """Seconds spent decoding (incl. resize and batching) and waiting on devices."""
+  """Seconds the main thread spent on decoding and on waiting for devices.
+
+  Attributes:
+    decode: getting decoded clips and batching them. With decode_workers=1
+      that is the decoding itself (incl. resize); with worker threads, only
+      the time waiting for their clips (0 when they keep ahead).
+    device_wait: waiting for the devices' features.
+    clips: clips decoded.
+    batches: forward passes.
+  """
   decode: float = 0.0
   device_wait: float = 0.0
   clips: int = 0
   batches: int = 0
+
+
+def _uint8_clips(config: ml_collections.ConfigDict, path: str
+                 ) -> Iterator[tuple[np.ndarray, float, float]]:
+  # In the decoding thread: the uint8 conversion is parallel too, and the
+  # queued clips take a quarter of float32's memory.
+  for clip in video_lib.iter_clips(path, config.fps, config.clip_frames, config.crop_size,
+                                   last_clip=config.last_clip):
+    yield to_uint8(clip.frames), clip.start, clip.end
+
+
+def decoded_clips(config: ml_collections.ConfigDict, paths: Sequence[str],
+                  workers: Optional[int] = None) -> Iterator[decode_ahead_lib.Event]:
+  """The clips of `paths` as decode_ahead events: (video index, 'value', (uint8 frames, start, end)).
+
+  The decoding that `iter_video_features` runs, without the model (and
+  benchmarks/decode.py --workers times). Each video ends with (index, 'end',
+  None), or (index, 'error', VideoDecodeError) after the clips decoded before
+  the error; videos interleave when `workers` > 1.
+
+  Args:
+    config: an extract_features config (fps, clip_frames, crop_size, last_clip).
+    paths: video files.
+    workers: decoding threads; None = resolve_decode_workers(config); 1 =
+      decode in the caller's thread, one video after another.
+  """
+  workers = resolve_decode_workers(config) if workers is None else workers
+  return decode_ahead_lib.decode_ahead(list(paths), lambda path: _uint8_clips(config, path),
+                                       workers, DECODE_QUEUE_CLIPS)
 
 
 def iter_video_features(encoder: ClipEncoder, videos: Sequence[tuple[str, str]],
@@ -320,9 +385,13 @@ def iter_video_features(encoder: ClipEncoder, videos: Sequence[tuple[str, str]],
   output depends on that clip only). A video that fails to decode, even part
   way, yields an error result; its clips already batched are dropped.
 
+  The videos are decoded by `resolve_decode_workers(config)` threads at once
+  (`decoded_clips`), their clips batched as they come; with one worker, in
+  the input order. Closing this generator early stops the threads.
+
   Yields:
-    A VideoResult per video, in completion order (the input order, except that
-    a failed video is reported as soon as it fails).
+    A VideoResult per video, in completion order (with one worker, the input
+    order, except that a failed video is reported as soon as it fails).
   """
   config = encoder.config
   timings = timings if timings is not None else Timings()
@@ -370,34 +439,50 @@ def iter_video_features(encoder: ClipEncoder, videos: Sequence[tuple[str, str]],
     yield from collect()  # the previous batch, while this one computes
     in_flight = current
 
-  for video_id, path in videos:
-    p = _Pending(video_id, path)
-    start = time.perf_counter()
-    try:
-      for clip in video_lib.iter_clips(path, config.fps, config.clip_frames, config.crop_size,
-                                       last_clip=config.last_clip):
+  def timed(events):
+    """`events`, adding the time spent waiting for each to timings.decode."""
+    while True:
+      start = time.perf_counter()
+      event = next(events, None)
+      timings.decode += time.perf_counter() - start
+      if event is None:
+        return
+      yield event
+
+  events = decoded_clips(config, [path for _, path in videos])
+  pending: dict[int, _Pending] = {}
+  try:
+    for index, kind, payload in timed(events):
+      if index not in pending:
+        pending[index] = _Pending(*videos[index])
+      p = pending[index]
+      if kind == 'value':
+        frames, clip_start, clip_end = payload
         if buffer is None:
           buffer = np.empty((batch_size, *clip_shape(config)), np.uint8)
-        buffer[len(slots)] = to_uint8(clip.frames)
+        buffer[len(slots)] = frames
         slots.append((p, len(p.times)))
-        p.times.append((clip.start, clip.end))
+        p.times.append((clip_start, clip_end))
         timings.clips += 1
         if on_clip:
           on_clip()
         if len(slots) == batch_size:
-          timings.decode += time.perf_counter() - start
           yield from dispatch()
-          start = time.perf_counter()
-    except video_lib.VideoDecodeError as e:
-      p.error = str(e)
-    timings.decode += time.perf_counter() - start
-    p.decoded = True
-    if p.error is None and not p.times:
-      p.error = (f'{path}: no complete clip ({config.clip_frames} frames at {config.fps} fps) '
-                 f"with last_clip='drop'")
-    if p.error is not None:
-      yield VideoResult(video_id, path, error=p.error)
-    elif finished(p):
-      yield result(p)
+        continue
+      del pending[index]
+      p.decoded = True
+      if kind == 'error':
+        if not isinstance(payload, video_lib.VideoDecodeError):
+          raise payload  # a bug, not a bad video
+        p.error = str(payload)
+      elif not p.times:
+        p.error = (f'{p.path}: no complete clip ({config.clip_frames} frames at {config.fps} '
+                   f"fps) with last_clip='drop'")
+      if p.error is not None:
+        yield VideoResult(p.video_id, p.path, error=p.error)
+      elif finished(p):
+        yield result(p)
+  finally:
+    events.close()  # an early close or an error here stops the decoding threads
   yield from dispatch()
   yield from collect()

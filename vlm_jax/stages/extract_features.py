@@ -4,7 +4,6 @@ Used by `vlm-jax extract-features` and the demo; see that command for the file l
 """
 
 import collections
-import json
 import os
 import re
 import sys
@@ -13,12 +12,12 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import tqdm
 
 from vlm_jax.data import files as files_lib
 from vlm_jax.data import s3d_features as video_features
 from vlm_jax.data import shares as shares_lib
+from vlm_jax.data import storage
 
 # Fields that change the features: an output folder holds one setting of them.
 PARAMETER_FIELDS = ('model', 'pool', 'output', 'seed', 'fps', 'clip_frames', 'crop_size',
@@ -31,12 +30,6 @@ def parameters(config: ml_collections.ConfigDict, weights_sha256: str) -> dict[s
          for k in PARAMETER_FIELDS}
   out['weights_sha256'] = weights_sha256
   return out
-
-
-def _save_atomic(path: str, array: np.ndarray) -> None:
-  # A file object: np.save would append '.npy' to the temporary name.
-  with files_lib.atomic_path(path) as tmp, open(tmp, 'wb') as f:
-    np.save(f, array)
 
 
 def _warn_random(config) -> None:
@@ -75,10 +68,9 @@ MANIFEST = 'manifest.json'
 def _check_parameters(output: str, params: dict[str, Any]) -> None:
   """ValueError when a manifest in `output` (merged or a process's) has other parameters."""
   for path in [os.path.join(output, MANIFEST)] + shares_lib.manifest_paths(output):
-    if not os.path.exists(path):
+    if not storage.exists(path):
       continue
-    with open(path, encoding='utf-8') as f:
-      previous = json.load(f).get('parameters', {})
+    previous = files_lib.read_json(path).get('parameters', {})
     changed = sorted(k for k in set(params) | set(previous) if params.get(k) != previous.get(k))
     if changed:
       raise ValueError(
@@ -89,7 +81,7 @@ def _check_parameters(output: str, params: dict[str, Any]) -> None:
 
 def _listing(videos: str) -> tuple[list[tuple[str, str]], list[dict], files_lib.VideoListing]:
   listing = files_lib.find_videos(videos)
-  not_videos = [{'path': os.path.abspath(p), 'reason': r} for p, r in listing.not_videos]
+  not_videos = [{'path': storage.absolute(p), 'reason': r} for p, r in listing.not_videos]
   if not listing.videos:
     looked_at = f'; {_summarise_not_videos(videos, listing.not_videos)}' if not_videos else ''
     raise ValueError(f'{videos}: no videos found{looked_at}')
@@ -134,14 +126,14 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   if not_videos:
     print(f'extract-features: {_summarise_not_videos(videos, listing.not_videos)}; '
           f'listed with reasons in {manifest_file}', file=sys.stderr)
-  os.makedirs(output, exist_ok=True)
+  storage.makedirs(output)
   _check_parameters(output, params)
 
-  todo = [(vid, path) for vid, path in pairs
-          if not all(os.path.exists(p) for p in files_lib.feature_paths(output, vid))]
+  present = set(storage.listdir(output))
+  todo = [(vid, path) for vid, path in pairs if not _has_features(present, vid)]
   failures, written = [], 0
   timings = video_features.Timings()
-  weights = {'weights': os.path.abspath(config.weights) if config.weights else 'random',
+  weights = {'weights': storage.absolute(config.weights) if config.weights else 'random',
              'sha256': weights_sha}
   feature_dim = None
   if todo:
@@ -165,24 +157,28 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
         print(f'extract-features: failed {result.video_id}: {result.error}', file=sys.stderr)
       else:
         features_path, times_path = files_lib.feature_paths(output, result.video_id)
-        _save_atomic(times_path, result.times)
-        _save_atomic(features_path, result.features.astype(config.dtype))
+        files_lib.save_npy(times_path, result.times)
+        files_lib.save_npy(features_path, result.features.astype(config.dtype))
         written += 1
       bar.update(1)
     bar.set_postfix(clips=clips_seen[0])
     bar.close()
+    # Decoding threads finish videos in any order; the manifest lists them as listed.
+    order = {vid: i for i, (vid, _) in enumerate(todo)}
+    failures.sort(key=lambda f: order[f['video_id']])
 
   per_video = _finished(output, pairs)
   feature_dim = feature_dim or _feature_dim(output, per_video)
   wall = time.perf_counter() - started
   manifest = dict(
-      videos_source=os.path.abspath(videos), output=os.path.abspath(output),
+      videos_source=storage.absolute(videos), output=storage.absolute(output),
       preset=config.preset, parameters=params,
       model=config.model, output_name=config.output, feature_dim=feature_dim,
       frame_rate=config.fps, clip_frames=config.clip_frames,
       clip_seconds=config.clip_frames / config.fps, crop_size=config.crop_size,
       dtype=config.dtype, weights=weights['weights'], weights_sha256=weights['sha256'],
       random_weights=not config.weights,
+      decode_workers=video_features.resolve_decode_workers(config),
       batch_size=config.batch_size, devices=[str(d) for d in jax.local_devices()][
           :video_features.data_parallel_size(config)],
       max_failures=config.max_failures,
@@ -203,20 +199,22 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   return manifest
 
 
+def _has_features(names: set[str], video_id: str) -> bool:
+  """Whether both of the video's files are among `names` (a features folder's)."""
+  return all(os.path.basename(p) in names for p in files_lib.feature_paths('', video_id))
+
+
 def _finished(output: str, pairs: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
   """{video id: path, clips} of every video whose two files are in `output` (any run's)."""
-  per_video = {}
-  for vid, path in pairs:
-    features_path, times_path = files_lib.feature_paths(output, vid)
-    if os.path.exists(features_path) and os.path.exists(times_path):
-      array = np.load(features_path, mmap_mode='r')
-      per_video[vid] = {'path': os.path.abspath(path), 'clips': int(array.shape[0])}
-  return per_video
+  present = set(storage.listdir(output))
+  return {vid: {'path': storage.absolute(path),
+                'clips': storage.npy_shape(files_lib.feature_paths(output, vid)[0])[0]}
+          for vid, path in pairs if _has_features(present, vid)}
 
 
 def _feature_dim(output: str, per_video: dict[str, dict[str, Any]]) -> int | None:
   for vid in per_video:
-    return int(np.load(files_lib.feature_paths(output, vid)[0], mmap_mode='r').shape[1])
+    return storage.npy_shape(files_lib.feature_paths(output, vid)[0])[1]
   return None
 
 
@@ -244,11 +242,11 @@ def merge(videos: str, output: str, config: ml_collections.ConfigDict) -> dict[s
   per_video = _finished(output, pairs)
   failures = [f for s in shards for f in s['failures'] if f['video_id'] not in per_video]
   paths = dict(pairs)
-  missing = [dict(m, path=os.path.abspath(paths[m['id']])) for m in shares_lib.missing_items(
+  missing = [dict(m, path=storage.absolute(paths[m['id']])) for m in shares_lib.missing_items(
       list(paths), set(per_video) | {f['video_id'] for f in failures}, shards)]
   manifest_file = os.path.join(output, MANIFEST)
   manifest = dict(
-      shards[0], videos_source=os.path.abspath(videos),
+      shards[0], videos_source=storage.absolute(videos),
       feature_dim=_feature_dim(output, per_video),
       counts=dict(videos=len(pairs), done=len(per_video),
                   written_this_run=sum(s['counts']['written_this_run'] for s in shards),
