@@ -449,12 +449,20 @@ def test_balanced_shares_cover_the_list_and_are_within_lpts_bound_of_the_best():
   assert shares_lib.balanced_shares([5.0], 3) == [[0], [], []]
 
 
-def test_video_seconds_read_the_header_and_count_a_broken_file_as_zero(videos, tmp_path):
+def test_video_seconds_read_the_header_and_count_a_broken_file_as_zero(videos, tmp_path,
+                                                                       monkeypatch):
   broken = tmp_path / 'broken.mp4'
   broken.write_bytes(b'\x00\x00\x00\x18ftypmp42 truncated')
   long_s, short_s, broken_s = shares_lib.video_seconds([videos[0][1], videos[1][1], str(broken)])
   assert long_s == pytest.approx(3.0, abs=0.1) and short_s == pytest.approx(2.0, abs=0.1)
   assert broken_s == 0.0
+  # Durations a list file gave are taken as they are: no header is read for them.
+  probed = []
+  real_probe = video_lib.probe
+  monkeypatch.setattr(video_lib, 'probe', lambda path: probed.append(path) or real_probe(path))
+  assert shares_lib.video_seconds([videos[0][1], videos[1][1]], {videos[0][1]: 42.0}) == [
+      42.0, short_s]
+  assert probed == [videos[1][1]]
 
 
 def _extract_command(*args):

@@ -126,6 +126,15 @@ def test_single_files_and_lists(folder, tmp_path):
   assert files_lib.find_videos(str(listing)).videos == [
       ('broadcast', str(folder / 'sub' / 'broadcast.ts')),
       ('missing', str(tmp_path / 'missing.mp4')), ('clip', clip)]
+  # Durations after a tab, for sizing the shares without reading headers.
+  listing.write_text(f'{folder}/sub/broadcast.ts\t12.5\nmissing.mp4\n{clip}\t 3\n')
+  found = files_lib.find_videos(str(listing))
+  assert [vid for vid, _ in found.videos] == ['broadcast', 'missing', 'clip']
+  assert found.seconds == {str(folder / 'sub' / 'broadcast.ts'): 12.5, clip: 3.0}
+  for bad in ('soon', '-1', 'nan'):
+    listing.write_text(f'{clip}\n{folder}/sub/broadcast.ts\t{bad}\n')
+    with pytest.raises(ValueError, match=rf"videos\.txt:2: the duration .* got '{bad}'"):
+      files_lib.find_videos(str(listing))
   listing.write_text(f'{clip}\n{folder}/clip.srt\n')
   with pytest.raises(ValueError, match="'clip'"):
     files_lib.find_videos(str(listing))

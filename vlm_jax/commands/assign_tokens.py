@@ -25,7 +25,8 @@ from vlm_jax.stages import assign_tokens
 
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy clip features.')
 _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-codebook.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy token ids.')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'Output folder for <video_id>.npy token ids; local or gs:// (as every path).')
 _SHARE = _share_flags.define_flags(__name__, 'feature files', 'size')
 # Marked required by the CLI when this command runs.
 REQUIRED_FLAGS = ['features', 'codebook', 'output']

@@ -32,7 +32,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None,
                                 'checkpoint_best.pt.')
 _FEATURES = flags.DEFINE_string('features', None, 'Folder of <video_id>.npy features.')
 _SEGMENTS = flags.DEFINE_string('segments', None, 'Optional JSON/JSONL of segments to cut.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder of <id>.npy embeddings.')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'Output folder of <id>.npy embeddings; local or gs:// (as every path).')
 _PER_SECOND = flags.DEFINE_bool('per_second', False,
                                 'Write [T, hidden] per-second states instead of [hidden].')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Windows per forward pass.')

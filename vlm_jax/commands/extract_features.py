@@ -5,11 +5,13 @@
 
 --videos is a folder (searched recursively; every file is probed with FFmpeg,
 and the files that hold no video are listed in the manifest with why), one
-video file, or a text file with one video path per line; the video id is the
-file stem. Each video is decoded into clips (config: fps, clip_frames,
-crop_size; vlm_jax.data.video), the clips go through S3D (torchvision layout)
-or S3D-G (MIL-NCE) in fixed-size batches sharded over all devices, and
---output gets, per video:
+video file, or a text file with one video path per line (optionally a tab and
+the video's duration in seconds after it); the video id is the file stem. Any
+path, --output too, may be gs://BUCKET/... Each video is decoded into clips
+(config: fps, clip_frames, crop_size; vlm_jax.data.video; in
+--config.decode_workers threads), the clips go through S3D (torchvision
+layout) or S3D-G (MIL-NCE) in fixed-size batches sharded over all devices,
+and --output gets, per video:
 
   <video_id>.npy        [num_clips, D] float16/float32 (config.dtype) features
   <video_id>.times.npy  [num_clips, 2] float64 clip (start, end) seconds
@@ -26,8 +28,8 @@ output folder written with other parameters.
 
 Across hosts: with --process_count=N --process_index=I (any launcher) or
 --multihost (jax.distributed on a TPU slice) each process lists the same
-videos, takes its share of them balanced by duration (one header read per
-video), writes their files and manifest-0000I-of-0000N.json, and resumes on
+videos, takes its share of them balanced by duration (the list file's, else
+one header read per video), writes their files and manifest-0000I-of-0000N.json, and resumes on
 its own as above. Then `--merge` (same --videos, --output and --config)
 writes manifest.json over all of them: every video done, failed or missing
 (a process that did not finish), exiting 1 when any is missing.
@@ -42,8 +44,10 @@ from configs import common
 from vlm_jax.commands import _share_flags
 
 _VIDEOS = flags.DEFINE_string(
-    'videos', None, 'Folder of videos (recursive), one video, or a text file of paths.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for <video_id>.npy features.')
+    'videos', None, 'Folder of videos (recursive), one video, or a text file of paths (each '
+    'optionally followed by a tab and its duration in seconds); local or gs://.')
+_OUTPUT = flags.DEFINE_string('output', None,
+                              'Output folder for <video_id>.npy features; local or gs://.')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('extract_features.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/extract_features.py:s3dg; '

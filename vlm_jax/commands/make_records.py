@@ -44,7 +44,8 @@ _CODEBOOK = flags.DEFINE_string('codebook', None, 'Codebook .npz from build-code
 _TRANSCRIPTS = flags.DEFINE_string(
     'transcripts', None, 'Transcript file or folder (.vtt, .srt, HowTo100M/YouCook2 .json); '
     'optional: without it every record is video-only.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output folder for the TFRecord shards.')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'Output folder for the TFRecord shards; local or gs:// (as every path).')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', common.config_file('make_records.py'),
     'Config file, then a preset: FILE[:PRESET], e.g. configs/make_records.py:videoclip; '

@@ -5,6 +5,7 @@ one stage accepts is accepted by all of them, and no stage ever leaves a
 partial file under its final name (a re-run would take it as done).
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import glob as glob_lib
@@ -157,14 +158,31 @@ class VideoListing:
     videos: (video_id, path) pairs, id = file stem, in path order.
     not_videos: (path, reason) of every other file looked at (and of hidden
       folders, not searched), in path order.
+    seconds: {path: duration} of the videos a list file gave durations for.
   """
   videos: list[tuple[str, str]]
   not_videos: list[tuple[str, str]]
+  seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+# Files probed at once when a folder is searched: a probe mostly waits on
+# storage (a round trip each on Cloud Storage), and FFmpeg releases the GIL.
+PROBE_THREADS = 16
+
+
+def _why_not(path: str) -> str | None:
+  try:
+    return video_lib.why_not_video(path)
+  except video_lib.VideoDecodeError as e:
+    # Named as a video but unreadable: a broken video, which the caller
+    # reports as a failure when it decodes it; otherwise no media at all.
+    return None if is_video(path) else 'unreadable: ' + str(e).removeprefix(f'{path}: ')
 
 
 def _probe_folder(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
   """(video paths, (path, reason) of the rest): every file under `folder`, probed."""
-  videos, not_videos = [], []
+  candidates, not_videos = [], []
+  remote = storage.is_url(folder)
   for root, dirs, names in storage.walk(folder):
     # .git, .cache and the like hold no data, and probing them can take long.
     hidden = [d for d in dirs if d.startswith('.')]
@@ -175,25 +193,24 @@ def _probe_folder(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
       if name.startswith('.'):
         # macOS "._x.mp4" files and other hidden files are never the data.
         not_videos.append((path, 'hidden file'))
-        continue
-      if not storage.isfile(path):
+      elif not remote and not os.path.isfile(path):
         not_videos.append((path, 'not a regular file'))  # a FIFO would block the probe
-        continue
-      try:
-        reason = video_lib.why_not_video(path)
-      except video_lib.VideoDecodeError as e:
-        # Named as a video but unreadable: a broken video, which the caller
-        # reports as a failure when it decodes it; otherwise no media at all.
-        reason = None if is_video(path) else 'unreadable: ' + str(e).removeprefix(f'{path}: ')
-      if reason is None:
-        videos.append(path)
       else:
-        not_videos.append((path, reason))
+        candidates.append(path)
+  with concurrent.futures.ThreadPoolExecutor(PROBE_THREADS) as pool:
+    reasons = list(pool.map(_why_not, candidates))
+  videos = [p for p, reason in zip(candidates, reasons) if reason is None]
+  not_videos += [(p, reason) for p, reason in zip(candidates, reasons) if reason is not None]
   return sorted(videos), sorted(not_videos)
 
 
-def _read_list(source: str, why_not: str) -> list[str]:
-  """The paths of a list file (relative to its folder); ValueError if it is no text."""
+def _read_list(source: str, why_not: str) -> tuple[list[str], dict[str, float]]:
+  """(paths, {path: seconds}) of a list file (paths relative to its folder).
+
+  Raises:
+    ValueError: it is no text, or a line's duration (after a tab) is no
+      non-negative number (named by line).
+  """
   try:
     with storage.open_file(source) as f:
       text = f.read()
@@ -203,9 +220,24 @@ def _read_list(source: str, why_not: str) -> list[str]:
     raise ValueError(f'{source} is neither a video ({why_not}) nor a UTF-8 text file '
                      'of video paths')
   base = os.path.dirname(storage.absolute(source))
-  lines = [line.strip() for line in text.splitlines()]
-  return [line if storage.is_url(line) else os.path.join(base, line)
-          for line in lines if line and not line.startswith('#')]
+  paths, seconds = [], {}
+  for number, line in enumerate(text.splitlines(), start=1):
+    line = line.strip()
+    if not line or line.startswith('#'):
+      continue
+    path, tab, duration = line.partition('\t')
+    path = path.strip()
+    path = path if storage.is_url(path) else os.path.join(base, path)
+    paths.append(path)
+    if tab:
+      try:
+        seconds[path] = float(duration)
+      except ValueError:
+        seconds[path] = -1.0
+      if not seconds[path] >= 0:  # also NaN
+        raise ValueError(f'{source}:{number}: the duration after the tab must be seconds '
+                         f'>= 0, got {duration.strip()!r}')
+  return paths, seconds
 
 
 def find_videos(source: str) -> VideoListing:
@@ -221,7 +253,9 @@ def find_videos(source: str) -> VideoListing:
       loudly); a single video file (broken too, if named as one); or a text
       file with one video path per line (blank lines and lines starting with
       '#' skipped; relative paths are taken from the list file's folder; used
-      as listed, not probed).
+      as listed, not probed), optionally followed by a tab and the video's
+      duration in seconds, which then sizes the shares of a multi-process
+      run without a read of the video's header (`seconds`).
 
   Raises:
     FileNotFoundError: `source` does not exist.
@@ -229,7 +263,7 @@ def find_videos(source: str) -> VideoListing:
       `source` is a file that is neither a video nor a text list.
   """
   source = os.fspath(source)
-  not_videos = []
+  not_videos, seconds = [], {}
   if storage.isdir(source):
     paths, not_videos = _probe_folder(source)
   elif storage.isfile(source):
@@ -237,7 +271,7 @@ def find_videos(source: str) -> VideoListing:
       why_not = video_lib.why_not_video(source)
     except video_lib.VideoDecodeError as e:
       why_not = None if is_video(source) else str(e).removeprefix(f'{source}: ')
-    paths = [source] if why_not is None else _read_list(source, why_not)
+    paths, seconds = ([source], {}) if why_not is None else _read_list(source, why_not)
   else:
     raise FileNotFoundError(f'{source}: no such file or folder')
   seen: dict[str, str] = {}
@@ -249,4 +283,4 @@ def find_videos(source: str) -> VideoListing:
                        f'and {path}; their features would overwrite each other')
     seen[video_id] = path
     pairs.append((video_id, path))
-  return VideoListing(pairs, not_videos)
+  return VideoListing(pairs, not_videos, seconds)

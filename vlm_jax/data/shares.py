@@ -6,10 +6,11 @@ every process lists the same items in the same order and computes the same
 assignment, so the shares are disjoint and together are the whole list.
 """
 
+import concurrent.futures
 import heapq
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from vlm_jax.data import storage
 from vlm_jax.data import video as video_lib
@@ -34,21 +35,34 @@ def balanced_shares(sizes: Sequence[float], count: int) -> list[list[int]]:
   return [sorted(s) for s in shares]
 
 
-def video_seconds(paths: Sequence[str]) -> list[float]:
-  """Each video's container duration (one header read, no decoding).
+# Header reads at once when sizing the shares: they wait on storage (a
+# round trip each on Cloud Storage), not on the CPU.
+PROBE_THREADS = 32
 
-  A video whose header has no duration counts as the mean of the others (1 s
-  when none has one); one that cannot be opened counts 0 s: its decoding
-  fails at once, and the process that holds it reports it.
+
+def video_seconds(paths: Sequence[str], known: Mapping[str, float] | None = None
+                  ) -> list[float]:
+  """Each video's duration: `known[path]` (a list file's), else its container's.
+
+  A container's duration costs one header read, no decoding; PROBE_THREADS
+  run at once. A video whose header has no duration counts as the mean of
+  the others (1 s when none has one); one that cannot be opened counts 0 s:
+  its decoding fails at once, and the process that holds it reports it.
   """
-  seconds: list[float | None] = []
-  for path in paths:
+  known = known or {}
+
+  def probe(path: str) -> float | None:
     try:
-      seconds.append(video_lib.probe(path)['duration'])
+      return video_lib.probe(path)['duration']
     except video_lib.VideoDecodeError:
-      seconds.append(0.0)
-  known = [s for s in seconds if s is not None]
-  typical = sum(known) / len(known) if known else 1.0
+      return 0.0
+
+  unknown = [p for p in paths if p not in known]
+  with concurrent.futures.ThreadPoolExecutor(PROBE_THREADS) as pool:
+    probed = dict(zip(unknown, pool.map(probe, unknown)))
+  seconds = [known[p] if p in known else probed[p] for p in paths]
+  present = [s for s in seconds if s is not None]
+  typical = sum(present) / len(present) if present else 1.0
   return [typical if s is None else float(s) for s in seconds]
 
 

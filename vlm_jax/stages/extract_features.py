@@ -117,8 +117,8 @@ def run(videos: str, output: str, config: ml_collections.ConfigDict,
   pairs, not_videos, listing = _listing(videos)
   share = None
   if process_count > 1:
-    pairs, share = shares_lib.take(pairs, shares_lib.video_seconds([p for _, p in pairs]),
-                                   'seconds', process_index, process_count)
+    seconds = shares_lib.video_seconds([p for _, p in pairs], listing.seconds)
+    pairs, share = shares_lib.take(pairs, seconds, 'seconds', process_index, process_count)
   weights_sha = video_features.sha256_file(config.weights) if config.weights else 'random'
   params = parameters(config, weights_sha)
   manifest_file = os.path.join(
