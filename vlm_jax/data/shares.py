@@ -8,10 +8,10 @@ assignment, so the shares are disjoint and together are the whole list.
 
 import concurrent.futures
 import heapq
-import json
 import os
 from typing import Any, Mapping, Sequence
 
+from vlm_jax.data import files as files_lib
 from vlm_jax.data import storage
 from vlm_jax.data import video as video_lib
 
@@ -119,8 +119,7 @@ def read_manifests(output: str) -> list[dict[str, Any]]:
                      'with --process_index/--process_count or --multihost first')
   manifests = []
   for path in paths:
-    with storage.open_file(path) as f:
-      manifests.append(json.load(f))
+    manifests.append(files_lib.read_json(path))
   counts = sorted({m['share']['count'] for m in manifests})
   if len(counts) > 1:
     raise ValueError(f'{output} holds manifests of runs over {counts} processes; keep one '

@@ -163,8 +163,9 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:
   if fortran or dtype.hasobject:
     raise ValueError(f'{path}: a Fortran-ordered or object array')
   expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-  if getsize(path) < expected:
-    raise ValueError(f'{path}: truncated ({getsize(path)} of {expected} bytes)')
+  size = getsize(path)  # once: a stat is a round trip on Cloud Storage
+  if size < expected:
+    raise ValueError(f'{path}: truncated ({size} of {expected} bytes)')
   return tuple(shape), dtype, offset
 
 
