@@ -214,3 +214,42 @@ def test_a_layer_at_some_query_positions_is_the_full_layer_there(impl):
                        first[:, :, :1])
   assert pieces.shape == (2, 3, 1, 32)
   np.testing.assert_allclose(pieces.reshape(6, 1, 32), whole[:, :1], rtol=1e-5, atol=1e-5)
+
+
+def test_pieces_attention_draws_the_same_dropout_and_gradients_as_the_broadcast_rows():
+  """bert.SelfAttention's pieces (keys and values never broadcast to the rows) against the
+  same rows written out whole: dropout on, outputs and gradients of parameters and pieces."""
+  cfg = bert.BertConfig(hidden_size=32, num_heads=4, mlp_dim=64, attention_dropout_rate=0.3)
+  rng = np.random.default_rng(1)
+  first = jnp.asarray(rng.normal(size=(1, 3, 5, 32)), jnp.float32)  # one per column
+  second = jnp.asarray(rng.normal(size=(2, 1, 4, 32)), jnp.float32)  # one per row
+  mask = np.ones((2, 3, 9), np.int32)
+  mask[0, 1, 3:5] = 0
+  mask[1, :, 7:] = 0
+  bias = bert.attention_bias(mask.reshape(6, 9), jnp.float32)
+  layer = bert.SelfAttention(cfg)
+  rows = lambda a, b: jnp.concatenate([jnp.broadcast_to(a, (2, 3, 5, 32)),
+                                       jnp.broadcast_to(b, (2, 3, 4, 32))], axis=2)
+  params = layer.init(jax.random.key(0), rows(first, second).reshape(6, 9, 32), bias,
+                      deterministic=True)
+  weights = jnp.asarray(rng.normal(size=(2, 3, 1, 32)), jnp.float32)
+  rngs = {'dropout': jax.random.key(7)}
+
+  def as_pieces(p, a, b):
+    out = layer.apply(p, (a, b), bias.reshape(2, 3, 1, 1, 9), deterministic=False,
+                      queries=a[:, :, :1], rngs=rngs)
+    return jnp.sum(out * weights), out
+
+  def as_rows(p, a, b):
+    x = rows(a, b).reshape(6, 9, 32)
+    out = layer.apply(p, x, bias, deterministic=False, queries=x[:, :1], rngs=rngs)
+    return jnp.sum(out.reshape(2, 3, 1, 32) * weights), out.reshape(2, 3, 1, 32)
+
+  grad = lambda f: jax.grad(f, argnums=(0, 1, 2), has_aux=True)(params, first, second)
+  (g_pieces, out_pieces), (g_rows, out_rows) = grad(as_pieces), grad(as_rows)
+  deterministic = layer.apply(params, (first, second), bias.reshape(2, 3, 1, 1, 9),
+                              deterministic=True, queries=first[:, :, :1])
+  assert not np.allclose(out_pieces, deterministic, atol=1e-3)  # dropout was on
+  np.testing.assert_allclose(out_pieces, out_rows, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_pieces), jax.tree.leaves(g_rows)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vlm_jax.models import attention
 from vlm_jax.models import dropout as dropout_lib
@@ -181,6 +182,10 @@ class SelfAttention(nn.Module):
       y = y.reshape(rows, y.shape[-2], cfg.num_heads, head_dim)
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
+    if len(pieces) > 1 and cfg.attention_impl != 'fused':
+      out = self._attend_pieces(queries, pieces, bias, batch_shape, deterministic)
+      out = dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
+      return out.reshape(batch_shape + out.shape[1:])
     query, key, value = heads('query', (queries,)), heads('key', pieces), heads('value', pieces)
     bias = jnp.broadcast_to(bias, batch_shape + bias.shape[-3:]).reshape(
         (rows,) + bias.shape[-3:])
@@ -196,6 +201,45 @@ class SelfAttention(nn.Module):
     out = out.reshape(rows, num_queries, cfg.hidden_size)
     out = dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
     return out.reshape(batch_shape + out.shape[1:])
+
+  def _attend_pieces(self, queries: Array, pieces: tuple[Array, ...], bias: Array,
+                     batch_shape: tuple[int, ...], deterministic: bool) -> Array:
+    """The attention of `__call__`'s pieces, each piece's keys and values left unbroadcast.
+
+    Logits and weighted values are products of the queries with each piece's
+    own rows (its broadcast axes stay free axes of the product), so neither the
+    keys and values nor, in the backward pass, their gradients exist per row of
+    the broadcast batch: summing [rows, keys, hidden] gradients back onto the
+    pieces cost CBT's tiny step more than the rest of its cross-modal layer.
+    The dropout keep mask is the one `__call__`'s broadcast path draws.
+
+    Returns:
+      [rows, num_queries, hidden], rows = prod(batch_shape).
+    """
+    cfg = self.config
+    head_dim = cfg.hidden_size // cfg.num_heads
+    split = lambda y: y.reshape(y.shape[:-1] + (cfg.num_heads, head_dim))
+    project = lambda name: dense(cfg, cfg.hidden_size, ('embed', 'heads'), name)
+    query = split(project('query')(queries))  # [*batch_q, q, heads, d]
+    key_projection, value_projection = project('key'), project('value')
+    keys = [split(key_projection(a)) for a in pieces]
+    values = [split(value_projection(a)) for a in pieces]
+    scale = jnp.asarray(head_dim ** -0.5, query.dtype)
+    logits = [jnp.einsum('...qhd,...khd->...hqk', query, k) * scale for k in keys]
+    lengths = [k.shape[-3] for k in keys]
+    logits = jnp.concatenate(
+        [jnp.broadcast_to(g, batch_shape + g.shape[-3:]) for g in logits], axis=-1)
+    probs = jax.nn.softmax(logits + bias.astype(logits.dtype), axis=-1)
+    if not deterministic and cfg.attention_dropout_rate > 0:
+      rate = cfg.attention_dropout_rate
+      keep = dropout_lib.keep_mask(self.make_rng('dropout'), rate,
+                                   (math.prod(batch_shape),) + probs.shape[-3:])
+      probs = dropout_lib.apply_keep_mask(probs, keep.reshape(probs.shape), rate)
+    bounds = np.cumsum(lengths)[:-1].tolist()
+    out = sum(jnp.einsum('...hqk,...khd->...qhd', p, v)
+              for p, v in zip(jnp.split(probs, bounds, axis=-1), values))
+    out = jnp.broadcast_to(out, batch_shape + out.shape[-3:])
+    return out.reshape((math.prod(batch_shape),) + out.shape[-3:-2] + (cfg.hidden_size,))
 
 
 class Mlp(nn.Module):
