@@ -19,7 +19,8 @@ dropout, text projection, modality embeddings, input LayerNorm and score of
 the first position; all batch^2 (window, sentence) pairs scored as
 vlm_jax.cbt.model.CrossTransformer scores them (text projection, input
 LayerNorm and, with one cross layer, keys and values once per sentence and
-per window; the last layer at position 0 only), or, with `--reference_pairs
+per window, attended without broadcasting them to the pairs; the last layer
+at position 0 only), or, with `--reference_pairs
 tiled`, as both sides did before: batch^2 tiled rows at every position; the
 visual NCE over the batch's real clips and the cross-modal NCE; gradient clipping at the config's norm and AdamW (no decay on
 biases and LayerNorm scales) under the config's warm-up schedule; dropout on
@@ -239,15 +240,37 @@ def torch_reference(config, text_cfg, visual_cfg, attention: str,
       key_mask = torch.cat([text_mask[None].expand(*pairs_shape, -1),
                             clip_mask[:, None].expand(*pairs_shape, -1)], dim=-1)
       bias = torch.where(key_mask > 0, 0.0, torch.finfo(text.dtype).min).flatten(0, 1)
-      context = torch.nn.functional.scaled_dot_product_attention(
-          heads(attention.query, (queries,)), heads(attention.key, pieces),
-          heads(attention.value, pieces), attn_mask=bias[:, None, None, :],
-          dropout_p=attention.dropout.p if self.training else 0.0)
-      context = context.transpose(1, 2).flatten(-2)  # [V * S, 1, hidden]
+      dropout_p = attention.dropout.p if self.training else 0.0
+      if len(pieces) > 1:
+        context = piece_attention(attention, queries, pieces, bias.unflatten(0, pairs_shape),
+                                  dropout_p).flatten(0, 1)
+      else:
+        context = torch.nn.functional.scaled_dot_product_attention(
+            heads(attention.query, (queries,)), heads(attention.key, pieces),
+            heads(attention.value, pieces), attn_mask=bias[:, None, None, :],
+            dropout_p=dropout_p)
+        context = context.transpose(1, 2).flatten(-2)  # [V * S, 1, hidden]
       residual = queries.expand(*pairs_shape, -1, -1).flatten(0, 1)
       x = last.attention.output(context, residual)
       x = last.output(last.intermediate(x), x)
       return x.reshape(*pairs_shape, hidden)
+
+  def piece_attention(attention, queries, pieces, bias, dropout_p):
+    """[*pairs, 1, hidden] outputs of `queries` over the broadcast pieces, each piece's keys
+    and values on its own rows (bert.SelfAttention._attend_pieces)."""
+    split = lambda y: y.unflatten(-1, (attention.num_attention_heads, -1))
+    q = split(attention.query(queries))
+    keys = [split(attention.key(x)) for x in pieces]
+    values = [split(attention.value(x)) for x in pieces]
+    scale = q.shape[-1] ** -0.5
+    logits = [torch.einsum('...qhd,...khd->...hqk', q, k) * scale for k in keys]
+    shape = torch.broadcast_shapes(*(g.shape[:-1] for g in logits))
+    logits = torch.cat([g.expand(*shape, g.shape[-1]) for g in logits], dim=-1)
+    probs = torch.nn.functional.dropout(torch.softmax(logits + bias[..., None, None, :], -1),
+                                        dropout_p)
+    parts = torch.split(probs, [k.shape[-3] for k in keys], dim=-1)
+    out = sum(torch.einsum('...hqk,...khd->...qhd', p, v) for p, v in zip(parts, values))
+    return out.flatten(-2)
 
   def loss_fn(model, b):
     """visual_weight * L_visual + cross_weight * L_cross (vlm_jax.cbt.objectives)."""

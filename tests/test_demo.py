@@ -380,7 +380,12 @@ def test_cbt_demo_on_the_same_corpus(demo_dir):
   agreement = np.mean(oracle.predict((test_x - mean) / std) == test_y)
   assert probe['metrics']['accuracy'] == pytest.approx(agreement, abs=1.5 / len(test_y))
   for task in ('step verb', 'step noun', 'segmentation (verb per second)', 'next-step verb'):
-    assert set(metrics['linear_probes'][task]) == {'S3D (raw)', 'CBT'}
+    assert set(metrics['linear_probes'][task]) == {'S3D (raw)', 'CBT', 'S3D + CBT'}
+  for video_id in by_video:  # each second's raw feature joined with its CBT state
+    joined = np.load(demo_dir / 'probe' / 'main' / 's3d_cbt' / f'{video_id}.npy')
+    np.testing.assert_array_equal(joined, np.concatenate(
+        [np.load(folder / f'{video_id}.npy'),
+         np.load(demo_dir / 'probe' / 'main' / 'cbt' / f'{video_id}.npy')], axis=1))
   seg = metrics['linear_probes']['segmentation (verb per second)']['CBT']
   assert seg['counts']['test'] == sum(np.load(demo_dir / 'probe' / 'main' / 'cbt' /
                                               f'{v}.npy').shape[0]

@@ -138,10 +138,14 @@ def run(workdir: str, config) -> dict[str, Any]:
     for name, videos in raw.items():
       ids = list(videos)
       states = cbt_inference.clip_states(loaded, [videos[i] for i in ids])
+      # S3D + CBT: what the captioner reads too; a probe of both can use the
+      # clip's own feature and its context.
       folders[name] = {
           'S3D (raw)': _write_folder(os.path.join(workdir, 'probe', name, 's3d'), videos),
           'CBT': _write_folder(os.path.join(workdir, 'probe', name, 'cbt'),
-                               dict(zip(ids, states)))}
+                               dict(zip(ids, states))),
+          'S3D + CBT': _write_folder(os.path.join(workdir, 'probe', name, 's3d_cbt'), {
+              i: np.concatenate([videos[i], s], axis=-1) for i, s in zip(ids, states)})}
     probes = {}
     for title, field, task, corpus in PROBES:
       path = os.path.join(workdir, 'probe', corpus, f'annotations_{field}.json')
@@ -261,7 +265,8 @@ def write_report(report_dir: str, metrics: dict[str, Any]) -> str:
        'background, scored as frame accuracy next to predicting background everywhere. '
        'Next-step verb: the mean feature of the previous step\'s seconds, on a second corpus '
        'whose steps follow an order; CBT never trained on it. CBT\'s features are its '
-       'contextual clip states (windows of the training length, overlaps averaged).</p>'),
+       'contextual clip states (windows of the training length, overlaps averaged); S3D + CBT '
+       'joins each second\'s raw feature and its state, as the captioner reads them.</p>'),
       ('Zero-shot text-to-video ranking (held-out steps)', report.table(
           ['split', '', 'R@1', 'R@5', 'R@10', 'median rank'], ranking)
        + '<p>Each narrated step\'s sentence against the seconds of every narrated step of its '
