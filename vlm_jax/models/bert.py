@@ -147,8 +147,9 @@ class SelfAttention(nn.Module):
       x: [batch, seq, hidden] the attended positions' inputs; or, with
         `queries`, pieces [*batch_i, seq_i, hidden] of them whose leading axes
         broadcast together: each is projected to keys and values on its own
-        rows, then broadcast and joined along seq (the projections are per
-        position, so a piece that many rows share is projected once).
+        rows, and attended as if broadcast and joined along seq (the
+        projections are per position, so a piece that many rows share is
+        projected once; `_attend_pieces` keeps them unbroadcast).
       bias: additive, broadcastable to [*batch, heads, num_queries, seq]; the
         padding bias is [batch, 1, 1, seq].
       deterministic: no dropout.
