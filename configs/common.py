@@ -103,9 +103,11 @@ def bert_model(p: dict, init_checkpoint: str) -> ml_collections.ConfigDict:
   m.param_dtype = 'float32'
   # Rematerialise each transformer layer in the backward pass (saves memory).
   m.remat = False
-  # 'xla': attention written out (supports attention dropout, runs everywhere);
-  # 'fused': jax.nn.dot_product_attention, which picks cuDNN's fused kernel on
-  # NVIDIA GPUs; it has no attention dropout, so it needs attention_dropout_rate=0.
+  # 'xla': attention written out (attention dropout, any backend); 'cudnn':
+  # cuDNN's flash attention on NVIDIA GPUs (bf16 or fp16); 'tpu_flash': Pallas's
+  # flash attention on TPUs; 'auto': the fused kernel of the backend where it
+  # can compute the attention, else 'xla'. Neither kernel has attention
+  # dropout: they need attention_dropout_rate=0 (vlm_jax.models.attention).
   m.attention_impl = 'xla'
   m.init_checkpoint = init_checkpoint
   return m

@@ -121,23 +121,6 @@ def test_encode_text_rejects_bad_utf8(tmp_path):
   assert f'{tmp_path / "bad.txt"}:2' in proc.stderr
 
 
-def test_fused_attention_equals_written_out_attention():
-  """jax.nn.dot_product_attention (cuDNN on GPUs) computes the same encoder, padding included."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  config = bert.BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
-  ids = jax.random.randint(jax.random.key(1), (3, 12), 0, 100)
-  mask = jnp.arange(12)[None, :] < jnp.array([[12], [7], [3]])
-  written = bert.BertModel(config)
-  fused = bert.BertModel(dataclasses.replace(config, attention_impl='fused'))
-  params = written.init(jax.random.key(0), ids, mask, jnp.zeros_like(ids))
-  a, _ = written.apply(params, ids, mask, jnp.zeros_like(ids))
-  b, _ = fused.apply(params, ids, mask, jnp.zeros_like(ids))
-  valid = np.asarray(mask)
-  np.testing.assert_allclose(np.asarray(a)[valid], np.asarray(b)[valid], atol=1e-5)
-
-
 def test_gelu_is_the_erf_form():
   import math  # pylint: disable=import-outside-toplevel
   x = np.linspace(-8, 8, 2001).astype(np.float32)

@@ -192,10 +192,9 @@ def test_dropout_reaches_the_scores(setup):
   np.testing.assert_array_equal(a, scores(1, False))
 
 
-@pytest.mark.parametrize('impl', ['xla', 'fused'])
-def test_a_layer_at_some_query_positions_is_the_full_layer_there(impl):
+def test_a_layer_at_some_query_positions_is_the_full_layer_there():
   """bert.TransformerLayer with `queries`, given x whole or as broadcast pieces."""
-  cfg = bert.BertConfig(hidden_size=32, num_heads=4, mlp_dim=64, attention_impl=impl)
+  cfg = bert.BertConfig(hidden_size=32, num_heads=4, mlp_dim=64)
   rng = np.random.default_rng(0)
   first = rng.normal(size=(1, 3, 5, 32)).astype(np.float32)  # shared by 2 rows
   second = rng.normal(size=(2, 1, 4, 32)).astype(np.float32)  # shared by 3 columns

@@ -43,8 +43,10 @@ def test_unknown_preset_and_option():
     ('model.num_heads', 5, 'config.model.hidden_size: 64 is not divisible by model.num_heads=5'),
     ('model.dtype', 'float33', "config.model.dtype: unknown dtype 'float33'"),
     ('optim.name', 'sgd', "config.optim.name: must be adam or adamw, got 'sgd'"),
-    ('model.attention_impl', 'fused', "config.model.attention_impl: 'fused' has no attention "
-     'dropout; set model.attention_dropout_rate=0'),
+    ('model.attention_impl', 'fused', "config.model.attention_impl: must be 'xla', 'cudnn', "
+     "'tpu_flash' or 'auto', got 'fused'"),
+    ('model.attention_impl', 'tpu_flash', "config.model.attention_impl: 'tpu_flash' has no "
+     'attention dropout'),
     ('train.dropout_rng', 'mt19937', 'config.train.dropout_rng: must be threefry2x32, rbg or'),
     ('train.global_batch_size', 0, 'config.train.global_batch_size: must be >= 1, got 0'),
 ])

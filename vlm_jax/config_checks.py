@@ -8,6 +8,8 @@ its own. A failed check raises ConfigError naming the field.
 
 import jax.numpy as jnp
 
+from vlm_jax.models import attention
+
 DROPOUT_RNGS = ('threefry2x32', 'rbg', 'unsafe_rbg')
 
 
@@ -51,11 +53,21 @@ def numerics(model_config) -> None:
       jnp.dtype(m[field])
     except TypeError as e:
       raise ConfigError(f'config.model.{field}: unknown dtype {m[field]!r}') from e
-  require(m.attention_impl in ('xla', 'fused'), 'model.attention_impl',
-          f"must be 'xla' or 'fused', got {m.attention_impl!r}")
-  require(m.attention_impl == 'xla' or m.attention_dropout_rate == 0, 'model.attention_impl',
-          f"'fused' has no attention dropout; set model.attention_dropout_rate=0 "
-          f'(got {m.attention_dropout_rate})')
+  impls = attention.IMPLEMENTATIONS
+  require(m.attention_impl in impls, 'model.attention_impl',
+          f'must be {", ".join(map(repr, impls[:-1]))} or {impls[-1]!r}, '
+          f'got {m.attention_impl!r}')
+  # 'auto' falls back to 'xla' where a fused kernel cannot compute the config's attention.
+  require(m.attention_impl in ('xla', 'auto') or m.attention_dropout_rate == 0,
+          'model.attention_impl',
+          f"{m.attention_impl!r} has no attention dropout (neither cuDNN's public flash "
+          "attention nor Pallas's kernel draws one); set model.attention_dropout_rate=0 "
+          f"(got {m.attention_dropout_rate}) or use 'xla'")
+  if m.attention_impl == 'cudnn':
+    head_dim = m.hidden_size // max(m.num_heads, 1)
+    require(attention.cudnn_supports(m.dtype, head_dim), 'model.attention_impl',
+            "'cudnn' needs model.dtype bfloat16 or float16 and a head size <= 256 that "
+            f'divides by 8; got {m.dtype} and {head_dim}')
 
 
 def optimizer(optim_config, num_steps: int, steps: str) -> None:

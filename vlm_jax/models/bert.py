@@ -40,7 +40,12 @@ class BertConfig:
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   remat: bool = False
-  attention_impl: str = 'xla'  # or 'fused' (jax.nn.dot_product_attention, no dropout)
+  # vlm_jax.models.attention.IMPLEMENTATIONS: 'xla', 'cudnn', 'tpu_flash' or 'auto'.
+  attention_impl: str = 'xla'
+  # Whether every sequence's padding follows its tokens (the VideoBERT pipeline's
+  # batches). cuDNN reads padding as a key count per row; without this promise
+  # each row's attended keys are first gathered to the front.
+  trailing_padding: bool = False
 
   @classmethod
   def from_model_config(cls, model_config, vocab_size: int) -> 'BertConfig':
@@ -140,7 +145,7 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array | Sequence[Array], bias: Array, *, deterministic: bool,
-               queries: Array | None = None) -> Array:
+               queries: Array | None = None, key_mask: Array | None = None) -> Array:
     """Multi-head attention of `queries` (default: every position of `x`) over `x`.
 
     Args:
@@ -156,6 +161,9 @@ class SelfAttention(nn.Module):
       queries: [*batch_q, num_queries, hidden] the inputs of the positions
         whose outputs are wanted (x[:, :1] to read out [CLS] alone); None for
         all positions of `x` (then one array).
+      key_mask: [batch, seq] 1/0, the mask `bias` is the padding bias of; the
+        fused implementations (config.attention_impl 'cudnn', 'tpu_flash')
+        read it instead of `bias`. Pieces are always attended written out.
 
     Returns:
       [batch, seq, hidden], or with `queries` [*batch, num_queries, hidden],
@@ -183,16 +191,23 @@ class SelfAttention(nn.Module):
       y = y.reshape(rows, y.shape[-2], cfg.num_heads, head_dim)
       return nn.with_logical_constraint(y, ('batch', 'length', 'heads', 'kv'))
 
-    if len(pieces) > 1 and cfg.attention_impl != 'fused':
+    if len(pieces) > 1:
       out = self._attend_pieces(queries, pieces, bias, batch_shape, deterministic)
       out = dense(cfg, cfg.hidden_size, ('heads', 'embed'), 'out')(out)
       return out.reshape(batch_shape + out.shape[1:])
     query, key, value = heads('query', (queries,)), heads('key', pieces), heads('value', pieces)
-    bias = jnp.broadcast_to(bias, batch_shape + bias.shape[-3:]).reshape(
-        (rows,) + bias.shape[-3:])
-    if cfg.attention_impl == 'fused':
-      out = jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype))
+    impl = attention.resolve(cfg.attention_impl, attention_dropout_rate=cfg.attention_dropout_rate,
+                             dtype=cfg.dtype, head_dim=head_dim)
+    if impl != 'xla':
+      if key_mask is None:
+        raise ValueError(f'attention_impl={impl!r} reads the padding from key_mask, got None')
+      key_mask = jnp.broadcast_to(key_mask, batch_shape + key_mask.shape[-1:]).reshape(rows, -1)
+      if impl == 'cudnn' and not cfg.trailing_padding:
+        key, value, key_mask = attention.attended_keys_first(key, value, key_mask)
+      out = attention.padded_attention(query, key, value, key_mask, implementation=impl)
     else:
+      bias = jnp.broadcast_to(bias, batch_shape + bias.shape[-3:]).reshape(
+          (rows,) + bias.shape[-3:])
       keep, rate = None, 0.0
       if not deterministic and cfg.attention_dropout_rate > 0:
         rate = cfg.attention_dropout_rate
@@ -261,17 +276,18 @@ class TransformerLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array | Sequence[Array], bias: Array, deterministic: bool,
-               queries: Array | None = None) -> Array:
+               queries: Array | None = None, key_mask: Array | None = None) -> Array:
     """[batch, seq, hidden] with bias [batch, 1, 1, seq] -> [batch, seq, hidden].
 
     With `queries` (SelfAttention's arguments), only those positions' outputs,
     [*batch, num_queries, hidden]: the residuals are the queries' inputs, and
-    the MLP and LayerNorms run on those positions alone.
+    the MLP and LayerNorms run on those positions alone. `key_mask`: [batch,
+    seq] 1/0, the padding `bias` is made of (the fused attention reads it).
     """
     cfg = self.config
     dropout = dropout_lib.Dropout(cfg.dropout_rate)
     h = SelfAttention(cfg, name='attention')(x, bias, deterministic=deterministic,
-                                             queries=queries)
+                                             queries=queries, key_mask=key_mask)
     out_shape = h.shape
     if queries is not None:
       x = jnp.broadcast_to(queries, out_shape)
@@ -283,10 +299,7 @@ class TransformerLayer(nn.Module):
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed')).reshape(out_shape)
 
 
-def attention_bias(attention_mask: Array, dtype: Dtype) -> Array:
-  """[batch, seq] 1/0 mask -> [batch, 1, 1, seq] additive bias."""
-  big_negative = jnp.finfo(dtype).min
-  return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, big_negative).astype(dtype)
+attention_bias = attention.padding_bias
 
 
 class Encoder(nn.Module):
@@ -301,7 +314,7 @@ class Encoder(nn.Module):
     if cfg.remat:
       layer_cls = nn.remat(TransformerLayer, static_argnums=(3,))
     for i in range(cfg.num_layers):
-      x = layer_cls(cfg, name=f'layer_{i}')(x, bias, deterministic)
+      x = layer_cls(cfg, name=f'layer_{i}')(x, bias, deterministic, None, attention_mask)
     return x
 
 

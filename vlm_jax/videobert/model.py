@@ -9,6 +9,8 @@ joint vocabulary with the input embeddings (tied) and is evaluated only at the
 gathered masked positions; the alignment head classifies the pooled `[CLS]`.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -98,7 +100,11 @@ class VideoBert(nn.Module):
 
 def build(model_config, vocab: vocab_lib.JointVocab) -> VideoBert:
   """VideoBert from the `model` block of a config."""
-  bert_config = bert.BertConfig.from_model_config(model_config, vocab.text_vocab_size + 1)
+  # Training batches (pipeline.py) and inference queries (inference.py) pad
+  # after each sequence's tokens.
+  bert_config = dataclasses.replace(
+      bert.BertConfig.from_model_config(model_config, vocab.text_vocab_size + 1),
+      trailing_padding=True)
   return VideoBert(bert_config, vocab, model_config.visual_embedding_dim,
                    model_config.freeze_visual_embeddings)
 
