@@ -60,3 +60,25 @@ def test_dropout_scales_kept_values_and_is_off_when_deterministic():
   np.testing.assert_array_equal(np.asarray(layer.apply({}, x, True)), x)
   np.testing.assert_array_equal(
       np.asarray(dropout.Dropout(0.0).apply({}, x, False, rngs={'dropout': jax.random.key(0)})), x)
+
+
+@pytest.mark.parametrize('shape', [(7,), (2, 4, 11, 11)])
+def test_the_kernel_mode_draws_the_unrolled_bits_through_jaxlibs_primitive(shape):
+  key = jax.random.fold_in(jax.random.key(9), 3)
+  masks, jaxprs = {}, {}
+  for mode in ('unrolled', 'kernel'):
+    with dropout.bits_mode(mode):
+      masks[mode] = jax.jit(lambda k: dropout.keep_mask(k, 0.1, shape))(key)
+      jaxprs[mode] = str(jax.make_jaxpr(lambda k: dropout.keep_mask(k, 0.1, shape))(key))
+  np.testing.assert_array_equal(np.asarray(masks['kernel']), np.asarray(masks['unrolled']))
+  assert 'threefry2x32' in jaxprs['kernel'] and 'threefry2x32' not in jaxprs['unrolled']
+
+
+def test_auto_bits_are_unrolled_on_the_cpu_and_the_kernel_elsewhere():
+  assert dropout.resolved_bits_mode('cpu') == 'unrolled'
+  assert dropout.resolved_bits_mode('gpu') == dropout.resolved_bits_mode('tpu') == 'kernel'
+  with dropout.bits_mode('kernel'):
+    assert dropout.resolved_bits_mode('cpu') == 'kernel'
+  with pytest.raises(ValueError, match='dropout bits mode'):
+    with dropout.bits_mode('philox'):
+      pass

@@ -8,16 +8,48 @@ XLA fuses it with the comparison and the multiply into one loop. Its bits
 are threefry2x32(key, (0, i)) for the element with flat index i, the hash
 inputs jax.random.bits uses (with JAX's default `jax_threefry_partitionable`),
 so hi ^ lo equals jax.random.bits(key, shape) bit for bit (tests/test_dropout.py).
+
+On GPUs and TPUs jaxlib has a threefry kernel: `bits_mode('kernel')` draws the
+same bits through it (jax.extend.random.threefry2x32_p), 'unrolled' through the
+written-out hash, and 'auto' (the default) picks per backend: unrolled on the
+CPU, where it was measured faster, the kernel elsewhere (the accelerator
+benchmark, benchmarks/throughput.py, times both). The mode changes no bit.
 """
+
+import contextlib
+import contextvars
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import threefry2x32_p
 
 Array = jax.Array
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+BITS_MODES = ('auto', 'unrolled', 'kernel')
+_BITS_MODE = contextvars.ContextVar('dropout_bits_mode', default='auto')
+
+
+@contextlib.contextmanager
+def bits_mode(mode: str):
+  """Threefry dropout bits drawn by `mode` (BITS_MODES) in what is traced inside."""
+  if mode not in BITS_MODES:
+    raise ValueError(f'dropout bits mode must be one of {BITS_MODES}, got {mode!r}')
+  token = _BITS_MODE.set(mode)
+  try:
+    yield
+  finally:
+    _BITS_MODE.reset(token)
+
+
+def resolved_bits_mode(backend: str | None = None) -> str:
+  """'unrolled' or 'kernel': the mode in effect, 'auto' resolved for `backend`."""
+  mode = _BITS_MODE.get()
+  if mode == 'auto':
+    return 'unrolled' if (backend or jax.default_backend()) == 'cpu' else 'kernel'
+  return mode
 
 
 def _rotate_left(x: Array, bits: int) -> Array:
@@ -40,12 +72,15 @@ def threefry2x32(key1: Array, key2: Array, x1: Array, x2: Array) -> tuple[Array,
 def threefry_bits(key: Array, shape: tuple[int, ...]) -> tuple[Array, Array]:
   """64 random bits per element of `shape`, as two uint32 arrays (hi, lo).
 
-  `key` is a typed threefry key (jax.random.key) or its raw uint32[2] data.
+  `key` is a typed threefry key (jax.random.key) or its raw uint32[2] data;
+  the hash is written out or jaxlib's kernel (`bits_mode`), the same bits.
   Sizes up to 2**32 elements (the counter's high word stays 0).
   """
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape)
+  if resolved_bits_mode() == 'kernel':
+    return tuple(threefry2x32_p.bind(key[0], key[1], jnp.zeros_like(index), index))
   return threefry2x32(key[0], key[1], jnp.zeros_like(index), index)
 
 
