@@ -106,7 +106,12 @@ class Embeddings(nn.Module):
   """Token + position + token-type embeddings, LayerNorm and dropout.
 
   `token_embeddings`, when given, replaces the word lookup (VideoBERT looks up
-  visual tokens in a table of its own).
+  visual tokens in a table of its own). The tables are read in their own
+  (parameter) dtype and the rows cast after: word rows by a gather, positions
+  by a slice, token types by a select, so the gradients reach the tables as an
+  f32 scatter-add, a pad and a sum. nn.Embed's lookup would cast each table to
+  the compute dtype first, making each gradient a bf16 scatter-add (16k rows
+  onto a token-type table of 2 lose most of their bits, and are slow on GPUs).
   """
   config: BertConfig
 
@@ -127,13 +132,24 @@ class Embeddings(nn.Module):
   def __call__(self, input_ids: Array, token_type_ids: Array, *, deterministic: bool,
                token_embeddings: Array | None = None) -> Array:
     """[batch, seq] ids -> [batch, seq, hidden]."""
-    if token_embeddings is None:
-      token_embeddings = self.word_embeddings(input_ids)
-    positions = jnp.arange(input_ids.shape[-1])[None, :]
-    x = (token_embeddings + self.position_embeddings(positions)
-         + self.token_type_embeddings(token_type_ids))
-    x = self.LayerNorm(x)
+    x = self.LayerNorm(self.summed(input_ids, token_type_ids, token_embeddings))
     return self.dropout(x, deterministic=deterministic)
+
+  def summed(self, input_ids: Array, token_type_ids: Array,
+             token_embeddings: Array | None = None) -> Array:
+    """[batch, seq] ids -> the [batch, seq, hidden] sum of the three embeddings, before LN."""
+    dtype = self.config.dtype
+    if token_embeddings is None:
+      token_embeddings = jnp.take(self.word_embeddings.embedding, input_ids, axis=0).astype(dtype)
+    # Broadcast before the cast, so the gradient's sum over the batch is in f32.
+    positions = jnp.broadcast_to(self.position_embeddings.embedding[:input_ids.shape[-1]],
+                                 token_embeddings.shape).astype(dtype)
+    types = self.token_type_embeddings.embedding
+    if types.shape[0] == 2:
+      type_rows = jnp.where(token_type_ids[..., None] == 1, types[1], types[0])
+    else:
+      type_rows = jnp.take(types, token_type_ids, axis=0)
+    return token_embeddings + positions + type_rows.astype(dtype)
 
   def word_table(self) -> Array:
     """The [vocab, hidden] word embedding table (for tied output heads)."""
