@@ -145,7 +145,10 @@ class Embeddings(nn.Module):
     positions = jnp.broadcast_to(self.position_embeddings.embedding[:input_ids.shape[-1]],
                                  token_embeddings.shape).astype(dtype)
     types = self.token_type_embeddings.embedding
-    if types.shape[0] == 2:
+    # A select only where the rows are cast: in the table's own dtype the
+    # gather's gradient is already a sum in that dtype, and float32 runs keep
+    # their results bit for bit (the CPU demos' published digits).
+    if types.shape[0] == 2 and jnp.dtype(dtype) != types.dtype:
       type_rows = jnp.where(token_type_ids[..., None] == 1, types[1], types[0])
     else:
       type_rows = jnp.take(types, token_type_ids, axis=0)
