@@ -24,7 +24,12 @@ Presets, chosen by the config argument:
 
 Options after a comma: `runlocal` shrinks the model, batch and steps to what a
 unit test can run in seconds (random init, no checkpoint), e.g.
-`configs/videobert.py:tiny,runlocal`.
+`configs/videobert.py:tiny,runlocal`. `gpu` and `tpu` are the accelerator
+recipe (`large,gpu`, `large,tpu`): bf16 compute (f32 parameters), the
+backend's flash attention (cuDNN's, Pallas's) and so no dropout on the
+attention probabilities, which neither kernel draws; dropout on the hidden
+states stays. Not yet measured on either accelerator: `python
+benchmarks/throughput.py` times it beside the defaults (benchmarks/RESULTS.md).
 
 Any field can be overridden: `--config.optim.learning_rate=1e-5`.
 """
@@ -50,8 +55,8 @@ _S3D_DIM = 1024
 
 
 def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
-  """Returns the config for `arg` = '<preset>[,runlocal]'."""
-  preset, options = common.parse_arg(arg, _PRESETS, {'runlocal'})
+  """Returns the config for `arg` = '<preset>[,runlocal][,gpu|,tpu]'."""
+  preset, options = common.parse_arg(arg, _PRESETS, {'runlocal', 'gpu', 'tpu'})
   p = dict(_PRESETS[preset])
   runlocal = 'runlocal' in options
   if runlocal:
@@ -126,6 +131,11 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
   c.train.allow_config_change = False
 
   common.add_mesh(c)
+
+  for backend, attention_impl in (('gpu', 'cudnn'), ('tpu', 'tpu_flash')):
+    if backend in options:
+      c.model.dtype, c.model.param_dtype = 'bfloat16', 'float32'
+      c.model.attention_impl, c.model.attention_dropout_rate = attention_impl, 0.0
 
   if preset == 'paper':
     # Adam without decay, as the paper says; and no decay could touch the frozen table anyway.

@@ -29,7 +29,7 @@ def _cli(cwd, *args):
 @pytest.mark.parametrize('command,default,others,presets', [
     ('train', 'videobert.py', {'videoclip.py': 'presets: tiny (default), base; options: runlocal',
                                'clipbert.py': 'presets: tiny (default), base; options: pretrain, runlocal'},
-     'presets: tiny (default), base, large, paper; options: runlocal'),
+     'presets: tiny (default), base, large, paper; options: gpu, runlocal, tpu'),
     ('extract-features', 'extract_features.py', {}, 'presets: s3d (default), s3dg, demo'),
     ('make-records', 'make_records.py', {}, 'presets: videobert (default), videoclip'),
     ('caption', 'captioner.py', {}, 'presets: paper (default), runlocal'),
@@ -62,7 +62,7 @@ def test_extract_features_without_config_reaches_its_stage(tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--config', f'{CONFIGS}/videobert.py:tiny,runlocall'],
      f"config: unknown option 'runlocall' for {CONFIGS}/videobert.py; did you mean runlocal? "
-     '(presets: tiny, base, large, paper; options: runlocal)'),
+     '(presets: tiny, base, large, paper; options: gpu, runlocal, tpu)'),
     (['--config', f'{CONFIGS}/videoclip.py:bas'],
      f"config: unknown preset 'bas' for {CONFIGS}/videoclip.py; did you mean base? "
      '(presets: tiny, base; options: runlocal)'),

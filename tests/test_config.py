@@ -136,7 +136,7 @@ def test_a_misspelt_preset_option_and_a_demo_key_are_one_line(tmp_path):
   assert option.returncode == 2
   assert _last_stderr_lines(option) == [
       "vlm-jax train: config: unknown option 'runlocall' for configs/videobert.py; did you mean "
-      "runlocal? (presets: tiny, base, large, paper; options: runlocal)"]
+      "runlocal? (presets: tiny, base, large, paper; options: gpu, runlocal, tpu)"]
   # The demo's config is a flag default.
   demo = subprocess.run(
       [sys.executable, '-m', 'vlm_jax.cli', 'demo', '--workdir', str(tmp_path / 'd'),
@@ -150,3 +150,11 @@ def test_a_misspelt_preset_option_and_a_demo_key_are_one_line(tmp_path):
 def test_tiny_vocab_comes_from_its_checkpoint():
   tok, vocab = step_lib.load_vocab(videobert_config.get_config('tiny'))
   assert vocab.text_vocab_size == 30522 and tok.token_to_id('[MASK]') == vocab.mask_id
+
+
+@pytest.mark.parametrize('option,attention_impl', [('gpu', 'cudnn'), ('tpu', 'tpu_flash')])
+def test_the_accelerator_recipes_pass_their_checks(option, attention_impl):
+  config = videobert_config.get_config(f'large,{option}')
+  assert (config.model.dtype, config.model.attention_impl) == ('bfloat16', attention_impl)
+  assert config.model.attention_dropout_rate == 0.0 and config.model.dropout_rate == 0.1
+  videobert_checks.validate(config, num_devices=4)

@@ -35,6 +35,10 @@ def test_peak_flops_by_device_name():
   class Fake:
     device_kind = 'NVIDIA H100 80GB HBM3'
   assert flops.peak_flops(Fake()) == 989e12
+  Fake.device_kind = 'NVIDIA H100 PCIe'
+  assert flops.peak_flops(Fake()) == 756e12
+  Fake.device_kind = 'NVIDIA H200'
+  assert flops.peak_flops(Fake()) == 989e12
   Fake.device_kind = 'TPU v5 lite'
   assert flops.peak_flops(Fake()) == 197e12
   Fake.device_kind = 'cpu'

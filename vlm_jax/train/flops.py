@@ -8,9 +8,13 @@ counted, so MFU does not reward recomputation.
 
 import jax
 
-# Dense bf16 matrix peak per chip (FLOP/s), from the vendors' data sheets.
+# Dense bf16 matrix peak per chip (FLOP/s), from the vendors' data sheets; the
+# first name the device kind contains wins (the H100's PCIe and NVL boards are
+# slower than its SXM board).
 PEAK_BF16_FLOPS = (
     ('H200', 989e12),
+    ('H100 PCIe', 756e12),
+    ('H100 NVL', 835e12),
     ('H100', 989e12),
     ('A100', 312e12),
     ('TPU v6', 918e12),
