@@ -39,7 +39,8 @@ class Setup:
   init_params: Callable[[jax.Array], Any]
   create_state: Callable[[Any], TrainState]
   train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
-  compile_step: Callable[[dict], Any]  # abstract batch -> compiled executable
+  # (abstract batch, XLA options or None) -> compiled executable (state, batch) -> (state, metrics)
+  compile_step: Callable[..., Any]
 
 
 def load_vocab(config):
@@ -127,8 +128,10 @@ def build(config, vocab: vocab_lib.JointVocab, devices=None) -> Setup:
       step_fn, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
       out_shardings=(state_shardings, None), donate_argnums=0)
   train_step = sharded.in_mesh(jitted_step)
-  # Compiles without any array in memory (for memory reports of large configs).
-  compile_step = sharded.in_mesh(lambda batch: jitted_step.lower(abstract_state, batch).compile())
+  # Compiles without any array in memory (for memory reports of large configs);
+  # options apply to this executable alone (benchmarks/throughput.py compares them).
+  compile_step = sharded.in_mesh(lambda batch, compiler_options=None: jitted_step.lower(
+      abstract_state, batch).compile(compiler_options=compiler_options))
   return Setup(config, vocab, mesh, model, tx, schedule, sharded.param_shardings,
                state_shardings, abstract_state, sharded.init_params, sharded.create_state,
                train_step, compile_step)
