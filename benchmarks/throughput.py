@@ -29,7 +29,7 @@ MFU counts model FLOPs (vlm_jax.train.flops) over the device name's bf16 peak;
 the profile sums kernel time over streams (on a CPU over threads, so it can
 exceed the wall time).
 The accelerator machine has no TensorFlow: this imports nothing that needs
-it (pip install jax[cuda] flax optax ml-collections orbax-checkpoint, and
+it (pip install jax[cuda13] flax optax ml-collections tokenizers, and
 torch transformers for the reference; README "Benchmarks"). `cpu_smoke` runs
 every section on tiny shapes (tests/test_throughput.py).
 """
@@ -563,6 +563,10 @@ def main():
                       help='comma-separated sections to run (preflight always runs)')
   args = parser.parse_args()
   plan = PLANS[args.plan]
+  if plan.interpret_tpu_kernels:
+    # An interpret-mode kernel (host callbacks) loaded back from a persistent
+    # compilation cache hangs: compile everything afresh.
+    jax.config.update('jax_enable_compilation_cache', False)
   known = {s for s, _ in plan.sections}
   only = set(filter(None, args.only.split(','))) or None
   if only and only - known:
