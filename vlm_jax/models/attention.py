@@ -1,7 +1,7 @@
 """Multi-head scaled dot-product attention: written out with BERT's dropout on the
 probabilities, or a fused kernel of the backend (`padded_attention`).
 
-The written-out gradient is written out (`jax.custom_vjp`) so that its four batched
+The written-out path's gradient is hand-written (`jax.custom_vjp`) so that its four batched
 products are plain or right-transposed matrix products over [heads, length,
 head_dim] blocks: autodiff of the forward contracts two of them over their
 leading axis (P^T dO and dS^T Q), a form XLA's CPU backend hands to a slower
@@ -30,20 +30,19 @@ _TPU_BLOCK = 128
 
 
 def resolve(implementation: str, *, attention_dropout_rate: float, dtype: Any,
-            head_dim: int, trailing_padding: bool = True, backend: str | None = None) -> str:
+            head_dim: int, backend: str | None = None) -> str:
   """The implementation `implementation` ('auto' or a name) stands for on `backend`.
 
   'auto' is cuDNN on a GPU and Pallas flash attention on a TPU where they can
-  compute the config's attention: neither has attention dropout, cuDNN needs
-  bf16 or fp16, a head size <= 256 and a multiple of 8, and padding after
-  each sequence's tokens (its mask is a key count per row); else 'xla'.
+  compute the config's attention: neither has attention dropout, and cuDNN
+  needs bf16 or fp16 and a head size <= 256 and a multiple of 8; else 'xla'.
   """
   if implementation != 'auto':
     return implementation
   backend = backend or jax.default_backend()
   if attention_dropout_rate > 0:
     return 'xla'
-  if backend == 'gpu' and trailing_padding and cudnn_supports(dtype, head_dim):
+  if backend == 'gpu' and cudnn_supports(dtype, head_dim):
     return 'cudnn'
   if backend == 'tpu':
     return 'tpu_flash'
