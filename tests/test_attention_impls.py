@@ -50,8 +50,10 @@ def _assert_same(a, b):
   hidden_a, grads_a = a
   hidden_b, grads_b = b
   np.testing.assert_allclose(np.asarray(hidden_a), np.asarray(hidden_b), atol=1e-5)
+  # The gradients reach ~100 (a sum over every position): float32 summation order
+  # alone moves them by a few 1e-5.
   for x, y in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture
@@ -115,9 +117,12 @@ def _tpu_flash_against_written_out(trailing: bool) -> None:
   ids, mask = _batch(trailing)
   params = bert.BertModel(CONFIG).init(jax.random.key(0), ids, mask)['params']
   written = _outputs_and_grads(CONFIG, params, ids, mask)
+  # Jitted whole: the interpreter's host callbacks run JAX ops of their own, and
+  # beside the main thread's op-by-op dispatch of an eager backward pass they
+  # deadlocked now and then.
+  flash_config = dataclasses.replace(CONFIG, attention_impl='tpu_flash')
   with pltpu.force_tpu_interpret_mode():
-    flash = _outputs_and_grads(dataclasses.replace(CONFIG, attention_impl='tpu_flash'), params,
-                               ids, mask)
+    flash = jax.jit(lambda *a: _outputs_and_grads(flash_config, *a))(params, ids, mask)
   _assert_same(flash, written)
 
 
